@@ -1,0 +1,113 @@
+"""What the user watches: a rich progress bar on a terminal, plain lines elsewhere (CI logs)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from types import TracebackType
+from typing import Any
+
+import optuna
+import pandas as pd
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from autoprune.config import Config
+from autoprune.study import Task, metric_names
+
+__all__ = ["SearchProgress", "print_front"]
+
+
+class SearchProgress:
+    def __init__(self, config: Config, console: Console | None = None) -> None:
+        self.config = config
+        self.console = console or Console(stderr=True)
+        self.interactive = self.console.is_terminal
+        self.metric = metric_names(config)[0]
+        self._progress: Progress | None = None
+        self._bar: Any = None
+        self._front = 0
+        self._best = "-"
+        self._phase = ""
+        self._done = 0
+        self._started = time.monotonic()
+
+    def __enter__(self) -> SearchProgress:
+        if self.interactive:
+            self._progress = Progress(
+                TextColumn("[bold]trials"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("left"),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[status]}"),
+                console=self.console,
+                transient=False,
+            )
+            self._progress.__enter__()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(exc_type, exc, tb)
+
+    def log(self, message: str) -> None:
+        if self._progress is not None:
+            self._progress.console.print(message, markup=False, highlight=False)
+        else:
+            print(message, file=sys.stderr, flush=True)
+
+    def on_ready(self, study: optuna.Study, task: Task) -> None:
+        self._done = len([t for t in study.get_trials(deepcopy=False) if t.state.is_finished()])
+        total = self.config.study.n_trials
+        if self._progress is not None:
+            self._bar = self._progress.add_task("search", total=total, completed=min(self._done, total), status="")
+
+    def _status(self) -> str:
+        return f"front {self._front} | best {self.metric} {self._best} | {self._phase}"
+
+    def on_phase(self, number: int, phase: str) -> None:
+        self._phase = f"trial {number}: {phase}"
+        if self._progress is not None and self._bar is not None:
+            self._progress.update(self._bar, status=self._status())
+
+    def on_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self._done += 1
+        front = [t for t in study.best_trials if t.values[1] < 1.0]
+        self._front = len(front)
+        budget = self.config.constraints.max_macs
+        eligible = [t.values[0] for t in front if budget is None or t.values[1] <= budget]
+        self._best = f"{max(eligible):.4f}" if eligible else "-"
+        self._phase = ""
+        if self._progress is not None and self._bar is not None:
+            self._progress.update(self._bar, completed=min(self._done, self.config.study.n_trials), status=self._status())
+        else:
+            values = f"{self.metric} {trial.values[0]:.4f}, cost {trial.values[1]:.3f}" if trial.values else trial.state.name
+            elapsed = time.monotonic() - self._started
+            print(
+                f"trial {trial.number} {trial.state.name.lower()}: {values} | "
+                f"front {self._front}, best {self._best} | {elapsed:.0f}s",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def print_front(front: pd.DataFrame, config: Config, console: Console | None = None) -> None:
+    console = console or Console()
+    metric, cost = metric_names(config)
+    table = Table(title=f"Pareto front: {config.study_name}")
+    for column in ("trial", metric, "MACs (rel)", "params (rel)", "plan"):
+        table.add_column(column, justify="left" if column == "plan" else "right")
+    for row in front.itertuples(index=False):
+        table.add_row(
+            str(row.trial),
+            f"{row.metric:.4f}",
+            f"{row.macs_relative:.3f}",
+            f"{row.params_relative:.3f}",
+            str(row.plan),
+        )
+    console.print(table)

@@ -1,0 +1,41 @@
+"""Typed configs: the YAML schema, loading with overrides, and one-line errors."""
+
+from __future__ import annotations
+
+from autoprune.config._load import (
+    apply_overrides,
+    config_from_dict,
+    dump_config,
+    load_config,
+    load_yaml,
+    validation_error,
+)
+from autoprune.config._schema import (
+    Config,
+    ConstraintsConfig,
+    DataConfig,
+    FinetuneConfig,
+    ModelConfig,
+    PruneConfig,
+    SpaceSpec,
+    StudyConfig,
+    TrainConfig,
+)
+
+__all__ = [
+    "Config",
+    "ConstraintsConfig",
+    "DataConfig",
+    "FinetuneConfig",
+    "ModelConfig",
+    "PruneConfig",
+    "SpaceSpec",
+    "StudyConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "config_from_dict",
+    "dump_config",
+    "load_config",
+    "load_yaml",
+    "validation_error",
+]

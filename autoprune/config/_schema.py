@@ -1,0 +1,172 @@
+"""The typed config: the schema is these classes. Unknown keys are errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from autoprune.criteria import CRITERIA
+from autoprune.errors import did_you_mean
+
+__all__ = [
+    "Config",
+    "ConstraintsConfig",
+    "DataConfig",
+    "FinetuneConfig",
+    "ModelConfig",
+    "PruneConfig",
+    "SpaceSpec",
+    "StudyConfig",
+    "TrainConfig",
+]
+
+Granularity = Literal["shared", "per_stage", "per_group"]
+SAMPLERS = ("tpe", "nsga2", "random", "gp")
+
+
+def _known_criterion(name: str) -> str:
+    if name not in CRITERIA:
+        known = ", ".join(CRITERIA.names())
+        raise ValueError(f"unknown criterion {name!r}{did_you_mean(name, CRITERIA.names())}; known: {known}")
+    return name
+
+
+Ratio = Annotated[float, Field(ge=0.0, lt=1.0)]
+CriterionName = Annotated[str, AfterValidator(_known_criterion)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class ModelConfig(_Strict):
+    builtin: str | None = None
+    factory: str | None = None
+    weights: Path | None = None
+    input_shape: list[int] | None = Field(default=None, min_length=1)
+    num_classes: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelConfig:
+        if (self.builtin is None) == (self.factory is None):
+            raise ValueError("set exactly one of model.builtin or model.factory")
+        return self
+
+    @field_validator("input_shape")
+    @classmethod
+    def _positive_dims(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and any(d <= 0 for d in v):
+            raise ValueError(f"every dimension must be positive, found {v}")
+        return v
+
+
+class DataConfig(_Strict):
+    builtin: str | None = None
+    factory: str | None = None
+    batch_size: int = Field(default=64, gt=0)
+    val_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_source(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("builtin") is None and data.get("factory") is None:
+            return {**data, "builtin": "digits"}
+        return data
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        if self.builtin is not None and self.factory is not None:
+            raise ValueError("set only one of data.builtin or data.factory")
+        return self
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(default=10, ge=0)
+    lr: float = Field(default=0.05, gt=0.0)
+    momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(default=5e-4, ge=0.0)
+
+
+class FinetuneConfig(TrainConfig):
+    epochs: int = Field(default=1, ge=0)
+    lr: float = Field(default=0.01, gt=0.0)
+    bn_recalibration_batches: int = Field(default=20, ge=0)
+
+
+class SpaceSpec(_Strict):
+    """How many knobs the search turns: one per group, per stage (module-name prefix), or one shared."""
+
+    description: str = ""
+    ratio: Granularity = "per_group"
+    criterion: Granularity = "per_group"
+    stage_depth: int = Field(default=1, ge=1)
+    warm_start: bool = True
+
+
+class PruneConfig(_Strict):
+    ignore: list[str] = Field(default_factory=list)
+    round_to: int = Field(default=1, ge=1)
+    search_space: str | SpaceSpec = "per_layer"
+    ratio: tuple[Ratio, Ratio] = (0.0, 0.9)
+    criteria: list[CriterionName] = Field(default_factory=lambda: ["l1", "l2", "fpgm"], min_length=1)
+    criteria_scope: Literal["layer", "group"] = "layer"
+
+    @field_validator("ratio")
+    @classmethod
+    def _ratio_bounds(cls, v: tuple[float, float]) -> tuple[float, float]:
+        lo, hi = v
+        if lo > hi:
+            raise ValueError(f"ratio bounds are reversed: [{lo}, {hi}]; expected [low, high] with low <= high")
+        return v
+
+    @field_validator("criteria")
+    @classmethod
+    def _distinct_criteria(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"criteria are listed twice: {v}")
+        return v
+
+
+class ConstraintsConfig(_Strict):
+    max_macs: float | None = Field(default=None, gt=0.0, le=1.0)
+
+
+class StudyConfig(_Strict):
+    sampler: str = "tpe"
+    n_trials: int = Field(default=40, gt=0)
+    timeout: float | None = Field(default=None, gt=0)
+    seed: int = 0
+    storage: str | None = None
+    name: str | None = None
+
+    @field_validator("sampler")
+    @classmethod
+    def _known_sampler(cls, v: str) -> str:
+        if v not in SAMPLERS:
+            raise ValueError(f"unknown sampler {v!r}{did_you_mean(v, SAMPLERS)}; known: {', '.join(SAMPLERS)}")
+        return v
+
+
+class Config(_Strict):
+    name: str = Field(min_length=1)
+    output: Path
+    model: ModelConfig
+    data: DataConfig = Field(default_factory=DataConfig)
+    metric: str = "accuracy"
+    base_training: TrainConfig = Field(default_factory=TrainConfig)
+    prune: PruneConfig = Field(default_factory=PruneConfig)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    objectives: tuple[Literal["metric"], Literal["macs", "params"]] = ("metric", "macs")
+    constraints: ConstraintsConfig = Field(default_factory=ConstraintsConfig)
+    study: StudyConfig = Field(default_factory=StudyConfig)
+
+    @property
+    def study_name(self) -> str:
+        return self.study.name or self.name
+
+    @property
+    def storage_url(self) -> str:
+        return self.study.storage or f"sqlite:///{(self.output / 'study.db').resolve()}"

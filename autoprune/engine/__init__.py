@@ -1,0 +1,18 @@
+"""Structural pruning through DepGraph: enumerate groups, apply a plan to a copy, count MACs."""
+
+from __future__ import annotations
+
+from autoprune.engine._apply import PruneReport, apply_plan, find_groups, select_removed
+from autoprune.engine._graph import Group, ModelGraph, check_ignore_globs, count_macs_params, matching_modules
+
+__all__ = [
+    "Group",
+    "ModelGraph",
+    "PruneReport",
+    "apply_plan",
+    "check_ignore_globs",
+    "count_macs_params",
+    "find_groups",
+    "matching_modules",
+    "select_removed",
+]

@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from autoprune.criteria import get_criterion
+from autoprune.engine._graph import Group, ModelGraph, count_macs_params
+from autoprune.errors import PruningError, did_you_mean
+from autoprune.plan import PruningPlan, kept_channels
+
+__all__ = ["PruneReport", "apply_plan", "find_groups", "select_removed"]
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    """What a plan actually did: MACs and params before and after, and channels kept per group."""
+
+    macs_before: int
+    macs_after: int
+    params_before: int
+    params_after: int
+    channels: dict[str, tuple[int, int]]  # group -> (before, after)
+    seconds: dict[str, float] = field(default_factory=dict)  # graph, prune, count
+
+    @property
+    def macs_ratio(self) -> float:
+        return self.macs_after / self.macs_before
+
+    @property
+    def params_ratio(self) -> float:
+        return self.params_after / self.params_before
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "macs_before": self.macs_before,
+            "macs_after": self.macs_after,
+            "macs_ratio": self.macs_ratio,
+            "params_before": self.params_before,
+            "params_after": self.params_after,
+            "params_ratio": self.params_ratio,
+            "channels": {name: list(pair) for name, pair in self.channels.items()},
+        }
+
+
+def find_groups(model: nn.Module, example_inputs: Any, ignore: Sequence[str] = ()) -> list[Group]:
+    """The prunable groups of ``model``, in model order; modules matching an ``ignore`` glob keep all outputs."""
+    return ModelGraph(copy.deepcopy(model), example_inputs, ignore).groups
+
+
+def select_removed(scores: torch.Tensor, keep: int) -> list[int]:
+    """Indices of the ``len(scores) - keep`` lowest scores; ties go to the lower index, so it is deterministic."""
+    order = torch.argsort(scores.double(), stable=True)
+    return sorted(int(i) for i in order[: scores.numel() - keep])
+
+
+def apply_plan(
+    model: nn.Module,
+    example_inputs: Any,
+    plan: PruningPlan,
+    base_counts: tuple[int, int] | None = None,
+) -> tuple[nn.Module, PruneReport]:
+    """Prune a copy of ``model`` as ``plan`` says; ``model`` itself is never changed.
+
+    Every group's channels are scored on the unpruned copy first, then removed, so one group's pruning never
+    shifts another's scores. ``base_counts`` (MACs, params of ``model``) skips counting the base again.
+    """
+    started = time.perf_counter()
+    pruned = copy.deepcopy(model)
+    graph = ModelGraph(pruned, example_inputs)
+    known = {g.name: g for g in graph.groups}
+    for name in plan.groups:
+        if name not in known:
+            raise PruningError(
+                f"plan names group {name!r}, which is not a prunable group of this model{did_you_mean(name, known)}"
+            )
+    graph_done = time.perf_counter()
+
+    targets: dict[str, int] = {}
+    removals: dict[str, list[int]] = {}
+    for name, entry in plan.groups.items():
+        channels = known[name].channels
+        keep = kept_channels(channels, entry.ratio, plan.round_to)
+        targets[name] = keep
+        if keep == channels:
+            continue
+        tensors = graph.group_tensors(name, plan.scope)
+        try:
+            scores = get_criterion(entry.criterion)(tensors)
+        except Exception as exc:
+            raise PruningError(f"group {name!r}: criterion {entry.criterion!r} failed: {exc}") from exc
+        if scores.shape != (channels,) or not torch.isfinite(scores).all():
+            raise PruningError(
+                f"group {name!r}: criterion {entry.criterion!r} returned scores of shape "
+                f"{tuple(scores.shape)} (finite: {bool(torch.isfinite(scores).all())}); expected ({channels},), finite"
+            )
+        removals[name] = select_removed(scores, keep)
+    for name, remove in removals.items():
+        graph.prune(name, remove)
+    pruned_done = time.perf_counter()
+
+    channels_report: dict[str, tuple[int, int]] = {}
+    for group in graph.groups:
+        after = graph.channels_of(group.name)
+        expected = targets.get(group.name, group.channels)
+        if after != expected:
+            raise PruningError(
+                f"group {group.name!r} has {after} channels after pruning; the plan asked for {expected} "
+                f"of {group.channels}"
+            )
+        channels_report[group.name] = (group.channels, after)
+
+    macs_before, params_before = base_counts or count_macs_params(model, example_inputs)
+    macs_after, params_after = count_macs_params(pruned, example_inputs)
+    counted = time.perf_counter()
+    report = PruneReport(
+        macs_before=macs_before,
+        macs_after=macs_after,
+        params_before=params_before,
+        params_after=params_after,
+        channels=channels_report,
+        seconds={
+            "graph": graph_done - started,
+            "prune": pruned_done - graph_done,
+            "count": counted - pruned_done,
+        },
+    )
+    return pruned, report

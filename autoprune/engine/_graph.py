@@ -1,0 +1,197 @@
+"""The dependency-graph wrapper: the only module that imports torch_pruning.
+
+Everything outside speaks of *groups* (sets of coupled channels named by their root module), never of
+torch-pruning's own Group/Dependency objects.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from autoprune.criteria import GroupTensors
+from autoprune.errors import PruningError
+
+__all__ = ["Group", "ModelGraph", "check_ignore_globs", "count_macs_params", "matching_modules"]
+
+_ROOT_TYPES = (tp.ops.TORCH_CONV, tp.ops.TORCH_LINEAR)
+
+
+@dataclass(frozen=True)
+class Group:
+    """A set of coupled channels that must be pruned together.
+
+    ``name`` is the qualified name of its root (the first conv/linear, in model order, whose output channels
+    it removes); ``members`` are every module the group touches, in model order.
+    """
+
+    name: str
+    channels: int
+    members: tuple[str, ...]
+    layer_type: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "channels": self.channels, "members": list(self.members), "layer_type": self.layer_type}
+
+
+def matching_modules(model: nn.Module, globs: Sequence[str]) -> dict[str, list[str]]:
+    """For each glob, the qualified module names it matches (a module also matches through an ancestor)."""
+    names = [n for n, _ in model.named_modules() if n]
+    found: dict[str, list[str]] = {}
+    for glob in globs:
+        hits = []
+        for name in names:
+            parts = name.split(".")
+            prefixes = [".".join(parts[: i + 1]) for i in range(len(parts))]
+            if any(fnmatch.fnmatchcase(p, glob) for p in prefixes):
+                hits.append(name)
+        found[glob] = hits
+    return found
+
+
+class ModelGraph:
+    """The DepGraph of one model instance; pruning through it changes that instance in place."""
+
+    def __init__(self, model: nn.Module, example_inputs: Any, ignore: Sequence[str] = ()) -> None:
+        self.model = model
+        self.example_inputs = example_inputs
+        self._names = {m: n for n, m in model.named_modules()}
+        self._order = {m: i for i, (_, m) in enumerate(model.named_modules())}
+        ignored_names = {n for hits in matching_modules(model, ignore).values() for n in hits}
+        modules = dict(model.named_modules())
+        self._ignored = [modules[n] for n in sorted(ignored_names)]
+        was_training = model.training
+        model.eval()
+        try:
+            self.graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs)
+        except Exception as exc:
+            raise PruningError(f"cannot trace the model's dependency graph: {type(exc).__name__}: {exc}") from exc
+        finally:
+            model.train(was_training)
+        self._roots: dict[str, nn.Module] = {}
+        self._groups: list[Group] = []
+        for tp_group in self.graph.get_all_groups(ignored_layers=self._ignored, root_module_types=_ROOT_TYPES):
+            group = self._describe(tp_group)
+            self._roots[group.name] = modules[group.name]
+            self._groups.append(group)
+        self._groups.sort(key=lambda g: self._order[modules[g.name]])
+
+    # -- enumeration -------------------------------------------------------------------------------------
+
+    def _describe(self, tp_group: Any) -> Group:
+        out_roots = [
+            dep.target.module
+            for dep, _ in tp_group
+            if isinstance(dep.target.module, _ROOT_TYPES) and self.graph.is_out_channel_pruning_fn(dep.handler)
+        ]
+        root = min(out_roots, key=lambda m: self._order.get(m, 1 << 30))
+        members = sorted(
+            {dep.target.module for dep, _ in tp_group if dep.target.module in self._names},
+            key=lambda m: self._order[m],
+        )
+        channels = self.graph.get_pruner_of_module(root).get_out_channels(root)
+        return Group(
+            name=self._names[root],
+            channels=int(channels),
+            members=tuple(self._names[m] for m in members),
+            layer_type=type(root).__name__,
+        )
+
+    @property
+    def groups(self) -> list[Group]:
+        return list(self._groups)
+
+    def _tp_group(self, name: str) -> Any:
+        try:
+            root = self._roots[name]
+        except KeyError:
+            raise PruningError(f"group {name!r} is not a prunable group of this model") from None
+        pruner = self.graph.get_pruner_of_module(root)
+        channels = pruner.get_out_channels(root)
+        return self.graph.get_pruning_group(root, pruner.prune_out_channels, list(range(channels)))
+
+    def channels_of(self, name: str) -> int:
+        root = self._roots[name]
+        return int(self.graph.get_pruner_of_module(root).get_out_channels(root))
+
+    # -- scoring -----------------------------------------------------------------------------------------
+
+    def group_tensors(self, name: str, scope: str) -> GroupTensors:
+        """The per-channel weight rows a criterion scores, for scope ``layer`` or ``group``."""
+        root = self._roots[name]
+        channels = self.channels_of(name)
+        with torch.no_grad():
+            if scope == "layer":
+                return GroupTensors(name, _out_rows(root).detach().clone())
+            blocks = []
+            tp_group = self._tp_group(name)
+            for i, (dep, idxs) in enumerate(tp_group):
+                module = dep.target.module
+                rows = _rows_of(module, list(idxs), self.graph.is_out_channel_pruning_fn(dep.handler))
+                if rows is None:
+                    continue
+                full = torch.zeros(channels, rows.shape[1], dtype=rows.dtype)
+                full[torch.as_tensor(list(tp_group[i].root_idxs), dtype=torch.long)] = rows
+                blocks.append(full)
+            return GroupTensors(name, torch.cat(blocks, dim=1))
+
+    # -- pruning -----------------------------------------------------------------------------------------
+
+    def prune(self, name: str, remove: Sequence[int]) -> None:
+        """Remove the channels ``remove`` (indices into the group's root) from every coupled layer."""
+        if not remove:
+            return
+        root = self._roots[name]
+        pruner = self.graph.get_pruner_of_module(root)
+        try:
+            group = self.graph.get_pruning_group(root, pruner.prune_out_channels, sorted(int(i) for i in remove))
+            group.prune()
+        except Exception as exc:
+            raise PruningError(f"group {name!r}: torch-pruning failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _out_rows(module: nn.Module) -> torch.Tensor:
+    weight = module.weight
+    if isinstance(module, nn.modules.conv._ConvTransposeNd):
+        return weight.transpose(0, 1).flatten(1)
+    return weight.flatten(1)
+
+
+def _rows_of(module: nn.Module, idxs: list[int], out: bool) -> torch.Tensor | None:
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor):
+        return None
+    index = torch.as_tensor(idxs, dtype=torch.long)
+    if weight.dim() == 1:
+        return weight[index].unsqueeze(1).float()
+    if isinstance(module, _ROOT_TYPES):
+        if out:
+            return _out_rows(module)[index].float()
+        if getattr(module, "groups", 1) != 1:
+            return None  # grouped in-channels are scored through the out-channel dependency
+        if isinstance(module, nn.modules.conv._ConvTransposeNd):
+            return weight.flatten(1)[index].float()
+        return weight.transpose(0, 1).flatten(1)[index].float()
+    return None
+
+
+def count_macs_params(model: nn.Module, example_inputs: Any) -> tuple[int, int]:
+    """Multiply-accumulates of one forward on ``example_inputs``, and the parameter count."""
+    was_training = model.training
+    try:
+        macs, params = tp.utils.count_ops_and_params(model, example_inputs)
+    finally:
+        model.train(was_training)
+    return int(macs), int(params)
+
+
+def check_ignore_globs(model: nn.Module, globs: Sequence[str]) -> list[str]:
+    """The globs that match no module."""
+    return [g for g, hits in matching_modules(model, globs).items() if not hits]
+

@@ -1,0 +1,8 @@
+"""Recovering and scoring a pruned candidate: BN recalibration, fine-tuning, the task metric."""
+
+from __future__ import annotations
+
+from autoprune.evaluate._evaluator import Evaluator, TrainFn
+from autoprune.evaluate._train import recalibrate_bn, train
+
+__all__ = ["Evaluator", "TrainFn", "recalibrate_bn", "train"]

@@ -1,0 +1,140 @@
+"""The pruning plan: a frozen, JSON-serialisable value saying how much of each group to remove, and how.
+
+The same plan applied to the same base weights gives the same pruned model, bit for bit; export, resume,
+distributed workers and tests rely on that.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from autoprune.criteria import CRITERIA
+from autoprune.errors import ConfigError
+
+__all__ = ["GroupPlan", "PruningPlan", "Scope", "kept_channels", "summarize_plan"]
+
+Scope = Literal["layer", "group"]
+SCOPES = ("layer", "group")
+
+
+def kept_channels(channels: int, ratio: float, round_to: int = 1) -> int:
+    """Channels a group keeps: ``channels * (1 - ratio)`` rounded up to a multiple of ``round_to``.
+
+    Never fewer than ``round_to`` (or one), never more than ``channels``.
+    """
+    # The small epsilon stops 10 * (1 - 0.7) = 3.0000000000000004 from rounding up to 4.
+    keep = math.ceil(channels * (1.0 - ratio) / round_to - 1e-9) * round_to
+    return max(min(keep, channels), min(round_to, channels), 1)
+
+
+@dataclass(frozen=True)
+class GroupPlan:
+    ratio: float
+    criterion: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.ratio, (int, float)) or isinstance(self.ratio, bool):
+            raise ConfigError(f"pruning ratio must be a number, found {self.ratio!r}")
+        if not 0.0 <= float(self.ratio) < 1.0:
+            raise ConfigError(f"pruning ratio must lie in [0, 1), found {self.ratio!r}")
+        object.__setattr__(self, "ratio", float(self.ratio))
+        CRITERIA.get(self.criterion)  # raises with the known names and a did-you-mean
+
+
+@dataclass(frozen=True)
+class PruningPlan:
+    """``PruningPlan({"layer1.0.conv1": (0.5, "l1"), ...}, round_to=1, scope="layer")``.
+
+    Groups absent from the plan are left whole. ``scope`` says which weights a criterion scores: the group's
+    root layer (``layer``, as in the papers and NNI) or every coupled layer (``group``, as DepGraph does).
+    """
+
+    groups: Mapping[str, GroupPlan] = field(default_factory=dict)
+    round_to: int = 1
+    scope: Scope = "layer"
+
+    def __init__(
+        self,
+        groups: Mapping[str, GroupPlan | tuple[float, str] | list[Any]] | None = None,
+        round_to: int = 1,
+        scope: Scope = "layer",
+    ) -> None:
+        items: dict[str, GroupPlan] = {}
+        for name, value in (groups or {}).items():
+            if isinstance(value, GroupPlan):
+                items[str(name)] = value
+            elif isinstance(value, (tuple, list)) and len(value) == 2:
+                items[str(name)] = GroupPlan(value[0], value[1])
+            else:
+                raise ConfigError(f"plan entry for group {name!r} must be (ratio, criterion), found {value!r}")
+        if not isinstance(round_to, int) or isinstance(round_to, bool) or round_to < 1:
+            raise ConfigError(f"round_to must be a positive integer, found {round_to!r}")
+        if scope not in SCOPES:
+            raise ConfigError(f"criteria scope must be one of {', '.join(SCOPES)}, found {scope!r}")
+        object.__setattr__(self, "groups", _FrozenDict(items))
+        object.__setattr__(self, "round_to", round_to)
+        object.__setattr__(self, "scope", scope)
+
+    @classmethod
+    def uniform(
+        cls, groups: Iterable[Any], ratio: float, criterion: str = "l1", round_to: int = 1, scope: Scope = "layer"
+    ) -> PruningPlan:
+        """The same ratio and criterion for every group (``groups``: Group objects or names)."""
+        names = [g if isinstance(g, str) else g.name for g in groups]
+        return cls({n: (ratio, criterion) for n in names}, round_to=round_to, scope=scope)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "groups": {n: {"ratio": g.ratio, "criterion": g.criterion} for n, g in self.groups.items()},
+            "round_to": self.round_to,
+            "scope": self.scope,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PruningPlan:
+        unknown = set(data) - {"groups", "round_to", "scope"}
+        if unknown:
+            raise ConfigError(f"unknown plan keys {sorted(unknown)}; expected groups, round_to, scope")
+        groups = {n: (g["ratio"], g["criterion"]) for n, g in dict(data.get("groups", {})).items()}
+        return cls(groups, round_to=int(data.get("round_to", 1)), scope=data.get("scope", "layer"))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> PruningPlan:
+        return cls.from_dict(json.loads(text))
+
+    def summary(self) -> str:
+        """A short text such as ``ratio 0.10-0.80 (mean 0.45); fpgm:3 l1:6``, for tables."""
+        return summarize_plan({n: (g.ratio, g.criterion) for n, g in self.groups.items()})
+
+
+def summarize_plan(entries: Mapping[str, tuple[float, str]]) -> str:
+    """Summarise ``{group: (ratio, criterion)}`` in one short line."""
+    if not entries:
+        return "unpruned"
+    ratios = [ratio for ratio, _ in entries.values()]
+    counts: dict[str, int] = {}
+    for _, criterion in entries.values():
+        counts[criterion] = counts.get(criterion, 0) + 1
+    criteria = " ".join(f"{name}:{n}" for name, n in sorted(counts.items()))
+    if max(ratios) - min(ratios) < 1e-9:
+        return f"uniform {ratios[0]:.2f}; {criteria}"
+    return f"ratio {min(ratios):.2f}-{max(ratios):.2f} (mean {sum(ratios) / len(ratios):.2f}); {criteria}"
+
+
+class _FrozenDict(dict):  # type: ignore[type-arg]
+    """A dict that refuses mutation, so a plan stays a value."""
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("a PruningPlan is immutable")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _refuse  # type: ignore[assignment]
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(sorted(self.items())))

@@ -1,0 +1,8 @@
+"""The search space: from a trial to a :class:`~autoprune.plan.PruningPlan`, and the search-space presets."""
+
+from __future__ import annotations
+
+from autoprune.space._presets import available_presets, load_space_spec, preset_dirs
+from autoprune.space._space import UNIFORM_BASELINES, SearchSpace
+
+__all__ = ["UNIFORM_BASELINES", "SearchSpace", "available_presets", "load_space_spec", "preset_dirs"]

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from autoprune.config import SpaceSpec
+from autoprune.plan import PruningPlan, Scope
+
+__all__ = ["SearchSpace", "TrialLike", "UNIFORM_BASELINES"]
+
+UNIFORM_BASELINES = (0.25, 0.5, 0.75)
+BASELINE_CRITERIA = ("l1", "l2", "fpgm")
+
+
+class TrialLike(Protocol):
+    def suggest_float(self, name: str, low: float, high: float) -> float: ...
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any: ...
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Turns a trial into a plan. The only place in autoprune that calls ``trial.suggest_*``."""
+
+    spec: SpaceSpec
+    groups: tuple[str, ...]  # group names, model order
+    ratio: tuple[float, float]
+    criteria: tuple[str, ...]
+    round_to: int = 1
+    scope: Scope = "layer"
+
+    def _knob(self, group: str, granularity: str) -> str:
+        if granularity == "shared":
+            return ""
+        if granularity == "per_stage":
+            return ".".join(group.split(".")[: self.spec.stage_depth])
+        return group
+
+    @staticmethod
+    def _param(kind: str, knob: str) -> str:
+        return f"{kind}:{knob}" if knob else kind
+
+    def param_names(self) -> list[str]:
+        names: list[str] = []
+        for group in self.groups:
+            for kind, granularity in (("ratio", self.spec.ratio), ("criterion", self.spec.criterion)):
+                name = self._param(kind, self._knob(group, granularity))
+                if name not in names:
+                    names.append(name)
+        return names
+
+    def sample(self, trial: TrialLike) -> PruningPlan:
+        entries: dict[str, tuple[float, str]] = {}
+        for group in self.groups:
+            ratio_name = self._param("ratio", self._knob(group, self.spec.ratio))
+            criterion_name = self._param("criterion", self._knob(group, self.spec.criterion))
+            ratio = trial.suggest_float(ratio_name, *self.ratio)
+            criterion = trial.suggest_categorical(criterion_name, list(self.criteria))
+            entries[group] = (ratio, criterion)
+        return PruningPlan(entries, round_to=self.round_to, scope=self.scope)
+
+    def plan_from_params(self, params: dict[str, Any]) -> PruningPlan:
+        """The plan a finished trial's params describe (the same one ``sample`` built)."""
+        entries = {
+            group: (
+                float(params[self._param("ratio", self._knob(group, self.spec.ratio))]),
+                str(params[self._param("criterion", self._knob(group, self.spec.criterion))]),
+            )
+            for group in self.groups
+        }
+        return PruningPlan(entries, round_to=self.round_to, scope=self.scope)
+
+    def uniform_params(self, ratio: float, criterion: str) -> dict[str, Any]:
+        return {
+            name: (ratio if name.startswith("ratio") else criterion) for name in self.param_names()
+        }
+
+    def warm_start(self) -> list[dict[str, Any]]:
+        """Uniform baselines (0.25 / 0.5 / 0.75 with l1, l2, fpgm) that fit inside this space."""
+        if not self.spec.warm_start:
+            return []
+        lo, hi = self.ratio
+        return [
+            self.uniform_params(ratio, criterion)
+            for ratio in UNIFORM_BASELINES
+            if lo <= ratio <= hi
+            for criterion in BASELINE_CRITERIA
+            if criterion in self.criteria
+        ]

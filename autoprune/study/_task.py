@@ -1,0 +1,149 @@
+"""Everything a trial needs, built once per process: data, base model, groups, base figures, space."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from filelock import FileLock
+from torch import nn
+
+from autoprune.config import Config
+from autoprune.data import DataBundle, load_data
+from autoprune.engine import Group, check_ignore_globs, count_macs_params, find_groups
+from autoprune.errors import ConfigError
+from autoprune.evaluate import Evaluator, train
+from autoprune.metrics import resolve_metric
+from autoprune.models import load_model, load_weights
+from autoprune.space import SearchSpace, load_space_spec
+
+__all__ = ["Task", "atomic_write_bytes", "prepare_task"]
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class Task:
+    config: Config
+    data: DataBundle
+    base_model: nn.Module
+    example_inputs: torch.Tensor
+    groups: list[Group]
+    base_macs: int
+    base_params: int
+    base_metric: float
+    evaluator: Evaluator
+    space: SearchSpace
+
+    @property
+    def base_counts(self) -> tuple[int, int]:
+        return self.base_macs, self.base_params
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """Write to a temp file in the same folder, then rename: a kill never leaves a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _base_key(config: Config) -> str:
+    """What the cached base weights depend on; any change retrains."""
+    relevant = {
+        "model": config.model.model_dump(mode="json"),
+        "data": config.data.model_dump(mode="json"),
+        "base_training": config.base_training.model_dump(mode="json"),
+        "seed": config.study.seed,
+    }
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _base_model(config: Config, data: DataBundle, log: Log) -> nn.Module:
+    in_channels = (config.model.input_shape or list(data.input_shape or ()) or [3])[0]
+    num_classes = config.model.num_classes or data.num_classes
+    if num_classes is None and config.model.builtin is not None:
+        raise ConfigError("the data set does not say its number of classes; set model.num_classes", key="model")
+    model = load_model(
+        builtin=config.model.builtin,
+        factory=config.model.factory,
+        in_channels=int(in_channels),
+        num_classes=int(num_classes or 0),
+        weights=config.model.weights,
+    )
+    if config.model.weights is not None:
+        return model.eval()
+    cache, meta = config.output / "base.pt", config.output / "base.json"
+    key = _base_key(config)
+    # One trainer at a time: a second worker waits, then finds the cache.
+    with FileLock(str(config.output / ".base.lock")):
+        if cache.is_file() and meta.is_file() and json.loads(meta.read_text()).get("key") == key:
+            load_weights(model, cache, key="base model cache")
+            log(f"loaded cached base weights from {cache}")
+            return model.eval()
+        log(f"training the base model for {config.base_training.epochs} epochs")
+        train(
+            model,
+            data.train,
+            epochs=config.base_training.epochs,
+            lr=config.base_training.lr,
+            momentum=config.base_training.momentum,
+            weight_decay=config.base_training.weight_decay,
+            seed=config.study.seed,
+        )
+        buffer = io.BytesIO()
+        torch.save(model.state_dict(), buffer)
+        atomic_write_bytes(cache, buffer.getvalue())
+        atomic_write_bytes(meta, json.dumps({"key": key}).encode())
+    return model.eval()
+
+
+def prepare_task(config: Config, log: Log = lambda _: None) -> Task:
+    spec = load_space_spec(config.prune.search_space)
+    data = load_data(
+        builtin=config.data.builtin,
+        factory=config.data.factory,
+        batch_size=config.data.batch_size,
+        val_fraction=config.data.val_fraction,
+        seed=config.study.seed,
+        options=dict(config.data.options),
+    )
+    input_shape = config.model.input_shape or (list(data.input_shape) if data.input_shape else None)
+    if input_shape is None:
+        raise ConfigError("the data set does not give an input shape; set model.input_shape", key="model.input_shape")
+    metric = resolve_metric(config.metric)
+    config.output.mkdir(parents=True, exist_ok=True)
+    base = _base_model(config, data, log)
+    example_inputs = torch.zeros(1, *input_shape)
+    unmatched = check_ignore_globs(base, config.prune.ignore)
+    if unmatched:
+        log(f"warning: prune.ignore glob(s) {unmatched} match no module")
+    groups = find_groups(base, example_inputs, ignore=config.prune.ignore)
+    if not groups:
+        raise ConfigError("the model has no prunable group (check prune.ignore)", key="prune.ignore")
+    macs, params = count_macs_params(base, example_inputs)
+    evaluator = Evaluator(train_loader=data.train, val_loader=data.val, metric=metric)
+    base_metric = evaluator.score(base)
+    space = SearchSpace(
+        spec=spec,
+        groups=tuple(g.name for g in groups),
+        ratio=tuple(config.prune.ratio),  # type: ignore[arg-type]
+        criteria=tuple(config.prune.criteria),
+        round_to=config.prune.round_to,
+        scope=config.prune.criteria_scope,
+    )
+    return Task(config, data, base, example_inputs, groups, macs, params, base_metric, evaluator, space)
