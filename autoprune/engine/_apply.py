@@ -25,7 +25,7 @@ class PruneReport:
     macs_after: int
     params_before: int
     params_after: int
-    channels: dict[str, tuple[int, int]]  # group -> (before, after)
+    channels: dict[str, tuple[int, int]]  # each planned group -> (channels before, after)
     seconds: dict[str, float] = field(default_factory=dict)  # graph, prune, count
 
     @property
@@ -105,15 +105,14 @@ def apply_plan(
     pruned_done = time.perf_counter()
 
     channels_report: dict[str, tuple[int, int]] = {}
-    for group in graph.groups:
-        after = graph.channels_of(group.name)
-        expected = targets.get(group.name, group.channels)
+    for name, expected in targets.items():
+        after = graph.channels_of(name)
         if after != expected:
             raise PruningError(
-                f"group {group.name!r} has {after} channels after pruning; the plan asked for {expected} "
-                f"of {group.channels}"
+                f"group {name!r} has {after} channels after pruning; the plan asked for {expected} "
+                f"of {known[name].channels}"
             )
-        channels_report[group.name] = (group.channels, after)
+        channels_report[name] = (known[name].channels, after)
 
     macs_before, params_before = base_counts or count_macs_params(model, example_inputs)
     macs_after, params_after = count_macs_params(pruned, example_inputs)

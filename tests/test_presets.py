@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+
+from autoprune.config import SpaceSpec
+from autoprune.errors import ConfigError
+from autoprune.space import SearchSpace, available_presets, load_space_spec
+
+PRESET_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
+GROUPS = ("conv1", "layer1.0.conv1", "layer1.1.conv1", "layer2.0.conv1", "layer2.0.conv2")
+
+
+@pytest.mark.parametrize("path", sorted(PRESET_DIR.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_preset_file_validates(path):
+    spec = load_space_spec(path.stem)
+    assert isinstance(spec, SpaceSpec) and spec.description
+
+
+def test_the_three_documented_presets_exist():
+    assert {"uniform", "per_stage", "per_layer"} <= set(available_presets())
+
+
+def test_unknown_preset_suggests_the_closest(tmp_path):
+    with pytest.raises(ConfigError, match="did you mean 'per_layer'"):
+        load_space_spec("per_layr")
+
+
+def test_a_preset_with_an_unknown_key_is_refused(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("ratio: per_group\ncriterion: shared\nstage_dpth: 2\n")
+    with pytest.raises(ConfigError, match="stage_dpth"):
+        load_space_spec(str(path))
+
+
+@pytest.mark.parametrize(
+    "preset, n_params",
+    [("uniform", 2), ("per_stage", 2 * 3), ("per_layer", 2 * len(GROUPS))],
+)
+def test_each_preset_turns_a_trial_into_a_plan_over_every_group(preset, n_params):
+    space = SearchSpace(load_space_spec(preset), GROUPS, (0.1, 0.6), ("l1", "fpgm"))
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    trial = study.ask()
+    plan = space.sample(trial)
+    assert set(plan.groups) == set(GROUPS)
+    assert len(trial.params) == n_params == len(space.param_names())
+    assert all(0.1 <= g.ratio <= 0.6 and g.criterion in ("l1", "fpgm") for g in plan.groups.values())
+    assert space.plan_from_params(trial.params) == plan
+
+
+def test_per_stage_groups_share_their_stage_ratio():
+    space = SearchSpace(load_space_spec("per_stage"), GROUPS, (0.0, 0.9), ("l2",))
+    plan = space.sample(optuna.create_study(directions=["maximize", "minimize"]).ask())
+    assert plan.groups["layer1.0.conv1"] == plan.groups["layer1.1.conv1"]
+    assert plan.groups["layer2.0.conv1"] == plan.groups["layer2.0.conv2"]
+
+
+def test_warm_start_holds_the_uniform_baselines_that_fit_the_bounds():
+    space = SearchSpace(load_space_spec("per_layer"), GROUPS, (0.0, 0.6), ("l1", "l2", "fpgm"))
+    params = space.warm_start()
+    assert len(params) == 2 * 3  # 0.75 lies outside [0, 0.6]
+    plans = [space.plan_from_params(p) for p in params]
+    assert {(round(p.groups["conv1"].ratio, 2), p.groups["conv1"].criterion) for p in plans} == {
+        (r, c) for r in (0.25, 0.5) for c in ("l1", "l2", "fpgm")
+    }
+    assert all(len({(g.ratio, g.criterion) for g in p.groups.values()}) == 1 for p in plans)
