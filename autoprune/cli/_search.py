@@ -1,0 +1,44 @@
+"""``autoprune search CONFIG``: run or resume the study."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from autoprune.cli._common import load_with_overrides, positive_float, positive_int
+
+__all__ = ["register"]
+
+
+def register(commands: Any, parent: argparse.ArgumentParser) -> None:
+    parser = commands.add_parser("search", parents=[parent], help="run or resume the pruning search")
+    parser.add_argument("--n-trials", type=positive_int, metavar="N", help="total trials for the study")
+    parser.add_argument("--timeout", type=positive_float, metavar="S", help="stop starting trials after S seconds")
+    parser.add_argument("--seed", type=int, metavar="K", help="study seed (overrides `study.seed`)")
+    parser.add_argument("--sampler", metavar="NAME", help="tpe, nsga2, random or gp")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from autoprune.cli._progress import SearchProgress, print_front
+    from autoprune.study import pareto_frame, search
+
+    config = load_with_overrides(
+        args,
+        **{
+            "study.n_trials": args.n_trials,
+            "study.timeout": args.timeout,
+            "study.seed": args.seed,
+            "study.sampler": args.sampler,
+        },
+    )
+    with SearchProgress(config) as progress:
+        study = search(
+            config,
+            log=progress.log,
+            callbacks=[progress.on_trial],
+            on_phase=progress.on_phase,
+            on_ready=progress.on_ready,
+        )
+    print_front(pareto_frame(study), config)
+    return 0
