@@ -6,7 +6,9 @@ import pytest
 import yaml
 
 import autoprune
+from autoprune import PruningPlan
 from autoprune.config import config_from_dict
+from autoprune.space import SearchSpace, load_space_spec
 from autoprune.study import pareto_frame
 from conftest import run_cli, tiny_config, write_config
 
@@ -55,6 +57,12 @@ def test_cli_search_runs_end_to_end_and_resumes(tmp_path, base_weights):
     assert "8 trials done, 2 to run" in again.stderr
 
 
+def study_space_plan(config, trial):
+    groups = tuple(trial.user_attrs["plan"]["groups"])
+    space = SearchSpace(load_space_spec(config.prune.search_space), groups, config.prune.ratio, tuple(config.prune.criteria))
+    return space.plan_from_params(trial.params)
+
+
 def test_every_trial_records_plan_channels_costs_metrics_and_times(tmp_path, base_weights):
     config = config_from_dict(_config(tmp_path, base_weights, study={"n_trials": 2}))
     study = autoprune.search(config)
@@ -64,7 +72,8 @@ def test_every_trial_records_plan_channels_costs_metrics_and_times(tmp_path, bas
     assert len(complete) == 2  # the other warm-start trials wait in the queue for a resume
     for trial in complete:
         attrs = trial.user_attrs
-        assert set(attrs["plan"]) == set(attrs["channels"]) == {g["name"] for g in study.user_attrs["groups"]}
+        assert PruningPlan.from_dict(attrs["plan"]) == study_space_plan(config, trial)
+        assert set(attrs["plan"]["groups"]) == set(attrs["channels"]) == {g["name"] for g in study.user_attrs["groups"]}
         assert attrs["macs_relative"] == pytest.approx(trial.values[1])
         assert attrs["macs"] > 0 and 0 < attrs["params_relative"] < 1
         assert 0.0 <= attrs["metric_before_finetune"] <= 1.0

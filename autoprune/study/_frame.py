@@ -42,7 +42,7 @@ def _trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
     for key in ("macs", "macs_relative", "params", "params_relative", "metric_before_finetune", "error"):
         row[key] = attrs.get(key)
     _flatten(row, "seconds", attrs.get("seconds", {}))
-    for group, entry in attrs.get("plan", {}).items():
+    for group, entry in attrs.get("plan", {}).get("groups", {}).items():
         row[f"ratio.{group}"] = entry["ratio"]
         row[f"criterion.{group}"] = entry["criterion"]
     for group, channels in attrs.get("channels", {}).items():
@@ -64,7 +64,7 @@ def pareto_frame(study: optuna.Study) -> pd.DataFrame:
     front = [t for t in study.best_trials if t.values[1] < 1.0]
     front.sort(key=lambda t: -t.values[1])
     for t in front:
-        plan = t.user_attrs.get("plan", {})
+        plan = t.user_attrs.get("plan", {}).get("groups", {})
         rows.append(
             {
                 "trial": t.number,

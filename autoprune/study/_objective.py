@@ -31,7 +31,7 @@ class Objective:
 
         self.on_phase(trial.number, "prune")
         plan = task.space.sample(trial)
-        trial.set_user_attr("plan", plan.to_dict()["groups"])
+        trial.set_user_attr("plan", plan.to_dict())
         pruned, report = apply_plan(task.base_model, task.example_inputs, plan, base_counts=task.base_counts)
         seconds["prune"] = report.seconds["graph"] + report.seconds["prune"]
         seconds["count"] = report.seconds["count"]
