@@ -78,6 +78,7 @@ def _base_model(config: Config, data: DataBundle, log: Log) -> nn.Module:
     num_classes = config.model.num_classes or data.num_classes
     if num_classes is None and config.model.builtin is not None:
         raise ConfigError("the data set does not say its number of classes; set model.num_classes", key="model")
+    torch.manual_seed(config.study.seed)  # the base model's initial weights follow the study seed
     model = load_model(
         builtin=config.model.builtin,
         factory=config.model.factory,
