@@ -1,8 +1,8 @@
 """Dry-running each group's pruning on a scratch copy, to find the groups torch-pruning cannot handle.
 
 An unknown custom layer (a per-channel buffer torch-pruning does not know to shrink) or an op that breaks
-DepGraph's index mapping (some forms of channel shuffle) shows up here as an exception, a wrong channel count,
-a failing forward or a changed output shape. Such groups are excluded from the search, each with one warning.
+DepGraph's index mapping (some forms of channel shuffle) shows up here as an exception, a wrong channel count
+or a failing forward. Such groups are excluded from the search, each with one warning.
 """
 
 from __future__ import annotations
@@ -45,7 +45,6 @@ def find_unsupported(
     Groups are tried one after another on the same scratch copy; a failure is confirmed on a fresh copy with
     that group alone, so one bad group never blames the next.
     """
-    reference = _output_shapes(model, example_inputs)
     found: list[UnsupportedGroup] = []
     scratch: ModelGraph | None = None
     used = False
@@ -54,10 +53,10 @@ def find_unsupported(
             continue
         if scratch is None:
             scratch, used = ModelGraph(copy.deepcopy(model), example_inputs, ignore), False
-        problem = _try_group(scratch, group, example_inputs, reference)
+        problem = _try_group(scratch, group, example_inputs)
         if problem is not None and used:
             scratch = ModelGraph(copy.deepcopy(model), example_inputs, ignore)
-            problem = _try_group(scratch, group, example_inputs, reference)
+            problem = _try_group(scratch, group, example_inputs)
         if problem is not None:
             found.append(UnsupportedGroup(group, problem[0], problem[1]))
             scratch = None  # half-pruned in an unknown way: start the next group on a fresh copy
@@ -66,10 +65,11 @@ def find_unsupported(
     return found
 
 
-def _try_group(
-    graph: ModelGraph, group: Group, example_inputs: Any, reference: list[tuple[int, ...]]
-) -> tuple[str, str] | None:
-    """``(layer type, reason)`` when pruning ``group`` fails, else None."""
+def _try_group(graph: ModelGraph, group: Group, example_inputs: Any) -> tuple[str, str] | None:
+    """``(layer type, reason)`` when pruning ``group`` fails, else None.
+
+    A changed output shape is not a failure: that is an output head the user chose not to ignore.
+    """
     remove = list(range(1, group.channels, 2))
     try:
         graph.prune(group.name, remove)
@@ -106,8 +106,6 @@ def _try_group(
         if failed_in is not None:
             return type(failed_in).__name__, f"{reason} (in {names.get(failed_in) or 'the model'})"
         return group.layer_type, reason
-    if shapes != reference:
-        return group.layer_type, f"the pruned model's output shape changes from {reference} to {shapes}"
     return None
 
 
