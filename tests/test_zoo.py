@@ -154,3 +154,9 @@ def test_a_tiny_search_completes_on_zoo_models(tmp_path, name):
     complete = [t for t in study.trials if t.state.name == "COMPLETE"]
     assert len(complete) == 2
     assert all(0.0 <= t.values[0] <= 1.0 and 0.0 < t.values[1] < 1.0 for t in complete)
+
+
+def test_a_heads_glob_counts_as_matching():
+    from autoprune.engine import check_ignore_globs
+
+    assert check_ignore_globs(_build("vit_tiny"), ["*#heads", "head", "nothing*"]) == ["nothing*"]

@@ -194,7 +194,6 @@ class ModelGraph:
         except Exception as exc:
             raise PruningError(f"group {name!r}: torch-pruning failed: {type(exc).__name__}: {exc}") from exc
 
-
     def _prune_attention(self, site: AttentionSite, unit: str, remove: list[int]) -> None:
         qkv_idxs, proj_idxs = site.indices(unit, remove)
         tp.prune_linear_out_channels(site.qkv, qkv_idxs)
@@ -255,6 +254,11 @@ def count_macs_params(model: nn.Module, example_inputs: Any) -> tuple[int, int]:
 
 
 def check_ignore_globs(model: nn.Module, globs: Sequence[str]) -> list[str]:
-    """The globs that match no module."""
-    return [g for g, hits in matching_modules(model, globs).items() if not hits]
+    """The globs that match no module (nor an attention's ``qkv#heads`` group)."""
+    heads = [name + HEADS_SUFFIX for name in find_attention_sites(model)]
+    return [
+        g
+        for g, hits in matching_modules(model, globs).items()
+        if not hits and not any(fnmatch.fnmatchcase(h, g) for h in heads)
+    ]
 
