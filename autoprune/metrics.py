@@ -11,7 +11,7 @@ from torch import nn
 from autoprune._registry import Registry, import_object
 from autoprune.errors import ConfigError
 
-__all__ = ["METRICS", "Metric", "accuracy", "register_metric", "resolve_metric"]
+__all__ = ["METRICS", "Metric", "accuracy", "confusion_matrix", "miou", "register_metric", "resolve_metric"]
 
 Metric = Callable[[nn.Module, Iterable[Any]], float]
 
@@ -36,6 +36,35 @@ def accuracy(model: nn.Module, loader: Iterable[Any]) -> float:
     if total == 0:
         raise ValueError("accuracy: the evaluation loader yielded no samples")
     return correct / total
+
+
+def confusion_matrix(logits: torch.Tensor, targets: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``[num_classes, num_classes]`` counts of (target, predicted) pixels; logits ``[N, C, ...]``."""
+    predicted = logits.argmax(dim=1).flatten()
+    flat = targets.flatten() * num_classes + predicted
+    return torch.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+@register_metric("miou")
+@torch.no_grad()
+def miou(model: nn.Module, loader: Iterable[Any]) -> float:
+    """Mean intersection-over-union over classes, in [0, 1], for ``[N, C, H, W]`` logits and ``[N, H, W]``
+    targets. IoU is summed over the whole loader per class; classes absent from both targets and predictions
+    do not count."""
+    was_training = model.training
+    model.eval()
+    confusion: torch.Tensor | None = None
+    for inputs, targets in loader:
+        logits = model(inputs)
+        batch = confusion_matrix(logits, targets, int(logits.shape[1]))
+        confusion = batch if confusion is None else confusion + batch
+    model.train(was_training)
+    if confusion is None:
+        raise ValueError("miou: the evaluation loader yielded no samples")
+    hits = confusion.diag().double()
+    union = confusion.sum(dim=0).double() + confusion.sum(dim=1).double() - hits
+    present = union > 0
+    return float((hits[present] / union[present]).mean())
 
 
 def resolve_metric(spec: str) -> Metric:

@@ -44,14 +44,26 @@ class _Strict(BaseModel):
 class ModelConfig(_Strict):
     builtin: str | None = None
     factory: str | None = None
+    file: Path | None = None  # a whole module saved with torch.save(model); needs trust_pickle
+    trust_pickle: bool = False
+    torchvision: str | None = None  # an architecture name; the optional extra
     weights: Path | None = None
     input_shape: list[int] | None = Field(default=None, min_length=1)
     num_classes: int | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelConfig:
-        if (self.builtin is None) == (self.factory is None):
-            raise ValueError("set exactly one of model.builtin or model.factory")
+        sources = [k for k in ("builtin", "factory", "file", "torchvision") if getattr(self, k) is not None]
+        if len(sources) != 1:
+            raise ValueError(
+                "set exactly one of model.builtin, model.factory, model.file or model.torchvision"
+                + (f"; found {', '.join(sources)}" if sources else "")
+            )
+        if self.file is not None and not self.trust_pickle:
+            raise ValueError(
+                "model.file is a pickled module, and loading a pickle runs code stored in the file; "
+                "set model.trust_pickle: true if you trust it, or save a state_dict and use model.weights"
+            )
         return self
 
     @field_validator("input_shape")

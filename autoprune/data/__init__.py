@@ -8,13 +8,15 @@ from typing import Any
 from autoprune._registry import Registry, import_object
 from autoprune.data._bundle import DataBundle
 from autoprune.data._digits import digits
+from autoprune.data._digits_seg import digits_seg
 from autoprune.errors import ConfigError
 
-__all__ = ["DATASETS", "DataBundle", "digits", "load_data", "register_dataset"]
+__all__ = ["DATASETS", "DataBundle", "digits", "digits_seg", "load_data", "register_dataset"]
 
 DataBuilder = Callable[..., DataBundle]
 DATASETS: Registry[DataBuilder] = Registry("built-in data set")
 DATASETS.register("digits")(digits)
+DATASETS.register("digits_seg")(digits_seg)
 
 
 def register_dataset(name: str) -> Callable[[DataBuilder], DataBuilder]:

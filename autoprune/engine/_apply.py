@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,6 +11,7 @@ import torch
 from torch import nn
 
 from autoprune.criteria import get_criterion
+from autoprune.engine._check import UnsupportedGroupWarning, find_unsupported
 from autoprune.engine._graph import Group, ModelGraph, count_macs_params
 from autoprune.errors import PruningError, did_you_mean
 from autoprune.plan import PruningPlan, kept_channels
@@ -48,9 +50,30 @@ class PruneReport:
         }
 
 
-def find_groups(model: nn.Module, example_inputs: Any, ignore: Sequence[str] = ()) -> list[Group]:
-    """The prunable groups of ``model``, in model order; modules matching an ``ignore`` glob keep all outputs."""
-    return ModelGraph(copy.deepcopy(model), example_inputs, ignore).groups
+def find_groups(
+    model: nn.Module, example_inputs: Any, ignore: Sequence[str] = (), *, check: bool = True
+) -> list[Group]:
+    """The prunable groups of ``model``, in model order; modules matching an ``ignore`` glob keep all outputs.
+
+    With ``check`` (the default) each group's pruning is dry-run on a scratch copy; a group that fails is left
+    out with one :class:`UnsupportedGroupWarning` naming it, its layer type and the ``ignore`` glob that
+    silences it. A model left with no prunable group is a PruningError.
+    """
+    groups = ModelGraph(copy.deepcopy(model), example_inputs, ignore).groups
+    if check:
+        unsupported = find_unsupported(model, example_inputs, groups, ignore)
+        for item in unsupported:
+            warnings.warn(item.message(), UnsupportedGroupWarning, stacklevel=2)
+        excluded = {item.group.name for item in unsupported}
+        groups = [g for g in groups if g.name not in excluded]
+        if not groups and unsupported:
+            raise PruningError(f"no group of {type(model).__name__} can be pruned: all {len(excluded)} fail the dry run")
+    if not groups:
+        raise PruningError(
+            f"{type(model).__name__} has no prunable group: no conv or linear layer whose outputs may be removed"
+            + (f" outside the ignore globs {list(ignore)}" if ignore else "")
+        )
+    return groups
 
 
 def select_removed(scores: torch.Tensor, keep: int) -> list[int]:

@@ -16,6 +16,7 @@ import torch_pruning as tp
 from torch import nn
 
 from autoprune.criteria import GroupTensors
+from autoprune.engine._attention import HEADS_SUFFIX, AttentionSite, find_attention_sites
 from autoprune.errors import PruningError
 
 __all__ = ["Group", "ModelGraph", "check_ignore_globs", "count_macs_params", "matching_modules"]
@@ -66,10 +67,15 @@ class ModelGraph:
         ignored_names = {n for hits in matching_modules(model, ignore).values() for n in hits}
         modules = dict(model.named_modules())
         self._ignored = [modules[n] for n in sorted(ignored_names)]
+        self._attention = find_attention_sites(model)
+        unwrapped = _unwrapped_parameters(model)
+        self._param_names = {id(p): n for n, p in model.named_parameters() if any(p is q for q, _ in unwrapped)}
         was_training = model.training
         model.eval()
         try:
-            self.graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs)
+            self.graph = tp.DependencyGraph().build_dependency(
+                model, example_inputs=example_inputs, unwrapped_parameters=unwrapped
+            )
         except Exception as exc:
             raise PruningError(f"cannot trace the model's dependency graph: {type(exc).__name__}: {exc}") from exc
         finally:
@@ -78,9 +84,12 @@ class ModelGraph:
         self._groups: list[Group] = []
         for tp_group in self.graph.get_all_groups(ignored_layers=self._ignored, root_module_types=_ROOT_TYPES):
             group = self._describe(tp_group)
-            self._roots[group.name] = modules[group.name]
-            self._groups.append(group)
-        self._groups.sort(key=lambda g: self._order[modules[g.name]])
+            found = self._attention_groups(group.name) if group.name in self._attention else [group]
+            for item in found:
+                if not any(fnmatch.fnmatchcase(item.name, glob) for glob in ignore):
+                    self._roots[item.name] = modules[group.name]
+                    self._groups.append(item)
+        self._groups.sort(key=lambda g: (self._order[self._roots[g.name]], g.name))
 
     # -- enumeration -------------------------------------------------------------------------------------
 
@@ -92,16 +101,36 @@ class ModelGraph:
         ]
         root = min(out_roots, key=lambda m: self._order.get(m, 1 << 30))
         members = sorted(
-            {dep.target.module for dep, _ in tp_group if dep.target.module in self._names},
+            {dep.target.module for dep, _ in tp_group if isinstance(dep.target.module, nn.Module)} & set(self._names),
             key=lambda m: self._order[m],
+        )
+        # Unwrapped parameters (class token, position embedding) come first, as they feed the first layers.
+        params = sorted(
+            {self._param_names[id(d.target.module)] for d, _ in tp_group if id(d.target.module) in self._param_names}
         )
         channels = self.graph.get_pruner_of_module(root).get_out_channels(root)
         return Group(
             name=self._names[root],
             channels=int(channels),
-            members=tuple(self._names[m] for m in members),
+            members=(*params, *(self._names[m] for m in members)),
             layer_type=type(root).__name__,
         )
+
+    def _attention_groups(self, name: str) -> list[Group]:
+        """The head-dim group (named by ``qkv``) and the whole-head group (``qkv#heads``) of an attention."""
+        site = self._attention[name]
+        members = (site.qkv_name, site.proj_name)
+        kind = type(site.owner).__name__
+        return [
+            Group(name, site.head_dim, members, f"{kind} head dims"),
+            Group(name + HEADS_SUFFIX, site.num_heads, members, f"{kind} heads"),
+        ]
+
+    def _site(self, name: str) -> tuple[AttentionSite, str] | None:
+        base = name.removesuffix(HEADS_SUFFIX)
+        if base not in self._attention or name not in self._roots:
+            return None
+        return self._attention[base], "heads" if name.endswith(HEADS_SUFFIX) else "dims"
 
     @property
     def groups(self) -> list[Group]:
@@ -117,6 +146,9 @@ class ModelGraph:
         return self.graph.get_pruning_group(root, pruner.prune_out_channels, list(range(channels)))
 
     def channels_of(self, name: str) -> int:
+        site = self._site(name)
+        if site is not None:
+            return site[0].num_heads if site[1] == "heads" else site[0].head_dim
         root = self._roots[name]
         return int(self.graph.get_pruner_of_module(root).get_out_channels(root))
 
@@ -124,6 +156,9 @@ class ModelGraph:
 
     def group_tensors(self, name: str, scope: str) -> GroupTensors:
         """The per-channel weight rows a criterion scores, for scope ``layer`` or ``group``."""
+        site = self._site(name)
+        if site is not None:
+            return GroupTensors(name, site[0].rows(site[1], scope))
         root = self._roots[name]
         channels = self.channels_of(name)
         with torch.no_grad():
@@ -147,6 +182,10 @@ class ModelGraph:
         """Remove the channels ``remove`` (indices into the group's root) from every coupled layer."""
         if not remove:
             return
+        site = self._site(name)
+        if site is not None:
+            self._prune_attention(*site, sorted(int(i) for i in remove))
+            return
         root = self._roots[name]
         pruner = self.graph.get_pruner_of_module(root)
         try:
@@ -154,6 +193,29 @@ class ModelGraph:
             group.prune()
         except Exception as exc:
             raise PruningError(f"group {name!r}: torch-pruning failed: {type(exc).__name__}: {exc}") from exc
+
+    def _prune_attention(self, site: AttentionSite, unit: str, remove: list[int]) -> None:
+        qkv_idxs, proj_idxs = site.indices(unit, remove)
+        tp.prune_linear_out_channels(site.qkv, qkv_idxs)
+        tp.prune_linear_in_channels(site.proj, proj_idxs)
+        site.after_pruning(unit, len(remove))
+
+
+def _unwrapped_parameters(model: nn.Module) -> list[tuple[nn.Parameter, int]]:
+    """Parameters outside any layer torch-pruning knows (a ViT's class token and position embedding), each
+    with the dimension that holds channels: the last one longer than 1, as for ``[1, tokens, dim]``."""
+    registered = tp.DependencyGraph().REGISTERED_PRUNERS
+    owned: set[int] = set()
+    for module in model.modules():
+        op_type = tp.ops.module2type(module)
+        if op_type in registered and op_type != tp.ops.OPTYPE.ELEMENTWISE:
+            owned.update(id(p) for p in module.parameters())
+    found = []
+    for _, param in model.named_parameters():
+        dims = [i for i, size in enumerate(param.shape) if size > 1]
+        if id(param) not in owned and dims:
+            found.append((param, dims[-1]))
+    return found
 
 
 def _out_rows(module: nn.Module) -> torch.Tensor:
@@ -192,6 +254,11 @@ def count_macs_params(model: nn.Module, example_inputs: Any) -> tuple[int, int]:
 
 
 def check_ignore_globs(model: nn.Module, globs: Sequence[str]) -> list[str]:
-    """The globs that match no module."""
-    return [g for g, hits in matching_modules(model, globs).items() if not hits]
+    """The globs that match no module (nor an attention's ``qkv#heads`` group)."""
+    heads = [name + HEADS_SUFFIX for name in find_attention_sites(model)]
+    return [
+        g
+        for g, hits in matching_modules(model, globs).items()
+        if not hits and not any(fnmatch.fnmatchcase(h, g) for h in heads)
+    ]
 

@@ -1,7 +1,8 @@
-"""The built-in model zoo: small, torchvision-free models for CPU search and tests."""
+"""The built-in model zoo (small, torchvision-free models for CPU search and tests) and model loading."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,14 +11,52 @@ from torch import nn
 
 from autoprune._registry import Registry, import_object
 from autoprune.errors import ConfigError
+from autoprune.models._chain import conv_chain
+from autoprune.models._deeplab import deeplab_small
+from autoprune.models._densenet import densenet_small
+from autoprune.models._mobilenet import mobilenet_small
 from autoprune.models._resnet import resnet_small
+from autoprune.models._shufflenet import shufflenet_small
+from autoprune.models._vgg import vgg_bn
+from autoprune.models._vit import vit_tiny
 
-__all__ = ["MODELS", "build_model", "load_model", "load_weights", "register_model", "resnet_small"]
+__all__ = [
+    "MODELS",
+    "build_model",
+    "conv_chain",
+    "deeplab_small",
+    "densenet_small",
+    "load_model",
+    "load_pickled_model",
+    "load_weights",
+    "mobilenet_small",
+    "register_model",
+    "resnet_small",
+    "shufflenet_small",
+    "vgg_bn",
+    "vit_tiny",
+]
 
 ModelBuilder = Callable[..., nn.Module]
 
 MODELS: Registry[ModelBuilder] = Registry("built-in model")
-MODELS.register("resnet_small")(resnet_small)
+# Each one exercises a coupling pattern DepGraph must follow.
+for _name, _builder in {
+    "resnet_small": resnet_small,  # residual adds
+    "vgg_bn": vgg_bn,  # a plain conv + BN chain
+    "mobilenet_small": mobilenet_small,  # inverted residuals, depthwise convs
+    "densenet_small": densenet_small,  # concatenation
+    "shufflenet_small": shufflenet_small,  # channel split and shuffle
+    "vit_tiny": vit_tiny,  # multi-head attention, class token, position embedding
+    "deeplab_small": deeplab_small,  # segmentation: ASPP concat of dilated branches, upsampling, cls_conv head
+    "conv_chain": conv_chain,  # the channel-pruning tutorial's 100M-parameter 8-conv chain
+}.items():
+    MODELS.register(_name)(_builder)
+
+PICKLE_EXPLANATION = (
+    "loading a whole pickled module runs code stored in the file, so it is refused unless you trust the file: "
+    "set model.trust_pickle: true (or save a state_dict and use model.factory or model.builtin with model.weights)"
+)
 
 
 def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
@@ -30,9 +69,29 @@ def build_model(name: str, *, in_channels: int, num_classes: int) -> nn.Module:
 
 
 def load_model(
-    *, builtin: str | None, factory: str | None, in_channels: int, num_classes: int, weights: Path | None = None
+    *,
+    builtin: str | None,
+    factory: str | None,
+    in_channels: int,
+    num_classes: int,
+    weights: Path | None = None,
+    file: Path | None = None,
+    trust_pickle: bool = False,
+    torchvision: str | None = None,
 ) -> nn.Module:
-    """Build the base model from the zoo or a ``"pkg.module:function"`` factory, then load ``weights`` if given."""
+    """The base model from exactly one source, then ``weights`` (a state_dict) if given.
+
+    Sources: the zoo (``builtin``), a ``"pkg.module:function"`` factory, a whole module saved with
+    ``torch.save(model)`` (``file``, only with ``trust_pickle``), or a torchvision architecture by name
+    (``torchvision``; the optional extra). ``num_classes`` 0 keeps torchvision's own default head.
+    """
+    sources = {"builtin": builtin, "factory": factory, "file": file, "torchvision": torchvision}
+    chosen = [k for k, v in sources.items() if v is not None]
+    if len(chosen) != 1:
+        raise ConfigError(
+            f"set exactly one of model.builtin, model.factory, model.file, model.torchvision; found {chosen or 'none'}",
+            key="model",
+        )
     if builtin is not None:
         model = build_model(builtin, in_channels=in_channels, num_classes=num_classes)
     elif factory is not None:
@@ -44,11 +103,49 @@ def load_model(
             raise ConfigError(
                 f"factory {factory!r} returned {type(model).__name__}; expected a torch.nn.Module", key="model.factory"
             )
+    elif file is not None:
+        model = load_pickled_model(file, trust_pickle=trust_pickle)
     else:
-        raise ConfigError("set one of model.builtin or model.factory", key="model")
+        model = _torchvision_model(str(torchvision), num_classes)
     if weights is not None:
         load_weights(model, weights)
     return model
+
+
+def load_pickled_model(path: Path, *, trust_pickle: bool) -> nn.Module:
+    """A whole module saved with ``torch.save(model)``; refused without ``trust_pickle`` (unpickling runs code)."""
+    if not trust_pickle:
+        raise ConfigError(PICKLE_EXPLANATION, key="model.file")
+    if not Path(path).is_file():
+        raise ConfigError(f"model file {str(path)!r} does not exist", key="model.file")
+    try:
+        model = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # unpickling fails in many ways (a class that no longer imports, a corrupt file)
+        raise ConfigError(f"cannot load {str(path)!r}: {exc}".splitlines()[0], key="model.file") from None
+    if not isinstance(model, nn.Module):
+        raise ConfigError(
+            f"{str(path)!r} holds a {type(model).__name__}, expected a whole nn.Module saved with torch.save(model) "
+            "(for a state_dict use model.weights)",
+            key="model.file",
+        )
+    return model
+
+
+def _torchvision_model(name: str, num_classes: int) -> nn.Module:
+    try:
+        models = importlib.import_module("torchvision.models")
+    except ImportError:
+        raise ConfigError(
+            "model.torchvision needs the optional extra torchvision, which is not installed: "
+            "pip install 'autoprune[torchvision]' (a build matching your torch)",
+            key="model.torchvision",
+        ) from None
+    except Exception as exc:  # a torchvision built for another torch fails on import in other ways
+        raise ConfigError(f"torchvision is installed but does not import: {exc}".splitlines()[0], key="model.torchvision") from None
+    if name not in models.list_models():
+        raise ConfigError(f"torchvision has no model {name!r}", key="model.torchvision")
+    options = {"num_classes": num_classes} if num_classes > 0 else {}
+    return models.get_model(name, weights=None, **options)
 
 
 def load_weights(model: nn.Module, path: Path, *, key: str = "model.weights") -> None:

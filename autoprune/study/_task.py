@@ -7,6 +7,7 @@ import io
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from torch import nn
 
 from autoprune.config import Config
 from autoprune.data import DataBundle, load_data
-from autoprune.engine import Group, check_ignore_globs, count_macs_params, find_groups
+from autoprune.engine import Group, UnsupportedGroupWarning, check_ignore_globs, count_macs_params, find_groups
 from autoprune.errors import ConfigError
 from autoprune.evaluate import Evaluator, train
 from autoprune.metrics import resolve_metric
@@ -85,8 +86,11 @@ def _base_model(config: Config, data: DataBundle, log: Log) -> nn.Module:
         in_channels=int(in_channels),
         num_classes=int(num_classes or 0),
         weights=config.model.weights,
+        file=config.model.file,
+        trust_pickle=config.model.trust_pickle,
+        torchvision=config.model.torchvision,
     )
-    if config.model.weights is not None:
+    if config.model.weights is not None or config.model.file is not None:
         return model.eval()
     cache, meta = config.output / "base.pt", config.output / "base.json"
     key = _base_key(config)
@@ -133,7 +137,14 @@ def prepare_task(config: Config, log: Log = lambda _: None) -> Task:
     unmatched = check_ignore_globs(base, config.prune.ignore)
     if unmatched:
         log(f"warning: prune.ignore glob(s) {unmatched} match no module")
-    groups = find_groups(base, example_inputs, ignore=config.prune.ignore)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UnsupportedGroupWarning)
+        groups = find_groups(base, example_inputs, ignore=config.prune.ignore)
+    for warning in caught:  # one line each, through the same log as the rest of the run
+        if issubclass(warning.category, UnsupportedGroupWarning):
+            log(f"warning: {warning.message}")
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     if not groups:
         raise ConfigError("the model has no prunable group (check prune.ignore)", key="prune.ignore")
     macs, params = count_macs_params(base, example_inputs)

@@ -1,0 +1,135 @@
+"""Dry-running each group's pruning on a scratch copy, to find the groups torch-pruning cannot handle.
+
+An unknown custom layer (a per-channel buffer torch-pruning does not know to shrink) or an op that breaks
+DepGraph's index mapping (some forms of channel shuffle) shows up here as an exception, a wrong channel count
+or a failing forward. Such groups are excluded from the search, each with one warning.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from autoprune.engine._graph import Group, ModelGraph
+
+__all__ = ["UnsupportedGroup", "UnsupportedGroupWarning", "find_unsupported"]
+
+
+class UnsupportedGroupWarning(UserWarning):
+    """A group was left out of the search because pruning it fails; the message says how to silence it."""
+
+
+@dataclass(frozen=True)
+class UnsupportedGroup:
+    group: Group
+    layer_type: str  # the layer where the failure shows (the group's root when no forward failed)
+    reason: str
+
+    def message(self) -> str:
+        return (
+            f"group {self.group.name!r} ({self.layer_type}) cannot be pruned and is left out of the search: "
+            f"{self.reason}; add {self.group.name!r} to prune.ignore to silence this"
+        )
+
+
+def find_unsupported(
+    model: nn.Module, example_inputs: Any, groups: Sequence[Group], ignore: Sequence[str] = ()
+) -> list[UnsupportedGroup]:
+    """Prune half of each group's channels (every other one) on a scratch copy and check the result.
+
+    Groups are tried one after another on the same scratch copy; a failure is confirmed on a fresh copy with
+    that group alone, so one bad group never blames the next.
+    """
+    found: list[UnsupportedGroup] = []
+    scratch: ModelGraph | None = None
+    used = False
+    for group in groups:
+        if group.channels < 2:
+            continue
+        if scratch is None:
+            scratch, used = ModelGraph(copy.deepcopy(model), example_inputs, ignore), False
+        problem = _try_group(scratch, group, example_inputs)
+        if problem is not None and used:
+            scratch = ModelGraph(copy.deepcopy(model), example_inputs, ignore)
+            problem = _try_group(scratch, group, example_inputs)
+        if problem is not None:
+            found.append(UnsupportedGroup(group, problem[0], problem[1]))
+            scratch = None  # half-pruned in an unknown way: start the next group on a fresh copy
+        else:
+            used = True
+    return found
+
+
+def _try_group(graph: ModelGraph, group: Group, example_inputs: Any) -> tuple[str, str] | None:
+    """``(layer type, reason)`` when pruning ``group`` fails, else None.
+
+    A changed output shape is not a failure: that is an output head the user chose not to ignore.
+    """
+    remove = list(range(1, group.channels, 2))
+    try:
+        graph.prune(group.name, remove)
+        after = graph.channels_of(group.name)
+    except Exception as exc:  # torch-pruning fails in many ways on what it cannot map
+        return group.layer_type, _short(exc)
+    if after != group.channels - len(remove):
+        return group.layer_type, (
+            f"removing {len(remove)} of {group.channels} channels left {after}, the index mapping is broken"
+        )
+    # A stack of the modules whose forward is running: when the forward fails, the top is the culprit.
+    entered: list[nn.Module] = []
+
+    def enter(module: nn.Module, _args: Any) -> None:
+        entered.append(module)
+
+    def leave(_module: nn.Module, _args: Any, _out: Any) -> None:
+        entered.pop()
+
+    shapes, failed_in = None, None
+    handles = []
+    for module in graph.model.modules():
+        handles += [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
+    try:
+        shapes = _output_shapes(graph.model, example_inputs)
+    except Exception as exc:
+        failed_in = entered[-1] if entered else None
+        reason = f"the pruned model's forward fails: {_short(exc)}"
+    finally:
+        for handle in handles:
+            handle.remove()
+    if shapes is None:
+        names = {m: n for n, m in graph.model.named_modules()}
+        if failed_in is not None:
+            return type(failed_in).__name__, f"{reason} (in {names.get(failed_in) or 'the model'})"
+        return group.layer_type, reason
+    return None
+
+
+@torch.no_grad()
+def _output_shapes(model: nn.Module, example_inputs: Any) -> list[tuple[int, ...]]:
+    was_training = model.training
+    model.eval()
+    try:
+        out = model(*example_inputs) if isinstance(example_inputs, (tuple, list)) else model(example_inputs)
+    finally:
+        model.train(was_training)
+    return [tuple(t.shape) for t in _tensors(out)]
+
+
+def _tensors(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _tensors(v)]
+    if isinstance(value, (tuple, list)):
+        return [t for v in value for t in _tensors(v)]
+    return []
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:200]}"
