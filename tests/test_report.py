@@ -167,7 +167,7 @@ def test_dashboard_shows_objective_names_user_attrs_and_infeasible_trials(search
         match = re.search(r"(http://127\.0\.0\.1:\d+)/dashboard/", line)
         assert match, (line, process.stderr.read() if process.poll() is not None else "")
         base = match.group(1)
-        studies = _get(f"{base}/api/studies")["studies"]
+        studies = _get(f"{base}/api/studies")["study_summaries"]
         study_id = next(s["study_id"] for s in studies if s["study_name"] == "tiny")
         detail = _get(f"{base}/api/studies/{study_id}")
     finally:

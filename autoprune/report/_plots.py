@@ -49,38 +49,30 @@ def plot_pareto(data: ReportData, path: Path) -> Path:
             lw=1.4, label="uniform baselines (hand-picked ratios)",
         )  # fmt: skip
         if not infeasible.empty:
-            label = "infeasible" + (f" (MACs > {data.max_macs:g})" if data.max_macs is not None else "")
+            label = "infeasible, not fine-tuned" + (f" (MACs > {data.max_macs:g})" if data.max_macs is not None else "")
             axes.scatter(infeasible["cost"], infeasible["metric"], s=22, marker="x", color=INFEASIBLE_COLOR, label=label)
     front = data.front_trials
     if not front.empty:
         axes.plot(front["cost"], front["metric"], "-o", color=FRONT_COLOR, ms=6, lw=1.8, zorder=4, label="Pareto front")
+        # One label per point (trials with equal objectives share it), alternating above and below the line.
+        labels: dict[tuple[float, float], list[str]] = {}
         for row in front.itertuples(index=False):
+            labels.setdefault((row.cost, row.metric), []).append(f"#{int(row.number)}")
+        for index, ((cost, metric), names) in enumerate(labels.items()):
             axes.annotate(
-                f"#{int(row.number)}", (row.cost, row.metric), textcoords="offset points", xytext=(4, 4),
-                fontsize=7, color=FRONT_COLOR,
+                ",".join(names), (cost, metric), textcoords="offset points", xytext=(5, 6 if index % 2 else -11),
+                fontsize=7, color=FRONT_COLOR, bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.75},
             )  # fmt: skip
     axes.scatter([1.0], [data.base["metric"]], s=160, marker="*", color="black", zorder=5, label="base model")
     if data.max_macs is not None:
         axes.axvline(data.max_macs, color=INFEASIBLE_COLOR, ls="--", lw=1, label=f"max_macs {data.max_macs:g}")
-    _zoom_metric_axis(axes, data)
     axes.set_xlim(0.0, 1.05)
     axes.set_xlabel(data.cost_name)
     axes.set_ylabel(data.metric_name)
     axes.set_title(f"{data.study_name}: {data.metric_name} vs {data.cost_name}")
     axes.grid(alpha=0.3)
-    axes.legend(loc="lower right", fontsize=8, framealpha=0.9)
+    axes.legend(loc="best", fontsize=8, framealpha=0.9)
     return _save(figure, path)
-
-
-def _zoom_metric_axis(axes, data: ReportData) -> None:
-    """Keep the interesting band in view: raw scores of broken candidates should not flatten the front."""
-    feasible = data.feasible
-    if feasible.empty:
-        return
-    values = np.concatenate([feasible["metric"].to_numpy(float), [float(data.base["metric"])]])
-    low, high = float(np.percentile(values, 10)), float(values.max())
-    span = max(high - low, 1e-3)
-    axes.set_ylim(low - 0.15 * span, high + 0.08 * span)
 
 
 def plot_ratios(data: ReportData, path: Path) -> Path:
