@@ -82,7 +82,8 @@ class SearchProgress:
         return f" | timeout {timeout:g}s ({left:.0f}s left)"
 
     def _status(self) -> str:
-        return f"front {self._front} | best {self.metric} {self._best} @ {self.budget_label}{self._limit()} | {self._phase}"
+        best = f"best {self.metric} {self._best} @ {self.budget_label}"
+        return f"front {self._front} | {best}{self._limit()} | {self._phase}"
 
     def on_phase(self, number: int, phase: str) -> None:
         self._phase = f"trial {number}: {phase}"

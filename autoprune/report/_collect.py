@@ -8,6 +8,7 @@ from typing import Any
 import optuna
 import pandas as pd
 
+from autoprune.errors import ConfigError
 from autoprune.report._hypervolume import REFERENCE_POINT, hypervolume, hypervolume_history
 from autoprune.study import base_point, pareto_frame, trials_frame
 
@@ -69,6 +70,10 @@ class ReportData:
 
 def collect(study: optuna.Study, *, max_macs: float | None = None) -> ReportData:
     """Read the study (it may still be running: unfinished trials are counted, never plotted)."""
+    try:
+        base = base_point(study)
+    except ValueError as exc:
+        raise ConfigError(str(exc), key="study.name") from None
     names = list(study.metric_names or ["metric", "cost"])
     groups = [str(g["name"]) for g in study.user_attrs.get("groups", [])]
     trials = trials_frame(study)
@@ -81,7 +86,7 @@ def collect(study: optuna.Study, *, max_macs: float | None = None) -> ReportData
         study_name=study.study_name,
         metric_name=names[0],
         cost_name=names[1],
-        base=base_point(study),
+        base=base,
         trials=trials,
         front=pareto_frame(study),
         groups=groups,

@@ -19,6 +19,7 @@ FRONT_COLOR = "#d62728"
 TRIAL_COLOR = "#1f77b4"
 BASELINE_COLOR = "#ff7f0e"
 INFEASIBLE_COLOR = "#9a9a9a"
+LABEL_BOX = {"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8}
 
 
 def _save(figure: Figure, path: Path) -> Path:
@@ -49,8 +50,11 @@ def plot_pareto(data: ReportData, path: Path) -> Path:
             lw=1.4, label="uniform baselines (hand-picked ratios)",
         )  # fmt: skip
         if not infeasible.empty:
-            label = "infeasible, not fine-tuned" + (f" (MACs > {data.max_macs:g})" if data.max_macs is not None else "")
-            axes.scatter(infeasible["cost"], infeasible["metric"], s=22, marker="x", color=INFEASIBLE_COLOR, label=label)
+            limit = f" (MACs > {data.max_macs:g})" if data.max_macs is not None else ""
+            axes.scatter(
+                infeasible["cost"], infeasible["metric"], s=22, marker="x", color=INFEASIBLE_COLOR,
+                label=f"infeasible, not fine-tuned{limit}",
+            )  # fmt: skip
     front = data.front_trials
     if not front.empty:
         axes.plot(front["cost"], front["metric"], "-o", color=FRONT_COLOR, ms=6, lw=1.8, zorder=4, label="Pareto front")
@@ -61,10 +65,10 @@ def plot_pareto(data: ReportData, path: Path) -> Path:
         for index, ((cost, metric), names) in enumerate(labels.items()):
             axes.annotate(
                 ",".join(names), (cost, metric), textcoords="offset points", xytext=(5, 6 if index % 2 else -11),
-                fontsize=7, color=FRONT_COLOR, bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.75},
+                fontsize=7, color=FRONT_COLOR, bbox=LABEL_BOX,
             )  # fmt: skip
     axes.scatter([1.0], [data.base["metric"]], s=160, marker="*", color="black", zorder=5, label="base model")
-    if data.max_macs is not None:
+    if data.max_macs is not None and data.cost_name.lower().startswith("macs"):  # the limit is on this axis
         axes.axvline(data.max_macs, color=INFEASIBLE_COLOR, ls="--", lw=1, label=f"max_macs {data.max_macs:g}")
     axes.set_xlim(0.0, 1.05)
     axes.set_xlabel(data.cost_name)
