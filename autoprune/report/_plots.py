@@ -19,7 +19,6 @@ FRONT_COLOR = "#d62728"
 TRIAL_COLOR = "#1f77b4"
 BASELINE_COLOR = "#ff7f0e"
 INFEASIBLE_COLOR = "#9a9a9a"
-LABEL_BOX = {"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8}
 
 
 def _save(figure: Figure, path: Path) -> Path:
@@ -65,7 +64,7 @@ def plot_pareto(data: ReportData, path: Path) -> Path:
         for index, ((cost, metric), names) in enumerate(labels.items()):
             axes.annotate(
                 ",".join(names), (cost, metric), textcoords="offset points", xytext=(5, 6 if index % 2 else -11),
-                fontsize=7, color=FRONT_COLOR, bbox=LABEL_BOX,
+                fontsize=7, color=FRONT_COLOR, zorder=6,
             )  # fmt: skip
     axes.scatter([1.0], [data.base["metric"]], s=160, marker="*", color="black", zorder=5, label="base model")
     if data.max_macs is not None and data.cost_name.lower().startswith("macs"):  # the limit is on this axis
