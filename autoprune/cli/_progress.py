@@ -16,7 +16,9 @@ from rich.table import Table
 from autoprune.config import Config
 from autoprune.study import Task, metric_names
 
-__all__ = ["SearchProgress", "print_front"]
+__all__ = ["DEFAULT_BUDGET", "SearchProgress", "print_front"]
+
+DEFAULT_BUDGET = 0.5  # relative MACs under which the best metric is shown when no constraint is set
 
 
 class SearchProgress:
@@ -25,6 +27,10 @@ class SearchProgress:
         self.console = console or Console(stderr=True)
         self.interactive = self.console.is_terminal
         self.metric = metric_names(config)[0]
+        # The best metric is shown under the MACs budget: the constraint when there is one, else half the base.
+        self.budget = config.constraints.max_macs if config.constraints.max_macs is not None else DEFAULT_BUDGET
+        source = "max_macs" if config.constraints.max_macs is not None else "default"
+        self.budget_label = f"MACs<={self.budget:g} ({source})"
         self._progress: Progress | None = None
         self._bar: Any = None
         self._front = 0
@@ -63,12 +69,21 @@ class SearchProgress:
 
     def on_ready(self, study: optuna.Study, task: Task) -> None:
         self._done = len([t for t in study.get_trials(deepcopy=False) if t.state.is_finished()])
+        self._started = time.monotonic()  # the timeout counts from here, as Optuna's does
         total = self.config.study.n_trials
         if self._progress is not None:
             self._bar = self._progress.add_task("search", total=total, completed=min(self._done, total), status="")
 
+    def _limit(self) -> str:
+        timeout = self.config.study.timeout
+        if timeout is None:
+            return ""
+        left = max(0.0, timeout - (time.monotonic() - self._started))
+        return f" | timeout {timeout:g}s ({left:.0f}s left)"
+
     def _status(self) -> str:
-        return f"front {self._front} | best {self.metric} {self._best} | {self._phase}"
+        best = f"best {self.metric} {self._best} @ {self.budget_label}"
+        return f"front {self._front} | {best}{self._limit()} | {self._phase}"
 
     def on_phase(self, number: int, phase: str) -> None:
         self._phase = f"trial {number}: {phase}"
@@ -79,8 +94,7 @@ class SearchProgress:
         self._done += 1
         front = [t for t in study.best_trials if t.values[1] < 1.0]
         self._front = len(front)
-        budget = self.config.constraints.max_macs
-        eligible = [t.values[0] for t in front if budget is None or t.values[1] <= budget]
+        eligible = [t.values[0] for t in front if t.user_attrs.get("macs_relative", t.values[1]) <= self.budget]
         self._best = f"{max(eligible):.4f}" if eligible else "-"
         self._phase = ""
         if self._progress is not None and self._bar is not None:
@@ -90,7 +104,7 @@ class SearchProgress:
             elapsed = time.monotonic() - self._started
             print(
                 f"trial {trial.number} {trial.state.name.lower()}: {values} | "
-                f"front {self._front}, best {self._best} | {elapsed:.0f}s",
+                f"front {self._front}, best {self.metric} {self._best} @ {self.budget_label} | {elapsed:.0f}s",
                 file=sys.stderr,
                 flush=True,
             )

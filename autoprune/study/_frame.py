@@ -37,6 +37,7 @@ def _trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
         "metric": trial.values[0] if trial.values else None,
         "cost": trial.values[1] if trial.values else None,
         "feasible": all(v <= 0.0 for v in trial.constraints.values()),
+        "warm_start": bool(trial.user_attrs.get("warm_start", False)),
         "duration_s": trial.duration.total_seconds() if trial.duration else None,
     }
     for key in ("macs", "macs_relative", "params", "params_relative", "metric_before_finetune", "error"):

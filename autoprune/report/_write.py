@@ -1,0 +1,135 @@
+"""``report.md``, the CSVs and the figures, written from a study into one folder."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+
+from autoprune.errors import ConfigError
+from autoprune.plan import summarize_plan
+from autoprune.report._collect import BUDGETS, ReportData, collect
+from autoprune.report._hypervolume import REFERENCE_POINT
+from autoprune.report._plots import plot_hypervolume, plot_pareto, plot_ratios
+from autoprune.study import atomic_write_bytes
+
+__all__ = ["REPORT_FILES", "render_markdown", "write_report"]
+
+REPORT_FILES = ("pareto.png", "ratios.png", "hypervolume.png", "trials.csv", "pareto.csv", "report.md")
+STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+
+
+def write_report(study: optuna.Study, out_dir: str | Path, *, max_macs: float | None = None) -> list[Path]:
+    """Write every file in ``REPORT_FILES`` to ``out_dir``; works on a study that is still running."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} exists and is not a folder", key="out")
+    out.mkdir(parents=True, exist_ok=True)
+    data = collect(study, max_macs=max_macs)
+    atomic_write_bytes(out / "trials.csv", data.trials.to_csv(index=False).encode())
+    atomic_write_bytes(out / "pareto.csv", data.front.to_csv(index=False).encode())
+    plot_pareto(data, out / "pareto.png")
+    plot_ratios(data, out / "ratios.png")
+    plot_hypervolume(data, out / "hypervolume.png")
+    atomic_write_bytes(out / "report.md", render_markdown(data).encode())
+    return [out / name for name in REPORT_FILES]
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    def cell(value: Any) -> str:
+        return str(value).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return lines
+
+
+def _plan_of(trial: pd.Series, groups: Sequence[str]) -> str:
+    plan = {g: (float(trial[f"ratio.{g}"]), str(trial[f"criterion.{g}"])) for g in groups if f"ratio.{g}" in trial}
+    return summarize_plan(plan) if plan else "-"
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.1f} s" if value < 120 else f"{value / 60:.1f} min"
+
+
+def render_markdown(data: ReportData) -> str:
+    metric, cost = data.metric_name, data.cost_name
+    counts = data.trials["state"].value_counts().to_dict() if not data.trials.empty else {}
+    scored = data.scored
+    infeasible = int((~scored["feasible"].astype(bool)).sum()) if not scored.empty else 0
+    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        f"# autoprune report: {data.study_name}",
+        "",
+        f"{len(data.trials)} trials, generated {generated}. Base model: {metric} {data.base['metric']:.4f}, "
+        f"{data.base['macs'] / 1e6:.2f} M MACs, {data.base['params'] / 1e6:.3f} M params.",
+        "",
+        "![Pareto front](pareto.png)",
+        "",
+        "## Pareto front",
+        "",
+    ]
+    front_rows = [
+        (row.trial, f"{row.metric:.4f}", f"{row.macs_relative:.3f}", f"{row.params_relative:.3f}", row.plan)
+        for row in data.front.itertuples(index=False)
+    ]
+    lines += _table(("trial", metric, "MACs (rel)", "params (rel)", "plan"), front_rows)
+    lines += ["", "![pruning ratios of the front](ratios.png)"]
+
+    lines += ["", "## Best under a MACs budget", ""]
+    budget_rows = []
+    for budget in BUDGETS:
+        best = data.best_under(budget)
+        if best is None:
+            budget_rows.append((f"{budget:.0%}", "none", "-", "-", "-", "no feasible completed trial this small"))
+        else:
+            budget_rows.append(
+                (
+                    f"{budget:.0%}",
+                    int(best["number"]),
+                    f"{best['metric']:.4f}",
+                    f"{best['macs_relative']:.3f}",
+                    f"{best['params_relative']:.3f}",
+                    _plan_of(best, data.groups),
+                )
+            )
+    lines += _table(("MACs budget", "trial", metric, "MACs (rel)", "params (rel)", "plan"), budget_rows)
+
+    ref_metric, ref_cost = REFERENCE_POINT
+    lines += [
+        "",
+        "## Hypervolume",
+        "",
+        f"**{data.hypervolume():.4f}** over the feasible completed trials, against the fixed reference point "
+        f"({metric} {ref_metric:g}, {cost} {ref_cost:g}): the area of ({metric} x {cost}) the front dominates.",
+        "",
+        "![hypervolume](hypervolume.png)",
+        "",
+        "## Trials",
+        "",
+    ]
+    state_rows = [(state.lower(), counts.get(state, 0)) for state in STATES]
+    state_rows.append(("of which infeasible", infeasible))
+    state_rows.append(("uniform baselines (warm start)", int(data.trials["warm_start"].astype(bool).sum())))
+    lines += _table(("state", "trials"), state_rows)
+
+    total = float(data.trials["duration_s"].fillna(0).sum()) if "duration_s" in data.trials else 0.0
+    phases = [c for c in data.trials.columns if c.startswith("seconds.")]
+    breakdown = ", ".join(
+        f"{c.split('.', 1)[1]} {_seconds(float(data.trials[c].fillna(0).sum()))}" for c in phases
+    )
+    lines += [
+        "",
+        "## Time",
+        "",
+        f"Trial time in total: {_seconds(total)}"
+        + (f" ({breakdown})" if breakdown else "")
+        + f"; wall clock from the first trial's start to the last one's end: {_seconds(data.wall_seconds)}.",
+        "",
+    ]
+    return "\n".join(lines)
