@@ -30,14 +30,15 @@ class MaxAbs(autoprune.Criterion):
 def test_a_criterion_registered_in_a_test_module_is_used_by_a_real_search(tmp_path):
     CALLS.clear()
     config = config_from_dict(
-        tiny_config(tmp_path / "run", prune={"criteria": ["test_max_abs"]}, study={"n_trials": 2}, **QUICK)
+        tiny_config(tmp_path / "run", prune={"criteria": ["test_max_abs"]}, study={"n_trials": 1}, **QUICK)
     )
     study = autoprune.search(config)
     trials = study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
-    assert len(trials) == 2
+    assert len(trials) == 1
     for trial in trials:
         assert {g["criterion"] for g in trial.user_attrs["plan"]["groups"].values()} == {"test_max_abs"}
-    assert set(CALLS) <= set(trials[0].user_attrs["plan"]["groups"]) and len(CALLS) >= 2
+    # it scored groups of the real model during the trial (groups pruned at ratio 0 are not scored)
+    assert CALLS and set(CALLS) <= set(trials[0].user_attrs["plan"]["groups"])
 
 
 def test_a_search_with_taylor_gets_gradients_from_the_training_data(tmp_path):
