@@ -71,8 +71,8 @@ def group_seed(plan: PruningPlan, name: str) -> int:
 def accumulate_gradients(model: nn.Module, batches: Iterable[tuple[Any, Any]], loss_fn: LossFn) -> int:
     """Fill every parameter's ``.grad`` with the loss gradient averaged over ``batches``; returns their count.
 
-    Runs in training mode (as the gradient criteria assume) and puts the BatchNorm running statistics and
-    the mode back afterwards, so only ``.grad`` changes.
+    Runs in training mode (as the gradient criteria assume), with a fixed random seed, and puts the
+    BatchNorm running statistics and the mode back afterwards, so only ``.grad`` changes.
     """
     was_training = model.training
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
@@ -80,7 +80,9 @@ def accumulate_gradients(model: nn.Module, batches: Iterable[tuple[Any, Any]], l
     model.train()
     count = 0
     try:
-        with torch.enable_grad():
+        # A fixed seed for whatever draws at random in training mode (dropout): the same plan, the same scores.
+        with torch.random.fork_rng(devices=[]), torch.enable_grad():
+            torch.manual_seed(0)
             for inputs, targets in batches:
                 loss_fn(model(inputs), targets).backward()
                 count += 1
