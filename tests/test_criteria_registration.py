@@ -8,7 +8,6 @@ import textwrap
 
 import optuna
 import pytest
-import torch
 
 import autoprune
 from autoprune.config import config_from_dict
