@@ -16,6 +16,7 @@ __all__ = [
     "DataConfig",
     "FinetuneConfig",
     "ModelConfig",
+    "NNIConfigEntry",
     "PruneConfig",
     "SpaceSpec",
     "StudyConfig",
@@ -118,6 +119,68 @@ class SpaceSpec(_Strict):
     warm_start: bool = True
 
 
+# NNI 3.0 config_list keys autoprune cannot honour, with why; any other unknown key is an error too.
+_NNI_UNSUPPORTED = {
+    "sparse_threshold": "autoprune searches ratios; a threshold has no ratio to search",
+    "granularity": "autoprune always prunes whole output channels",
+    "global_group_id": "autoprune searches each group's ratio; there is no global ranking",
+    "dependency_group_id": "DepGraph finds the coupled layers itself",
+    "target_names": "autoprune prunes weights by output channel (biases and BatchNorms follow)",
+    "target_settings": "give sparse_ratio / max_sparse_ratio at the top of the entry",
+    "align": "DepGraph aligns coupled layers itself",
+    "apply_method": "autoprune removes channels; it never masks",
+    "internal_metric_block": "autoprune scores whole output channels",
+    "fuse_names": "module fusion is a quantization setting",
+    "sparsity": "an NNI 2 key: use sparse_ratio",
+    "sparsity_per_layer": "an NNI 2 key: use sparse_ratio",
+    "total_sparsity": "an NNI 2 key: autoprune searches per-group ratios; bound them with max_sparse_ratio",
+    "max_sparsity_per_layer": "an NNI 2 key: use max_sparse_ratio",
+    "exclude": "an NNI 2 key: use exclude_op_names / exclude_op_types",
+    "op_partial_names": "an NNI 2 key: use op_names_re",
+}
+
+
+class NNIConfigEntry(_Strict):
+    """One entry of an NNI 3.0 ``config_list``: selectors, then the ratio (see README, NNI compatibility).
+
+    ``sparse_ratio`` fixes the ratio of the selected groups (clamped into [min, max] as NNI does);
+    ``min_sparse_ratio`` / ``max_sparse_ratio`` alone bound the searched ratio. Later entries win.
+    """
+
+    op_types: list[str] | None = None
+    op_names: list[str] | None = None
+    op_names_re: list[str] | None = None
+    exclude_op_names: list[str] = Field(default_factory=list)
+    exclude_op_types: list[str] = Field(default_factory=list)
+    exclude_op_names_re: list[str] = Field(default_factory=list)
+    sparse_ratio: Ratio | None = None
+    min_sparse_ratio: Ratio | None = None
+    max_sparse_ratio: Ratio | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _supported_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in data:
+                if key in _NNI_UNSUPPORTED:
+                    raise ValueError(f"NNI key {key!r} is not supported by autoprune: {_NNI_UNSUPPORTED[key]}")
+                if key not in cls.model_fields:
+                    known = sorted(cls.model_fields)
+                    raise ValueError(
+                        f"unknown NNI config_list key {key!r}{did_you_mean(str(key), known)}; supported: {', '.join(known)}"
+                    )
+        return data
+
+    @model_validator(mode="after")
+    def _selects_and_bounds(self) -> NNIConfigEntry:
+        if not (self.op_types or self.op_names or self.op_names_re):
+            raise ValueError("an NNI config_list entry needs one of op_types, op_names, op_names_re")
+        lo, hi = self.min_sparse_ratio, self.max_sparse_ratio
+        if lo is not None and hi is not None and lo > hi:
+            raise ValueError(f"min_sparse_ratio {lo} is above max_sparse_ratio {hi}")
+        return self
+
+
 class PruneConfig(_Strict):
     ignore: list[str] = Field(default_factory=list)
     round_to: int = Field(default=1, ge=1)
@@ -125,6 +188,8 @@ class PruneConfig(_Strict):
     ratio: tuple[Ratio, Ratio] = (0.0, 0.9)
     criteria: list[CriterionName] = Field(default_factory=lambda: ["l1", "l2", "fpgm"], min_length=1)
     criteria_scope: Literal["layer", "group"] = "layer"
+    gradient_batches: int = Field(default=4, ge=1)  # training batches whose gradients gradient criteria (taylor) read
+    nni_config_list: list[NNIConfigEntry] | None = None  # NNI 3.0 selectors + ratios: which groups, what bounds
 
     @field_validator("ratio")
     @classmethod

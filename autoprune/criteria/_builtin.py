@@ -33,3 +33,65 @@ class FPGM(Criterion):
     def __call__(self, tensors: GroupTensors) -> torch.Tensor:
         w = tensors.weights.double()
         return torch.cdist(w, w, p=2).sum(dim=1).float()
+
+
+@register_criterion("taylor")
+class Taylor(Criterion):
+    """First-order Taylor importance (Molchanov et al. 2019): (sum over the filter of gradient * weight)^2.
+
+    The gradient is the loss gradient averaged over the few batches the trial provides, so this is the
+    squared first-order estimate of the loss change when the whole filter is removed.
+    """
+
+    needs_gradients = True
+
+    def __call__(self, tensors: GroupTensors) -> torch.Tensor:
+        if tensors.grads is None:
+            raise ValueError("taylor needs gradients, and none were computed (pass gradient batches)")
+        return (tensors.grads.double() * tensors.weights.double()).sum(dim=1).pow(2).float()
+
+
+@register_criterion("lamp")
+class LAMP(Criterion):
+    """Layer-adaptive magnitude pruning (Lee et al. 2021), per channel.
+
+    With ``n`` the squared L2 norms of the filters sorted ascending, filter ``u`` scores
+    ``n[u] / sum(n[v] for v >= u)``. The score is normalised within the group, so it compares across
+    layers; inside one group it orders filters as ``l2`` does (a group's ratio is fixed by the plan).
+    """
+
+    def __call__(self, tensors: GroupTensors) -> torch.Tensor:
+        norms = tensors.weights.double().pow(2).sum(dim=1)
+        order = torch.argsort(norms, stable=True)
+        sorted_norms = norms[order]
+        tail = sorted_norms.flip(0).cumsum(0).flip(0)  # sum of the norms at or above each position
+        scores = torch.empty_like(norms)
+        scores[order] = sorted_norms / tail.clamp_min(torch.finfo(torch.float64).tiny)
+        return scores.float()
+
+
+@register_criterion("bn_scale")
+class BNScale(Criterion):
+    """Network slimming (Liu et al. 2017): |gamma| of the BatchNorm that normalises each channel.
+
+    A group with no BatchNorm (or an affine-free one) cannot be scored: this raises, naming nothing
+    silently; choose another criterion for that group.
+    """
+
+    def __call__(self, tensors: GroupTensors) -> torch.Tensor:
+        if tensors.bn_scale is None:
+            raise ValueError(
+                "bn_scale needs a BatchNorm with affine weights on the group's channels, and this group has none; "
+                "use another criterion for it"
+            )
+        return tensors.bn_scale.abs().float()
+
+
+@register_criterion("random")
+class Random(Criterion):
+    """A baseline: uniform random scores, drawn from a generator seeded by the plan and the group name,
+    so the same plan removes the same channels every time."""
+
+    def __call__(self, tensors: GroupTensors) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(tensors.seed)
+        return torch.rand(tensors.channels, generator=generator, dtype=torch.float64).float()

@@ -1,22 +1,25 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from autoprune.criteria import get_criterion
+from autoprune.criteria import get_criterion, needs_gradients
 from autoprune.engine._check import UnsupportedGroupWarning, find_unsupported
 from autoprune.engine._graph import Group, ModelGraph, count_macs_params
 from autoprune.errors import PruningError, did_you_mean
 from autoprune.plan import PruningPlan, kept_channels
 
-__all__ = ["PruneReport", "apply_plan", "find_groups", "select_removed"]
+__all__ = ["LossFn", "PruneReport", "accumulate_gradients", "apply_plan", "find_groups", "group_seed", "select_removed"]
+
+LossFn = Callable[[torch.Tensor, Any], torch.Tensor]  # loss_fn(model(inputs), targets) -> scalar
 
 
 @dataclass(frozen=True)
@@ -82,16 +85,58 @@ def select_removed(scores: torch.Tensor, keep: int) -> list[int]:
     return sorted(int(i) for i in order[: scores.numel() - keep])
 
 
+def group_seed(plan: PruningPlan, name: str) -> int:
+    """A stable 63-bit seed from the plan and a group name (for criteria that draw at random)."""
+    digest = hashlib.sha256(f"{plan.to_json()}\n{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def accumulate_gradients(model: nn.Module, batches: Iterable[tuple[Any, Any]], loss_fn: LossFn) -> int:
+    """Fill every parameter's ``.grad`` with the loss gradient averaged over ``batches``; returns their count.
+
+    Runs in training mode (as the gradient criteria assume), with a fixed random seed, and puts the
+    BatchNorm running statistics and the mode back afterwards, so only ``.grad`` changes.
+    """
+    was_training = model.training
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    model.zero_grad(set_to_none=True)
+    model.train()
+    count = 0
+    try:
+        # A fixed seed for whatever draws at random in training mode (dropout): the same plan, the same scores.
+        with torch.random.fork_rng(devices=[]), torch.enable_grad():
+            torch.manual_seed(0)
+            for inputs, targets in batches:
+                loss_fn(model(inputs), targets).backward()
+                count += 1
+    finally:
+        with torch.no_grad():
+            for buffer, saved in buffers:
+                buffer.copy_(saved)
+        model.train(was_training)
+    if count == 0:
+        raise PruningError("no gradient batches were given, but the plan uses a criterion that needs gradients")
+    for param in model.parameters():
+        if param.grad is not None:
+            param.grad /= count
+    return count
+
+
 def apply_plan(
     model: nn.Module,
     example_inputs: Any,
     plan: PruningPlan,
     base_counts: tuple[int, int] | None = None,
+    *,
+    gradient_batches: Iterable[tuple[Any, Any]] | None = None,
+    loss_fn: LossFn | None = None,
 ) -> tuple[nn.Module, PruneReport]:
     """Prune a copy of ``model`` as ``plan`` says; ``model`` itself is never changed.
 
     Every group's channels are scored on the unpruned copy first, then removed, so one group's pruning never
     shifts another's scores. ``base_counts`` (MACs, params of ``model``) skips counting the base again.
+    A plan using a criterion that needs gradients (``taylor``) needs ``gradient_batches`` of
+    ``(inputs, targets)``; their averaged ``loss_fn`` (default: cross-entropy) gradient is taken on the copy.
     """
     started = time.perf_counter()
     pruned = copy.deepcopy(model)
@@ -102,6 +147,13 @@ def apply_plan(
             raise PruningError(
                 f"plan names group {name!r}, which is not a prunable group of this model{did_you_mean(name, known)}"
             )
+    gradient_users = sorted({e.criterion for e in plan.groups.values() if e.ratio > 0 and needs_gradients(e.criterion)})
+    if gradient_users:
+        if gradient_batches is None:
+            raise PruningError(
+                f"criterion {gradient_users[0]!r} needs gradients: pass gradient_batches to apply_plan"
+            )
+        accumulate_gradients(pruned, gradient_batches, loss_fn or nn.functional.cross_entropy)
     graph_done = time.perf_counter()
 
     targets: dict[str, int] = {}
@@ -112,7 +164,7 @@ def apply_plan(
         targets[name] = keep
         if keep == channels:
             continue
-        tensors = graph.group_tensors(name, plan.scope)
+        tensors = graph.group_tensors(name, plan.scope, seed=group_seed(plan, name))
         try:
             scores = get_criterion(entry.criterion)(tensors)
         except Exception as exc:
@@ -123,6 +175,7 @@ def apply_plan(
                 f"{tuple(scores.shape)} (finite: {bool(torch.isfinite(scores).all())}); expected ({channels},), finite"
             )
         removals[name] = select_removed(scores, keep)
+    pruned.zero_grad(set_to_none=True)  # the gradients served the scores; the pruned model carries none
     for name, remove in removals.items():
         graph.prune(name, remove)
     pruned_done = time.perf_counter()

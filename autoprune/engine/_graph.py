@@ -154,27 +154,64 @@ class ModelGraph:
 
     # -- scoring -----------------------------------------------------------------------------------------
 
-    def group_tensors(self, name: str, scope: str) -> GroupTensors:
-        """The per-channel weight rows a criterion scores, for scope ``layer`` or ``group``."""
+    def group_tensors(self, name: str, scope: str, seed: int = 0) -> GroupTensors:
+        """The per-channel rows a criterion scores, for scope ``layer`` or ``group``.
+
+        Weight rows always; gradient rows in the same layout when the weights hold ``.grad``; |gamma| of
+        the BatchNorm on the root's outputs (``layer``) or summed over every coupled BatchNorm (``group``).
+        """
         site = self._site(name)
         if site is not None:
-            return GroupTensors(name, site[0].rows(site[1], scope))
+            return GroupTensors(name, site[0].rows(site[1], scope), seed=seed)
         root = self._roots[name]
         channels = self.channels_of(name)
+        tp_group = self._tp_group(name)
         with torch.no_grad():
+            bn_scale = self._bn_scale(tp_group, root, channels, scope)
             if scope == "layer":
-                return GroupTensors(name, _out_rows(root).detach().clone())
-            blocks = []
-            tp_group = self._tp_group(name)
+                grad = root.weight.grad
+                return GroupTensors(
+                    name,
+                    _out_rows(root).detach().clone(),
+                    grads=None if grad is None else _out_rows(root, grad).detach().clone(),
+                    bn_scale=bn_scale,
+                    seed=seed,
+                )
+            weights, grads, with_grads = [], [], True
             for i, (dep, idxs) in enumerate(tp_group):
                 module = dep.target.module
-                rows = _rows_of(module, list(idxs), self.graph.is_out_channel_pruning_fn(dep.handler))
+                out = self.graph.is_out_channel_pruning_fn(dep.handler)
+                rows = _rows_of(module, list(idxs), out)
                 if rows is None:
                     continue
-                full = torch.zeros(channels, rows.shape[1], dtype=rows.dtype)
-                full[torch.as_tensor(list(tp_group[i].root_idxs), dtype=torch.long)] = rows
-                blocks.append(full)
-            return GroupTensors(name, torch.cat(blocks, dim=1))
+                at = torch.as_tensor(list(tp_group[i].root_idxs), dtype=torch.long)
+                weights.append(_scatter_rows(rows, at, channels))
+                grad = getattr(module.weight, "grad", None)
+                with_grads = with_grads and grad is not None
+                if with_grads:
+                    grads.append(_scatter_rows(_rows_of(module, list(idxs), out, grad), at, channels))
+            return GroupTensors(
+                name,
+                torch.cat(weights, dim=1),
+                grads=torch.cat(grads, dim=1) if with_grads and grads else None,
+                bn_scale=bn_scale,
+                seed=seed,
+            )
+
+    def _bn_scale(self, tp_group: Any, root: nn.Module, channels: int, scope: str) -> torch.Tensor | None:
+        """|gamma| per channel: the BatchNorm fed directly by ``root`` (scope layer) or every coupled one."""
+        total: torch.Tensor | None = None
+        for i, (dep, idxs) in enumerate(tp_group):
+            module = dep.target.module
+            if not isinstance(module, nn.modules.batchnorm._BatchNorm) or not module.affine:
+                continue
+            if scope == "layer" and dep.source.module is not root:
+                continue
+            scale = torch.zeros(channels, dtype=torch.float64)
+            at = torch.as_tensor(list(tp_group[i].root_idxs), dtype=torch.long)
+            scale[at] = module.weight.detach()[torch.as_tensor(list(idxs), dtype=torch.long)].abs().double()
+            total = scale if total is None else total + scale
+        return None if total is None else total.float()
 
     # -- pruning -----------------------------------------------------------------------------------------
 
@@ -218,15 +255,26 @@ def _unwrapped_parameters(model: nn.Module) -> list[tuple[nn.Parameter, int]]:
     return found
 
 
-def _out_rows(module: nn.Module) -> torch.Tensor:
-    weight = module.weight
+def _scatter_rows(rows: torch.Tensor, at: torch.Tensor, channels: int) -> torch.Tensor:
+    full = torch.zeros(channels, rows.shape[1], dtype=rows.dtype)
+    full[at] = rows
+    return full
+
+
+def _out_rows(module: nn.Module, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Output-channel rows of ``weight`` (default: the module's weight; pass ``.grad`` for its gradient)."""
+    weight = module.weight if weight is None else weight
     if isinstance(module, nn.modules.conv._ConvTransposeNd):
         return weight.transpose(0, 1).flatten(1)
     return weight.flatten(1)
 
 
-def _rows_of(module: nn.Module, idxs: list[int], out: bool) -> torch.Tensor | None:
-    weight = getattr(module, "weight", None)
+def _rows_of(
+    module: nn.Module, idxs: list[int], out: bool, weight: torch.Tensor | None = None
+) -> torch.Tensor | None:
+    """The rows of ``weight`` (default: the module's own) that the channels ``idxs`` own, or None."""
+    if weight is None:
+        weight = getattr(module, "weight", None)
     if not isinstance(weight, torch.Tensor):
         return None
     index = torch.as_tensor(idxs, dtype=torch.long)
@@ -234,7 +282,7 @@ def _rows_of(module: nn.Module, idxs: list[int], out: bool) -> torch.Tensor | No
         return weight[index].unsqueeze(1).float()
     if isinstance(module, _ROOT_TYPES):
         if out:
-            return _out_rows(module)[index].float()
+            return _out_rows(module, weight)[index].float()
         if getattr(module, "groups", 1) != 1:
             return None  # grouped in-channels are scored through the out-channel dependency
         if isinstance(module, nn.modules.conv._ConvTransposeNd):

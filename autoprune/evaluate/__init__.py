@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
+from autoprune.evaluate._batches import fixed_batches
 from autoprune.evaluate._evaluator import Evaluator, TrainFn
 from autoprune.evaluate._train import recalibrate_bn, train
 
-__all__ = ["Evaluator", "TrainFn", "recalibrate_bn", "train"]
+__all__ = ["Evaluator", "TrainFn", "fixed_batches", "recalibrate_bn", "train"]

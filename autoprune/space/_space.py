@@ -1,10 +1,11 @@
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from autoprune.config import SpaceSpec
+from autoprune.errors import ConfigError
 from autoprune.plan import PruningPlan, Scope
 
 __all__ = ["SearchSpace", "TrialLike", "UNIFORM_BASELINES"]
@@ -29,6 +30,24 @@ class SearchSpace:
     criteria: tuple[str, ...]
     round_to: int = 1
     scope: Scope = "layer"
+    # Per-group ratio bounds (from an NNI config_list); groups absent here use ``ratio``.
+    bounds: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        knobs: dict[str, tuple[str, tuple[float, float]]] = {}
+        for group in self.groups:
+            knob = self._param("ratio", self._knob(group, self.spec.ratio))
+            seen = knobs.setdefault(knob, (group, self.ratio_bounds(group)))
+            if seen[1] != self.ratio_bounds(group):
+                raise ConfigError(
+                    f"groups {seen[0]!r} and {group!r} share the searched ratio {knob!r} but have different bounds "
+                    f"{list(seen[1])} and {list(self.ratio_bounds(group))}; use search_space: per_layer",
+                    key="prune.nni_config_list",
+                )
+
+    def ratio_bounds(self, group: str) -> tuple[float, float]:
+        lo, hi = self.bounds.get(group, self.ratio)
+        return float(lo), float(hi)
 
     def _knob(self, group: str, granularity: str) -> str:
         if granularity == "shared":
@@ -55,7 +74,7 @@ class SearchSpace:
         for group in self.groups:
             ratio_name = self._param("ratio", self._knob(group, self.spec.ratio))
             criterion_name = self._param("criterion", self._knob(group, self.spec.criterion))
-            ratio = trial.suggest_float(ratio_name, *self.ratio)
+            ratio = trial.suggest_float(ratio_name, *self.ratio_bounds(group))
             criterion = trial.suggest_categorical(criterion_name, list(self.criteria))
             entries[group] = (ratio, criterion)
         return PruningPlan(entries, round_to=self.round_to, scope=self.scope)
@@ -71,20 +90,28 @@ class SearchSpace:
         }
         return PruningPlan(entries, round_to=self.round_to, scope=self.scope)
 
+    def _knob_bounds(self) -> dict[str, tuple[float, float]]:
+        return {self._param("ratio", self._knob(g, self.spec.ratio)): self.ratio_bounds(g) for g in self.groups}
+
     def uniform_params(self, ratio: float, criterion: str) -> dict[str, Any]:
+        """Every ratio knob at ``ratio`` (clamped into its own bounds), every criterion knob at ``criterion``."""
+        bounds = self._knob_bounds()
         return {
-            name: (ratio if name.startswith("ratio") else criterion) for name in self.param_names()
+            name: (min(max(ratio, bounds[name][0]), bounds[name][1]) if name.startswith("ratio") else criterion)
+            for name in self.param_names()
         }
 
     def warm_start(self) -> list[dict[str, Any]]:
-        """Uniform baselines (0.25 / 0.5 / 0.75 with l1, l2, fpgm) that fit inside this space."""
+        """Uniform baselines (0.25 / 0.5 / 0.75 with l1, l2, fpgm) that fit inside some group's bounds."""
         if not self.spec.warm_start:
             return []
-        lo, hi = self.ratio
-        return [
-            self.uniform_params(ratio, criterion)
-            for ratio in UNIFORM_BASELINES
-            if lo <= ratio <= hi
-            for criterion in BASELINE_CRITERIA
-            if criterion in self.criteria
-        ]
+        knob_bounds = self._knob_bounds().values()
+        baselines: list[dict[str, Any]] = []
+        for ratio in UNIFORM_BASELINES:
+            if not any(lo <= ratio <= hi for lo, hi in knob_bounds):
+                continue
+            for criterion in BASELINE_CRITERIA:
+                params = self.uniform_params(ratio, criterion)
+                if criterion in self.criteria and params not in baselines:
+                    baselines.append(params)
+        return baselines

@@ -32,7 +32,13 @@ class Objective:
         self.on_phase(trial.number, "prune")
         plan = task.space.sample(trial)
         trial.set_user_attr("plan", plan.to_dict())
-        pruned, report = apply_plan(task.base_model, task.example_inputs, plan, base_counts=task.base_counts)
+        pruned, report = apply_plan(
+            task.base_model,
+            task.example_inputs,
+            plan,
+            base_counts=task.base_counts,
+            gradient_batches=task.gradient_batches,
+        )
         seconds["prune"] = report.seconds["graph"] + report.seconds["prune"]
         seconds["count"] = report.seconds["count"]
         trial.set_user_attr("channels", {name: after for name, (_, after) in report.channels.items()})

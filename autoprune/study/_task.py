@@ -9,21 +9,23 @@ import os
 import tempfile
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from filelock import FileLock
 from torch import nn
 
 from autoprune.config import Config
+from autoprune.criteria import needs_gradients
 from autoprune.data import DataBundle, load_data
 from autoprune.engine import Group, UnsupportedGroupWarning, check_ignore_globs, count_macs_params, find_groups
 from autoprune.errors import ConfigError
-from autoprune.evaluate import Evaluator, train
+from autoprune.evaluate import Evaluator, fixed_batches, train
 from autoprune.metrics import resolve_metric
 from autoprune.models import load_model, load_weights
-from autoprune.space import SearchSpace, load_space_spec
+from autoprune.space import SearchSpace, config_list_bounds, load_space_spec
 
 __all__ = ["Task", "atomic_write_bytes", "prepare_task"]
 
@@ -42,6 +44,7 @@ class Task:
     base_metric: float
     evaluator: Evaluator
     space: SearchSpace
+    gradient_batches: list[Any] = field(default_factory=list)  # for criteria that need gradients (taylor)
 
     @property
     def base_counts(self) -> tuple[int, int]:
@@ -150,12 +153,23 @@ def prepare_task(config: Config, log: Log = lambda _: None) -> Task:
     macs, params = count_macs_params(base, example_inputs)
     evaluator = Evaluator(train_loader=data.train, val_loader=data.val, metric=metric)
     base_metric = evaluator.score(base)
+    bounds: dict[str, tuple[float, float]] = {}
+    if config.prune.nni_config_list is not None:
+        module_types = {n: type(m).__name__ for n, m in base.named_modules() if n}
+        bounds = config_list_bounds(config.prune.nni_config_list, groups, module_types, tuple(config.prune.ratio))  # type: ignore[arg-type]
     space = SearchSpace(
         spec=spec,
-        groups=tuple(g.name for g in groups),
+        groups=tuple(g.name for g in groups if not bounds or g.name in bounds),
         ratio=tuple(config.prune.ratio),  # type: ignore[arg-type]
         criteria=tuple(config.prune.criteria),
         round_to=config.prune.round_to,
         scope=config.prune.criteria_scope,
+        bounds=bounds,
     )
-    return Task(config, data, base, example_inputs, groups, macs, params, base_metric, evaluator, space)
+    # Fixed batches in dataset order, so a gradient criterion scores the same plan the same way every time.
+    batches = (
+        fixed_batches(data.train, config.prune.gradient_batches)
+        if any(needs_gradients(c) for c in config.prune.criteria)
+        else []
+    )
+    return Task(config, data, base, example_inputs, groups, macs, params, base_metric, evaluator, space, batches)
