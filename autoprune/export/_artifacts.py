@@ -139,7 +139,8 @@ def write_onnx(model: nn.Module, ctx: ArtifactContext) -> dict[str, Any]:
     path = ctx.folder / "model.onnx"
     options: dict[str, Any] = {"input_names": ["input"], "output_names": ["output"]}
     if ctx.onnx_exporter == "dynamo":
-        options.update(dynamo=True, dynamic_shapes=({0: torch.export.Dim("batch")},))
+        # One self-contained file: no model.onnx.data beside it (fine below ONNX's 2 GB protobuf limit).
+        options.update(dynamo=True, external_data=False, dynamic_shapes=({0: torch.export.Dim("batch")},))
     else:
         options.update(dynamo=False, dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
     try:

@@ -56,7 +56,8 @@ def load(out_dir: str | Path) -> nn.Module:
         num_classes=int(arch["num_classes"]),
     )
     example = torch.zeros(1, *arch["input_shape"])
-    pruned, report = apply_plan(model, example, shape_plan(plan))
+    with torch.enable_grad():  # the dependency graph is traced through autograd
+        pruned, report = apply_plan(model, example, shape_plan(plan))
     expected = {str(k): int(v) for k, v in arch.get("channels", {}).items()}
     found = {name: after for name, (_, after) in report.channels.items()}
     if expected and found != expected:
