@@ -29,7 +29,15 @@ def _config_dict(tmp_path, base_weights, **export):
         finetune={"epochs": 0, "bn_recalibration_batches": 2},
         constraints={"max_macs": 0.3},
         study={"n_trials": 3},
-        export={"epochs": 1, "latency_runs": 5, "latency_warmup": 1, "onnx_exporter": "torchscript", **export},
+        export={
+            "epochs": 1,
+            "bn_recalibration_batches": 2,
+            "step_epochs": 1,
+            "latency_runs": 5,
+            "latency_warmup": 1,
+            "onnx_exporter": "torchscript",
+            **export,
+        },
     )
 
 
@@ -91,22 +99,6 @@ def test_export_writes_every_artifact_and_each_reloads_to_the_same_outputs(searc
         torch.load(out / "model.pt", weights_only=True)
 
 
-def test_gradual_export_prunes_in_steps_and_lands_on_the_plan(searched, tmp_path):
-    _, raw, study = searched
-    config = config_from_dict({**raw, "export": {**raw["export"], "iterative_steps": 2, "step_epochs": 1, "epochs": 0, "onnx_exporter": "off"}})
-    phases = []
-    result = export_model(config, Selection("max_macs", 0.3), tmp_path / "steps", on_epoch=lambda *a: phases.append(a[0]))
-    record = result.record
-    assert record["trial"] == 1  # uniform 0.5 scores above uniform 0.75 under the budget
-    assert record["recovery"]["step_fractions"] == [0.5, 1.0] and phases == ["step 1/2"]
-    assert record["artifacts"]["model.onnx"]["status"] == "skipped"
-    assert "model.onnx" not in {p.name for p in result.out.iterdir()}
-    model = autoprune.load(result.out)
-    for name, (_, after) in record["channels"].items():
-        assert dict(model.named_modules())[name].out_channels == after
-    assert "not written: model.onnx skipped" in result.summary()
-
-
 def test_an_artifact_that_does_not_reproduce_the_model_fails_the_export_by_name(tmp_path):
     model = build_model("resnet_small", in_channels=1, num_classes=10).eval()
     probe = torch.randn(2, 1, 8, 8)
@@ -117,7 +109,7 @@ def test_an_artifact_that_does_not_reproduce_the_model_fails_the_export_by_name(
         write_artifacts(model, ctx)
 
 
-def test_cli_export_refuses_bad_trials_and_existing_folders_and_replaces_with_force(searched, tmp_path):
+def test_cli_export_refuses_bad_trials_and_existing_folders_and_prunes_gradually_with_force(searched, tmp_path):
     root, raw, _ = searched
     path = write_config(tmp_path / "c.yaml", raw)
     out = tmp_path / "cli"
@@ -133,13 +125,22 @@ def test_cli_export_refuses_bad_trials_and_existing_folders_and_replaces_with_fo
     assert refused.returncode == 2 and "already exists" in refused.stderr and "--force" in refused.stderr
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
-    forced = run_cli("export", str(path), "--knee", "--out", str(out), "--force")
+    forced = run_cli("export", str(path), "--knee", "--out", str(out), "--force", "--iterative-steps", "2")
     assert forced.returncode == 0, forced.stderr
     assert {p.name for p in out.iterdir()} == FILES  # the old folder is gone, replaced whole
-    assert "recovery: epoch 1/1" in forced.stderr  # plain progress lines off a terminal
+    assert not list(out.parent.glob(".cli.*"))  # no temporary folder left behind
     summary = forced.stdout
     assert "exported trial" in summary and "--knee" in summary and "MACs" in summary and "latency" in summary
-    assert not list(out.parent.glob(".cli.*"))  # no temporary folder left behind
+
+    # Gradual pruning: half of each ratio, a fine-tune, the rest, then recovery; it lands on the plan's channels.
+    assert "step 1/2: epoch 1/1" in forced.stderr and "recovery: epoch 1/1" in forced.stderr  # plain lines off a TTY
+    assert "step 2/2: epoch" not in forced.stderr
+    record = json.loads((out / "export.json").read_text())
+    assert record["recovery"]["step_fractions"] == [0.5, 1.0] and record["recovery"]["iterative_steps"] == 2
+    model = autoprune.load(out)
+    modules = dict(model.named_modules())
+    for name, (before, after) in record["channels"].items():
+        assert modules[name].out_channels == after < before
 
     no_flag = run_cli("export", str(path), "--out", str(tmp_path / "x"))
     assert no_flag.returncode == 2 and "one of the arguments --trial --max-macs --min-metric --knee is required" in no_flag.stderr
