@@ -107,3 +107,17 @@ def test_gradual_steps_land_exactly_on_the_plan(steps):
         current = {n: kept_channels(current[n], step.groups[n].ratio, plan.round_to) for n in current}
         assert step.groups["c"].criterion == "fpgm"
     assert current == {n: kept_channels(base[n], plan.groups[n].ratio, 2) for n in base}
+
+
+def test_export_config_keys_are_typed_and_unknown_keys_are_errors(tmp_path):
+    from autoprune.config import config_from_dict
+    from conftest import tiny_config
+
+    config = config_from_dict(tiny_config(tmp_path, export={"iterative_steps": 3, "onnx_exporter": "off"}))
+    assert config.export.iterative_steps == 3 and config.export.epochs == 10
+    with pytest.raises(ConfigError, match=r"did you mean 'epochs'") as err:
+        config_from_dict(tiny_config(tmp_path, export={"epoch": 3}))
+    assert err.value.key == "export.epoch"
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(tiny_config(tmp_path, export={"iterative_steps": 0}))
+    assert err.value.key == "export.iterative_steps"
