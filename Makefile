@@ -11,7 +11,7 @@ $(BIN)/autoprune: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e ".[test,nni,postgres]" "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[test,nni,postgres,onnx]" "$(TORCH)"
 	touch $@
 
 install: $(BIN)/autoprune

@@ -5,14 +5,14 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from autoprune.cli import _dashboard, _report, _search
+from autoprune.cli import _dashboard, _export, _report, _search
 from autoprune.cli._common import config_parent
 from autoprune.errors import AutopruneError
 
 __all__ = ["build_parser", "main"]
 
 # Each command module has register(commands, parent) and sets `handler`; add new commands here.
-COMMANDS = (_search, _report, _dashboard)
+COMMANDS = (_search, _export, _report, _dashboard)
 
 
 class _Parser(argparse.ArgumentParser):

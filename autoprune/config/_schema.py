@@ -14,6 +14,7 @@ __all__ = [
     "Config",
     "ConstraintsConfig",
     "DataConfig",
+    "ExportConfig",
     "FinetuneConfig",
     "ModelConfig",
     "NNIConfigEntry",
@@ -227,6 +228,20 @@ class StudyConfig(_Strict):
         return v
 
 
+class ExportConfig(TrainConfig):
+    """``autoprune export``: the recovery fine-tune, gradual pruning, and how latency is measured."""
+
+    epochs: int = Field(default=10, ge=0)
+    lr: float = Field(default=0.01, gt=0.0)
+    bn_recalibration_batches: int = Field(default=20, ge=0)
+    iterative_steps: int = Field(default=1, ge=1)
+    step_epochs: int = Field(default=1, ge=0)
+    latency_runs: int = Field(default=50, gt=0)
+    latency_warmup: int = Field(default=10, ge=0)
+    latency_threads: int = Field(default=1, gt=0)
+    onnx_exporter: Literal["dynamo", "torchscript", "off"] = "dynamo"
+
+
 class Config(_Strict):
     name: str = Field(min_length=1)
     output: Path
@@ -239,6 +254,7 @@ class Config(_Strict):
     objectives: tuple[Literal["metric"], Literal["macs", "params"]] = ("metric", "macs")
     constraints: ConstraintsConfig = Field(default_factory=ConstraintsConfig)
     study: StudyConfig = Field(default_factory=StudyConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
 
     @property
     def study_name(self) -> str:

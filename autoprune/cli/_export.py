@@ -1,0 +1,119 @@
+"""``autoprune export CONFIG (--trial N | --max-macs F | --min-metric F | --knee) --out DIR [--force]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from types import TracebackType
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from autoprune.cli._common import load_with_overrides, positive_float, positive_int
+
+__all__ = ["ExportProgress", "register"]
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a trial number (an integer >= 0), found {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a trial number (an integer >= 0), found {text!r}")
+    return value
+
+
+def number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, found {text!r}") from None
+
+
+def register(commands: Any, parent: argparse.ArgumentParser) -> None:
+    parser = commands.add_parser(
+        "export", parents=[parent], help="recover a trial off the front and write deployable artifacts"
+    )
+    choose = parser.add_mutually_exclusive_group(required=True)
+    choose.add_argument("--trial", type=non_negative_int, metavar="N", help="export trial N")
+    choose.add_argument("--max-macs", type=positive_float, metavar="F", help="best metric with MACs <= F of the base")
+    choose.add_argument("--min-metric", type=number, metavar="F", help="fewest MACs with metric >= F")
+    choose.add_argument("--knee", action="store_true", help="the knee point of the front")
+    parser.add_argument("--out", required=True, metavar="DIR", help="export folder (must not exist, unless --force)")
+    parser.add_argument("--force", action="store_true", help="replace an existing export folder")
+    parser.add_argument("--epochs", type=positive_int, metavar="N", help="recovery epochs (overrides `export.epochs`)")
+    parser.add_argument(
+        "--iterative-steps", type=positive_int, metavar="K", help="prune in K steps (overrides `export.iterative_steps`)"
+    )
+    parser.set_defaults(handler=run)
+
+
+def selection_from(args: argparse.Namespace) -> Any:
+    from autoprune.export import Selection
+
+    if args.knee:
+        return Selection("knee")
+    for rule in ("trial", "max_macs", "min_metric"):
+        value = getattr(args, rule)
+        if value is not None:
+            return Selection(rule, value)
+    raise AssertionError("argparse requires one selection flag")  # pragma: no cover
+
+
+class ExportProgress:
+    """A bar per training phase on a terminal; one plain line per epoch elsewhere (CI logs)."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
+        self._progress: Progress | None = None
+        self._bars: dict[str, Any] = {}
+
+    def __enter__(self) -> ExportProgress:
+        if self.console.is_terminal:
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("epochs"),
+                TimeElapsedColumn(),
+                TextColumn("{task.fields[loss]}"),
+                console=self.console,
+            )
+            self._progress.__enter__()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(exc_type, exc, tb)
+
+    def log(self, message: str) -> None:
+        if self._progress is not None:
+            self._progress.console.print(message, markup=False, highlight=False)
+        else:
+            print(message, file=sys.stderr, flush=True)
+
+    def on_epoch(self, phase: str, epoch: int, epochs: int, loss: float) -> None:
+        if self._progress is None:
+            self.log(f"{phase}: epoch {epoch}/{epochs}, loss {loss:.4f}")
+            return
+        if phase not in self._bars:
+            self._bars[phase] = self._progress.add_task(phase, total=epochs, loss="")
+        self._progress.update(self._bars[phase], completed=epoch, loss=f"loss {loss:.4f}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from autoprune.export import export_model
+
+    config = load_with_overrides(
+        args, **{"export.epochs": args.epochs, "export.iterative_steps": args.iterative_steps}
+    )
+    with ExportProgress() as progress:
+        result = export_model(
+            config, selection_from(args), args.out, force=args.force, log=progress.log, on_epoch=progress.on_epoch
+        )
+    print(result.summary())
+    return 0

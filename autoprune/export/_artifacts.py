@@ -1,0 +1,179 @@
+"""Write every artifact, reload it at once, and check its outputs against the in-memory model.
+
+``model.pt`` (the whole module), ``weights.pt`` + ``plan.json`` + ``architecture.json`` (rebuilt by
+``autoprune.load``), ``model.ts`` (TorchScript) and ``model.onnx``. A reloaded artifact whose outputs differ
+from the model's on a fixed batch by more than the tolerance fails the export, naming the artifact.
+TorchScript and ONNX are best effort: a model that does not script, trace or export is recorded, not fatal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from autoprune.errors import AutopruneError
+from autoprune.export._load import ARCHITECTURE_FILE, PLAN_FILE, WEIGHTS_FILE, load
+from autoprune.plan import PruningPlan
+
+__all__ = ["ARTIFACTS", "ArtifactContext", "ExportError", "TOLERANCE", "write_artifacts"]
+
+TOLERANCE = 1e-5
+ONNX_TOLERANCE = 1e-4
+
+
+class ExportError(AutopruneError, RuntimeError):
+    """An artifact could not be written or does not reproduce the model; the message names the artifact."""
+
+
+@dataclass(frozen=True)
+class ArtifactContext:
+    folder: Path
+    probe: torch.Tensor  # the fixed batch every reload is checked on
+    expected: torch.Tensor  # the in-memory model's outputs on it
+    plan: PruningPlan
+    architecture: dict[str, Any]
+    onnx_exporter: str  # dynamo, torchscript or off
+
+
+Writer = Callable[[nn.Module, ArtifactContext], dict[str, Any]]
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence the exporters' deprecation warnings, progress prints and log lines; errors still raise."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _check(name: str, outputs: Any, ctx: ArtifactContext, tolerance: float = TOLERANCE) -> float:
+    got = torch.as_tensor(outputs).float()
+    if got.shape != ctx.expected.shape:
+        raise ExportError(
+            f"{name}: the reloaded artifact returns shape {tuple(got.shape)}; the model returns {tuple(ctx.expected.shape)}"
+        )
+    diff = float((got - ctx.expected).abs().max())
+    if not diff <= tolerance:
+        raise ExportError(
+            f"{name}: the reloaded artifact's outputs differ from the in-memory model's by {diff:.3g} "
+            f"(tolerance {tolerance:g})"
+        )
+    return diff
+
+
+def _size(ctx: ArtifactContext, *names: str) -> dict[str, int]:
+    return {n: (ctx.folder / n).stat().st_size for n in names}
+
+
+@torch.no_grad()
+def write_whole_module(model: nn.Module, ctx: ArtifactContext) -> dict[str, Any]:
+    path = ctx.folder / "model.pt"
+    torch.save(model, path)
+    # Unpickling runs code by design: this is the tutorial's format, for users who trust the file.
+    reloaded = torch.load(path, map_location="cpu", weights_only=False).eval()
+    diff = _check("model.pt", reloaded(ctx.probe), ctx)
+    return {"status": "ok", "bytes": _size(ctx, "model.pt"), "max_abs_diff": diff, "tolerance": TOLERANCE}
+
+
+@torch.no_grad()
+def write_state_dict(model: nn.Module, ctx: ArtifactContext) -> dict[str, Any]:
+    torch.save(model.state_dict(), ctx.folder / WEIGHTS_FILE)
+    (ctx.folder / PLAN_FILE).write_text(json.dumps(ctx.plan.to_dict(), indent=2, sort_keys=True) + "\n")
+    (ctx.folder / ARCHITECTURE_FILE).write_text(json.dumps(ctx.architecture, indent=2) + "\n")
+    try:
+        reloaded = load(ctx.folder)
+    except AutopruneError as exc:
+        raise ExportError(f"{WEIGHTS_FILE}: autoprune.load cannot rebuild the model: {exc}") from exc
+    diff = _check(WEIGHTS_FILE, reloaded(ctx.probe), ctx)
+    sizes = _size(ctx, WEIGHTS_FILE, PLAN_FILE, ARCHITECTURE_FILE)
+    return {"status": "ok", "bytes": sizes, "max_abs_diff": diff, "tolerance": TOLERANCE, "loader": "autoprune.load"}
+
+
+@torch.no_grad()
+def write_torchscript(model: nn.Module, ctx: ArtifactContext) -> dict[str, Any]:
+    path = ctx.folder / "model.ts"
+    failures = []
+    scripted = None
+    method = ""
+    for method, make in (("script", lambda: torch.jit.script(model)), ("trace", lambda: torch.jit.trace(model, ctx.probe))):
+        try:
+            with _quiet():
+                scripted = make()
+            break
+        except Exception as exc:  # scripting fails in many ways on unsupported Python
+            failures.append(f"{method}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+    if scripted is None:
+        return {"status": "failed", "detail": "; ".join(failures)}
+    with _quiet():
+        torch.jit.save(scripted, str(path))
+        reloaded = torch.jit.load(str(path), map_location="cpu")
+    diff = _check("model.ts", reloaded(ctx.probe), ctx)
+    return {"status": "ok", "method": method, "bytes": _size(ctx, "model.ts"), "max_abs_diff": diff, "tolerance": TOLERANCE}
+
+
+def write_onnx(model: nn.Module, ctx: ArtifactContext) -> dict[str, Any]:
+    if ctx.onnx_exporter == "off":
+        return {"status": "skipped", "detail": "export.onnx_exporter is off"}
+    try:
+        import onnx
+    except ImportError:
+        return {"status": "skipped", "detail": "onnx is not installed: pip install 'autoprune[onnx]'"}
+    path = ctx.folder / "model.onnx"
+    options: dict[str, Any] = {"input_names": ["input"], "output_names": ["output"]}
+    if ctx.onnx_exporter == "dynamo":
+        # One self-contained file: no model.onnx.data beside it (fine below ONNX's 2 GB protobuf limit).
+        options.update(dynamo=True, external_data=False, dynamic_shapes=({0: torch.export.Dim("batch")},))
+    else:
+        options.update(dynamo=False, dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+    try:
+        with _quiet(), torch.no_grad():
+            torch.onnx.export(model, (ctx.probe,), str(path), **options)
+        onnx.checker.check_model(str(path))
+    except Exception as exc:  # the exporters raise many types; the export goes on without ONNX
+        path.unlink(missing_ok=True)
+        return {"status": "failed", "exporter": ctx.onnx_exporter, "detail": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]}
+    record: dict[str, Any] = {"status": "ok", "exporter": ctx.onnx_exporter, "bytes": _size(ctx, "model.onnx")}
+    try:
+        import onnxruntime
+    except ImportError:
+        record.update(status="unchecked", detail="onnxruntime is not installed: outputs not compared")
+        return record
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    outputs = session.run(None, {name: ctx.probe.numpy()})[0]
+    record.update(max_abs_diff=_check("model.onnx", torch.from_numpy(outputs), ctx, ONNX_TOLERANCE), tolerance=ONNX_TOLERANCE)
+    return record
+
+
+# In writing order; the name is the artifact's main file.
+ARTIFACTS: tuple[tuple[str, Writer], ...] = (
+    ("model.pt", write_whole_module),
+    (WEIGHTS_FILE, write_state_dict),
+    ("model.ts", write_torchscript),
+    ("model.onnx", write_onnx),
+)
+
+
+@torch.no_grad()
+def write_artifacts(model: nn.Module, ctx: ArtifactContext) -> dict[str, dict[str, Any]]:
+    """Write and verify each artifact in ``ctx.folder``; returns a record per artifact."""
+    model.eval()
+    return {name: writer(model, ctx) for name, writer in ARTIFACTS}

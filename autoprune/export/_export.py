@@ -1,0 +1,211 @@
+"""``export_model``: pick a trial, recover it, measure it, write and verify the artifacts, atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import autoprune
+from autoprune.config import Config, dump_config
+from autoprune.errors import ConfigError
+from autoprune.export._artifacts import ArtifactContext, write_artifacts
+from autoprune.export._measure import cpu_latency_ms
+from autoprune.export._recover import EpochHook, recover
+from autoprune.export._select import Selection, select_trial
+from autoprune.plan import PruningPlan
+from autoprune.study import Task, base_point, open_study, prepare_task
+
+__all__ = ["EXPORT_FILE", "ExportResult", "check_out_dir", "config_hash", "export_model"]
+
+EXPORT_FILE = "export.json"
+PROBE_SIZE = 16
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    out: Path
+    record: dict[str, Any]  # what export.json holds
+
+    def summary(self) -> str:
+        """A few lines for a human: what was exported, and what it gained and cost."""
+        r = self.record
+        m, lat = r["metric"], r["latency"]
+        ok = [name for name, a in r["artifacts"].items() if a["status"] == "ok"]
+        not_ok = [f"{name} {a['status']} ({a.get('detail', '')})" for name, a in r["artifacts"].items() if a["status"] != "ok"]
+        lines = [
+            f"exported trial {r['trial']} ({r['selection']}) to {self.out}",
+            f"  MACs    {r['macs']['before'] / 1e6:.2f} M -> {r['macs']['after'] / 1e6:.2f} M ({r['macs']['relative']:.3f})",
+            f"  params  {r['params']['before'] / 1e3:.1f} k -> {r['params']['after'] / 1e3:.1f} k ({r['params']['relative']:.3f})",
+            f"  {m['name']} on {m['split']}: base {m['base']:.4f} | pruned {m['pruned']:.4f} | "
+            f"search fine-tune {m['search_finetuned']:.4f} | recovered {m['recovered']:.4f}",
+            f"  CPU latency (batch 1, {lat['threads']} thread(s), median of {lat['runs']}): "
+            f"{lat['before_ms']:.3f} ms -> {lat['after_ms']:.3f} ms ({lat['speedup']:.2f}x)",
+            f"  artifacts: {', '.join(ok)}" + (f"; not written: {'; '.join(not_ok)}" if not_ok else ""),
+        ]
+        return "\n".join(lines)
+
+
+def config_hash(config: Config) -> str:
+    return hashlib.sha256(json.dumps(config.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def check_out_dir(out: Path, force: bool) -> None:
+    """Refuse an existing ``out`` unless ``force``; never silently overwrite an export."""
+    if out.exists() and not force:
+        raise ConfigError(f"{str(out)!r} already exists; choose another folder or pass --force to replace it", key="--out")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{str(out)!r} exists and is not a folder", key="--out")
+
+
+def _versions() -> dict[str, str]:
+    def version(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "torch_pruning": version("torch-pruning"),
+        "autoprune": autoprune.__version__,
+        "onnx": version("onnx"),
+        "onnxruntime": version("onnxruntime"),
+    }
+
+
+def _probe(task: Task, loader: Any) -> torch.Tensor:
+    """A fixed batch of real inputs for the reload checks."""
+    for inputs, *_ in loader:
+        return inputs[:PROBE_SIZE].clone()
+    return torch.randn(PROBE_SIZE, *task.example_inputs.shape[1:], generator=torch.Generator().manual_seed(0))
+
+
+def _architecture(task: Task, channels: dict[str, int]) -> dict[str, Any]:
+    cfg = task.config
+    return {
+        "builtin": cfg.model.builtin,
+        "factory": cfg.model.factory,
+        "torchvision": cfg.model.torchvision,
+        "file": str(cfg.model.file) if cfg.model.file is not None else None,
+        "in_channels": int(task.example_inputs.shape[1]),
+        "num_classes": int(cfg.model.num_classes or task.data.num_classes or 0),
+        "input_shape": list(task.example_inputs.shape[1:]),
+        "channels": channels,
+    }
+
+
+def _place(tmp: Path, out: Path, force: bool) -> None:
+    """Move the finished folder into place; an old export (with ``force``) goes only once the new one is ready."""
+    check_out_dir(out, force)
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{tmp.name}")
+        out.rename(old)
+    tmp.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def export_model(
+    config: Config,
+    selection: Selection,
+    out: str | Path,
+    *,
+    force: bool = False,
+    log: Callable[[str], None] = lambda _: None,
+    on_epoch: EpochHook | None = None,
+) -> ExportResult:
+    """What ``autoprune export`` runs: returns the export folder and its ``export.json`` record."""
+    out = Path(out)
+    check_out_dir(out, force)
+    study = open_study(config.storage_url, config.study_name, create=False)
+    try:
+        base = base_point(study)
+    except ValueError as exc:
+        raise ConfigError(str(exc), key="study.name") from None
+    trial = select_trial(study, selection, base.get("metric"))
+    plan = PruningPlan.from_dict(trial.user_attrs["plan"])
+    log(f"selected trial {trial.number} ({selection.describe()}): {plan.summary()}")
+
+    task = prepare_task(config, log)
+    if (task.base_macs, task.base_params) != (base.get("macs"), base.get("params")):
+        raise ConfigError(
+            f"the base model has {task.base_macs} MACs, {task.base_params} params; the study searched one with "
+            f"{base.get('macs')} MACs, {base.get('params')} params: the config no longer matches the study",
+            key="model",
+        )
+    if task.data.test is not None:
+        eval_loader, split = task.data.test, "test"
+    else:
+        eval_loader, split = task.data.val, "val"
+        log("warning: the data has no test split; the export is evaluated on the validation split")
+    recovered = recover(task, plan, trial.number, eval_loader=eval_loader, split=split, on_epoch=on_epoch, log=log)
+    model, report, ecfg = recovered.model, recovered.report, config.export
+
+    example = torch.zeros_like(task.example_inputs)
+    timing = {"runs": ecfg.latency_runs, "warmup": ecfg.latency_warmup, "threads": ecfg.latency_threads}
+    before, after = cpu_latency_ms(task.base_model, example, **timing), cpu_latency_ms(model, example, **timing)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        probe = _probe(task, eval_loader)
+        with torch.no_grad():
+            expected = model.eval()(probe).float()
+        channels = {name: after_ for name, (_, after_) in report.channels.items()}
+        ctx = ArtifactContext(tmp, probe, expected, plan, _architecture(task, channels), ecfg.onnx_exporter)
+        artifacts = write_artifacts(model, ctx)
+        (tmp / "config.resolved.yaml").write_text(dump_config(config))
+        record = {
+            "trial": trial.number,
+            "selection": selection.describe(),
+            "study": config.study_name,
+            "plan": plan.to_dict(),
+            "config_hash": config_hash(config),
+            "channels": {name: list(pair) for name, pair in report.channels.items()},
+            "macs": {"before": report.macs_before, "after": report.macs_after, "relative": report.macs_ratio},
+            "params": {"before": report.params_before, "after": report.params_after, "relative": report.params_ratio},
+            "metric": {
+                "name": config.metric,
+                "split": split,
+                **recovered.metrics,
+                "search_validation": trial.values[0],
+            },
+            "latency": {
+                "before_ms": before["median_ms"],
+                "after_ms": after["median_ms"],
+                "speedup": before["median_ms"] / after["median_ms"],
+                "statistic": "median",
+                "device": "cpu",
+                **{k: before[k] for k in ("runs", "threads", "batch")},
+                "warmup": ecfg.latency_warmup,
+            },
+            "recovery": {
+                "epochs": ecfg.epochs,
+                "lr": ecfg.lr,
+                "iterative_steps": ecfg.iterative_steps,
+                "step_fractions": recovered.fractions,
+                "step_epochs": ecfg.step_epochs if ecfg.iterative_steps > 1 else 0,
+                "seconds": recovered.seconds,
+            },
+            "artifacts": artifacts,
+            "versions": _versions(),
+        }
+        (tmp / EXPORT_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        _place(tmp, out, force)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return ExportResult(out, record)
+

@@ -1,0 +1,181 @@
+"""Which trial to export: by number, under a MACs budget, above a metric floor, or the front's knee.
+
+Only COMPLETE, feasible trials can be exported. A rule that finds nothing raises a one-line ConfigError that
+says why and lists the nearest valid choices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from autoprune._registry import Registry
+from autoprune.errors import ConfigError
+
+__all__ = [
+    "SELECTION_RULES",
+    "Selection",
+    "is_exportable",
+    "Candidates",
+    "chord_heights",
+    "pareto_optimal",
+    "select_trial",
+    "why_not_exportable",
+]
+
+NEAREST = 5  # how many valid choices an error lists
+
+
+@dataclass(frozen=True)
+class Selection:
+    """``Selection("trial", 17)``, ``Selection("max_macs", 0.3)``, ``Selection("min_metric", 0.97)``, ``Selection("knee")``."""
+
+    rule: str
+    value: float | None = None
+
+    @property
+    def flag(self) -> str:
+        """The command-line flag for this rule, used as the key of its errors."""
+        return "--" + self.rule.replace("_", "-")
+
+    def describe(self) -> str:
+        return self.flag if self.value is None else f"{self.flag} {self.value:g}"
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """What a rule chooses from: every trial of the study, and the base model's metric."""
+
+    trials: Sequence[FrozenTrial]
+    base_metric: float | None = None
+
+    @property
+    def valid(self) -> list[FrozenTrial]:
+        return [t for t in self.trials if is_exportable(t)]
+
+
+SelectionRule = Callable[[Candidates, Selection], FrozenTrial]
+SELECTION_RULES: Registry[SelectionRule] = Registry("selection rule")
+
+
+def why_not_exportable(trial: FrozenTrial) -> str | None:
+    """Why a trial cannot be exported (its state, or the constraint it breaks), or None when it can."""
+    if trial.state != TrialState.COMPLETE:
+        reason = trial.user_attrs.get("error") or ""
+        return f"its state is {trial.state.name}" + (f" ({reason})" if reason else "")
+    if "plan" not in trial.user_attrs:
+        return "it records no plan"
+    broken = {k: v for k, v in trial.constraints.items() if v > 0.0}
+    if broken or trial.user_attrs.get("feasible") is False:
+        detail = ", ".join(f"{k} exceeded by {v:.3f}" for k, v in broken.items())
+        return f"it is infeasible ({detail or 'feasible is false'})"
+    return None
+
+
+def is_exportable(trial: FrozenTrial) -> bool:
+    return why_not_exportable(trial) is None
+
+
+def _macs(trial: FrozenTrial) -> float:
+    return float(trial.user_attrs["macs_relative"])
+
+
+def _metric(trial: FrozenTrial) -> float:
+    return float(trial.values[0])
+
+
+def _describe(trials: Sequence[FrozenTrial]) -> str:
+    if not trials:
+        return "none"
+    return ", ".join(f"#{t.number} (metric {_metric(t):.4f}, MACs {_macs(t):.3f})" for t in trials)
+
+
+def _nearest_by(valid: Sequence[FrozenTrial], key: Callable[[FrozenTrial], float]) -> str:
+    return _describe(sorted(valid, key=lambda t: (key(t), t.number))[:NEAREST])
+
+
+def pareto_optimal(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    """The trials no other trial beats on both objectives (metric up, cost down), cheapest first."""
+    front = []
+    for t in trials:
+        m, c = t.values
+        dominated = any(
+            (o.values[0] >= m and o.values[1] <= c) and (o.values[0] > m or o.values[1] < c) for o in trials
+        )
+        if not dominated:
+            front.append(t)
+    return sorted(front, key=lambda t: (t.values[1], -t.values[0], t.number))
+
+
+def chord_heights(points: Sequence[tuple[float, float]]) -> list[float]:
+    """How far each (cost, metric) point lies above the chord joining the cheapest and the dearest point.
+
+    Both axes are scaled to [0, 1] first, so the units of the cost and the metric do not matter. The knee of a
+    front is its highest point.
+    """
+    costs, metrics = [p[0] for p in points], [p[1] for p in points]
+    c_span = (max(costs) - min(costs)) or 1.0
+    m_span = (max(metrics) - min(metrics)) or 1.0
+    scaled = [((c - min(costs)) / c_span, (m - min(metrics)) / m_span) for c, m in points]
+    (x0, y0) = scaled[min(range(len(scaled)), key=lambda i: scaled[i][0])]
+    (x1, y1) = scaled[max(range(len(scaled)), key=lambda i: scaled[i][0])]
+    norm = ((x1 - x0) ** 2 + (y1 - y0) ** 2) ** 0.5 or 1.0
+    return [((x1 - x0) * (y - y0) - (y1 - y0) * (x - x0)) / norm for x, y in scaled]
+
+
+@SELECTION_RULES.register("trial")
+def _by_number(candidates: Candidates, selection: Selection) -> FrozenTrial:
+    number = int(selection.value or 0)
+    asked = next((t for t in candidates.trials if t.number == number), None)
+    reason = "the study has no such trial" if asked is None else why_not_exportable(asked)
+    if asked is None or reason is not None:
+        nearest = _nearest_by(candidates.valid, lambda t: abs(t.number - number))
+        raise ConfigError(f"trial {number} cannot be exported: {reason}; nearest valid trials: {nearest}", key=selection.flag)
+    return asked
+
+
+@SELECTION_RULES.register("max_macs")
+def _best_under_budget(candidates: Candidates, selection: Selection) -> FrozenTrial:
+    budget = float(selection.value or 0.0)
+    valid = candidates.valid
+    fits = [t for t in valid if _macs(t) <= budget]
+    if not fits:
+        raise ConfigError(
+            f"no valid trial has MACs <= {budget:g} of the base; cheapest valid trials: {_nearest_by(valid, _macs)}",
+            key=selection.flag,
+        )
+    return min(fits, key=lambda t: (-_metric(t), _macs(t), t.number))
+
+
+@SELECTION_RULES.register("min_metric")
+def _cheapest_above_floor(candidates: Candidates, selection: Selection) -> FrozenTrial:
+    floor = float(selection.value or 0.0)
+    valid = candidates.valid
+    fits = [t for t in valid if _metric(t) >= floor]
+    if not fits:
+        best = _nearest_by(valid, lambda t: -_metric(t))
+        raise ConfigError(f"no valid trial has a metric >= {floor:g}; best valid trials: {best}", key=selection.flag)
+    return min(fits, key=lambda t: (_macs(t), -_metric(t), t.number))
+
+
+@SELECTION_RULES.register("knee")
+def _knee(candidates: Candidates, selection: Selection) -> FrozenTrial:
+    front = [t for t in pareto_optimal(candidates.valid) if t.values[1] < 1.0]
+    if not front:
+        raise ConfigError("no valid trial costs less than the base model: the front has no knee", key=selection.flag)
+    # The unpruned base model anchors the dear end of the front (cost 1.0), as in the front table.
+    base = candidates.base_metric if candidates.base_metric is not None else max(_metric(t) for t in front)
+    heights = chord_heights([(1.0, base)] + [(t.values[1], t.values[0]) for t in front])[1:]
+    return front[max(range(len(front)), key=lambda i: (heights[i], front[i].values[0]))]
+
+
+def select_trial(study: optuna.Study, selection: Selection, base_metric: float | None = None) -> FrozenTrial:
+    """The trial ``selection`` picks among the study's COMPLETE, feasible trials."""
+    rule = SELECTION_RULES.get(selection.rule)
+    candidates = Candidates(study.get_trials(deepcopy=False), base_metric)
+    if selection.rule != "trial" and not candidates.valid:
+        raise ConfigError(f"study {study.study_name!r} has no COMPLETE, feasible trial to export", key=selection.flag)
+    return rule(candidates, selection)

@@ -1,0 +1,146 @@
+"""End-to-end export on a tiny digits study: artifacts, reloads, gradual pruning, the CLI's refusals."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+
+import autoprune
+from autoprune.config import config_from_dict
+from autoprune.export import ArtifactContext, ExportError, Selection, export_model, write_artifacts
+from autoprune.models import build_model
+from conftest import run_cli, tiny_config, write_config
+
+FILES = {"model.pt", "weights.pt", "plan.json", "architecture.json", "model.ts", "model.onnx", "export.json", "config.resolved.yaml"}
+
+
+def _config_dict(tmp_path, base_weights, **export):
+    # 8x8 inputs and no search fine-tune keep every trial and epoch cheap; the mechanics are the same.
+    return tiny_config(
+        tmp_path / "run",
+        base_weights,
+        model={"input_shape": [1, 8, 8]},
+        data={"options": {"size": 8}},
+        prune={"search_space": "uniform", "criteria": ["l1"]},
+        finetune={"epochs": 0, "bn_recalibration_batches": 2},
+        constraints={"max_macs": 0.3},
+        study={"n_trials": 3},
+        export={
+            "epochs": 1,
+            "bn_recalibration_batches": 2,
+            "step_epochs": 1,
+            "latency_runs": 5,
+            "latency_warmup": 1,
+            "onnx_exporter": "torchscript",
+            **export,
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory, base_weights):
+    """Trials 0-2 are the uniform 0.25, 0.5, 0.75 baselines; 0.25 (MACs 0.56) breaks max_macs 0.3."""
+    tmp_path = tmp_path_factory.mktemp("export")
+    raw = _config_dict(tmp_path, base_weights)
+    study = autoprune.search(config_from_dict(raw))
+    assert [t.user_attrs["feasible"] for t in study.trials] == [False, True, True]
+    return tmp_path, raw, study
+
+
+def _outputs_match(a, b, tolerance):
+    return float((torch.as_tensor(a) - torch.as_tensor(b)).abs().max()) <= tolerance
+
+
+def test_export_writes_every_artifact_and_each_reloads_to_the_same_outputs(searched, tmp_path):
+    root, raw, study = searched
+    config = config_from_dict({**raw, "export": {**raw["export"], "onnx_exporter": "dynamo"}})
+    epochs = []
+    result = export_model(config, Selection("trial", 1), tmp_path / "t1", on_epoch=lambda *a: epochs.append(a[:3]))
+    out = result.out
+    assert {p.name for p in out.iterdir()} == FILES
+    assert epochs == [("recovery", 1, 1)]
+
+    record = json.loads((out / "export.json").read_text())
+    trial = study.trials[1]
+    assert record["trial"] == 1 and record["plan"] == trial.user_attrs["plan"]
+    assert record["macs"]["after"] == trial.user_attrs["macs"] and record["macs"]["before"] == study.user_attrs["base"]["macs"]
+    assert record["params"]["relative"] == pytest.approx(trial.user_attrs["params_relative"])
+    assert set(record["metric"]) >= {"base", "pruned", "search_finetuned", "recovered"} and record["metric"]["split"] == "test"
+    assert record["latency"]["threads"] == 1 and record["latency"]["batch"] == 1 and record["latency"]["after_ms"] > 0
+    assert set(record["versions"]) >= {"torch", "torch_pruning", "autoprune"} and len(record["config_hash"]) == 16
+    for name, artifact in record["artifacts"].items():
+        assert artifact["status"] == "ok", (name, artifact)
+        assert artifact["max_abs_diff"] <= artifact["tolerance"]
+        for file, size in artifact["bytes"].items():
+            assert (out / file).stat().st_size == size
+    assert record["artifacts"]["model.onnx"]["exporter"] == "dynamo"
+
+    # Reload each artifact the way a user would, and compare on fresh inputs (batch 5, not the probe's 16).
+    x = torch.randn(5, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    whole = torch.load(out / "model.pt", weights_only=False).eval()
+    with torch.no_grad():
+        expected = whole(x)
+        rebuilt = autoprune.load(out)
+        assert _outputs_match(rebuilt(x), expected, 1e-5)
+        assert _outputs_match(torch.jit.load(str(out / "model.ts"))(x), expected, 1e-5)
+    session = onnxruntime.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert _outputs_match(session.run(None, {"input": x.numpy()})[0], expected.numpy(), 1e-4)
+    kept = {n: after for n, (_, after) in record["channels"].items()}
+    assert rebuilt.layer2[0].conv1.out_channels == kept["layer2.0.conv1"] < 64
+
+    # weights.pt needs no pickled code; model.pt does.
+    state = torch.load(out / "weights.pt", weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+    with pytest.raises(Exception):
+        torch.load(out / "model.pt", weights_only=True)
+
+
+def test_an_artifact_that_does_not_reproduce_the_model_fails_the_export_by_name(tmp_path):
+    model = build_model("resnet_small", in_channels=1, num_classes=10).eval()
+    probe = torch.randn(2, 1, 8, 8)
+    with torch.no_grad():
+        wrong = model(probe) + 1e-3  # as if the reloaded artifact had drifted
+    ctx = ArtifactContext(tmp_path, probe, wrong, autoprune.PruningPlan(), {}, "off")
+    with pytest.raises(ExportError, match=r"^model\.pt: .* differ .* by 0\.001 \(tolerance 1e-05\)"):
+        write_artifacts(model, ctx)
+
+
+def test_cli_export_refuses_bad_trials_and_existing_folders_and_prunes_gradually_with_force(searched, tmp_path):
+    root, raw, _ = searched
+    path = write_config(tmp_path / "c.yaml", raw)
+    out = tmp_path / "cli"
+
+    infeasible = run_cli("export", str(path), "--trial", "0", "--out", str(out))
+    assert infeasible.returncode == 2 and len(infeasible.stderr.strip().splitlines()) == 1
+    assert "--trial: trial 0 cannot be exported: it is infeasible" in infeasible.stderr
+    assert "nearest valid trials: #1 (" in infeasible.stderr and not out.exists()
+
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    refused = run_cli("export", str(path), "--knee", "--out", str(out))
+    assert refused.returncode == 2 and "already exists" in refused.stderr and "--force" in refused.stderr
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+    forced = run_cli("export", str(path), "--knee", "--out", str(out), "--force", "--iterative-steps", "2")
+    assert forced.returncode == 0, forced.stderr
+    assert {p.name for p in out.iterdir()} == FILES  # the old folder is gone, replaced whole
+    assert not list(out.parent.glob(".cli.*"))  # no temporary folder left behind
+    summary = forced.stdout
+    assert "exported trial" in summary and "--knee" in summary and "MACs" in summary and "latency" in summary
+
+    # Gradual pruning: half of each ratio, a fine-tune, the rest, then recovery; it lands on the plan's channels.
+    assert "step 1/2: epoch 1/1" in forced.stderr and "recovery: epoch 1/1" in forced.stderr  # plain lines off a TTY
+    assert "step 2/2: epoch" not in forced.stderr
+    record = json.loads((out / "export.json").read_text())
+    assert record["recovery"]["step_fractions"] == [0.5, 1.0] and record["recovery"]["iterative_steps"] == 2
+    model = autoprune.load(out)
+    modules = dict(model.named_modules())
+    for name, (before, after) in record["channels"].items():
+        assert modules[name].out_channels == after < before
+
+    no_flag = run_cli("export", str(path), "--out", str(tmp_path / "x"))
+    assert no_flag.returncode == 2 and "one of the arguments --trial --max-macs --min-metric --knee is required" in no_flag.stderr
