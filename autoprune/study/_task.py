@@ -15,16 +15,16 @@ import torch
 from filelock import FileLock
 from torch import nn
 
-from autoprune.config import Config
+from autoprune.config import Config, SpaceSpec
 from autoprune.data import DataBundle, load_data
 from autoprune.engine import Group, check_ignore_globs, count_macs_params, find_groups
 from autoprune.errors import ConfigError
 from autoprune.evaluate import Evaluator, train
-from autoprune.metrics import resolve_metric
+from autoprune.metrics import Metric, resolve_metric
 from autoprune.models import load_model, load_weights
 from autoprune.space import SearchSpace, load_space_spec
 
-__all__ = ["Task", "atomic_write_bytes", "prepare_task"]
+__all__ = ["Resolved", "Task", "atomic_write_bytes", "check_output_writable", "prepare_task", "resolve"]
 
 Log = Callable[[str], None]
 
@@ -73,7 +73,8 @@ def _base_key(config: Config) -> str:
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _base_model(config: Config, data: DataBundle, log: Log) -> nn.Module:
+def _build_model(config: Config, data: DataBundle) -> nn.Module:
+    """The base architecture, with the configured weights if any; writes nothing."""
     in_channels = (config.model.input_shape or list(data.input_shape or ()) or [3])[0]
     num_classes = config.model.num_classes or data.num_classes
     if num_classes is None and config.model.builtin is not None:
@@ -86,8 +87,13 @@ def _base_model(config: Config, data: DataBundle, log: Log) -> nn.Module:
         num_classes=int(num_classes or 0),
         weights=config.model.weights,
     )
+    return model.eval()
+
+
+def _trained_base(config: Config, model: nn.Module, data: DataBundle, log: Log) -> nn.Module:
+    """The configured weights, else the cached base weights, else train once and cache them atomically."""
     if config.model.weights is not None:
-        return model.eval()
+        return model
     cache, meta = config.output / "base.pt", config.output / "base.json"
     key = _base_key(config)
     # One trainer at a time: a second worker waits, then finds the cache.
@@ -113,8 +119,35 @@ def _base_model(config: Config, data: DataBundle, log: Log) -> nn.Module:
     return model.eval()
 
 
-def prepare_task(config: Config, log: Log = lambda _: None) -> Task:
+def check_output_writable(output: Path) -> None:
+    """The run folder is a folder we may create or write; checked before anything is written."""
+    if output.exists() and not output.is_dir():
+        raise ConfigError(f"{str(output)!r} exists and is not a folder", key="output")
+    parent = output
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write the output folder {str(output)!r}: {str(parent)!r} is not writable", key="output")
+
+
+@dataclass
+class Resolved:
+    """A config checked against the real model and data, before anything is written."""
+
+    spec: SpaceSpec
+    data: DataBundle
+    model: nn.Module
+    example_inputs: torch.Tensor
+    metric: Metric
+    groups: list[Group]
+    warnings: list[str]
+
+
+def resolve(config: Config) -> Resolved:
+    """Check everything ``search`` needs (preset, data, metric, model, weights, groups, output folder)."""
+    check_output_writable(config.output)
     spec = load_space_spec(config.prune.search_space)
+    metric = resolve_metric(config.metric)
     data = load_data(
         builtin=config.data.builtin,
         factory=config.data.factory,
@@ -126,25 +159,35 @@ def prepare_task(config: Config, log: Log = lambda _: None) -> Task:
     input_shape = config.model.input_shape or (list(data.input_shape) if data.input_shape else None)
     if input_shape is None:
         raise ConfigError("the data set does not give an input shape; set model.input_shape", key="model.input_shape")
-    metric = resolve_metric(config.metric)
-    config.output.mkdir(parents=True, exist_ok=True)
-    base = _base_model(config, data, log)
+    model = _build_model(config, data)
     example_inputs = torch.zeros(1, *input_shape)
-    unmatched = check_ignore_globs(base, config.prune.ignore)
-    if unmatched:
-        log(f"warning: prune.ignore glob(s) {unmatched} match no module")
-    groups = find_groups(base, example_inputs, ignore=config.prune.ignore)
+    warnings = [
+        f"prune.ignore: glob {glob!r} matches no module" for glob in check_ignore_globs(model, config.prune.ignore)
+    ]
+    groups = find_groups(model, example_inputs, ignore=config.prune.ignore)
     if not groups:
         raise ConfigError("the model has no prunable group (check prune.ignore)", key="prune.ignore")
-    macs, params = count_macs_params(base, example_inputs)
-    evaluator = Evaluator(train_loader=data.train, val_loader=data.val, metric=metric)
+    return Resolved(spec, data, model, example_inputs, metric, groups, warnings)
+
+
+def prepare_task(config: Config, log: Log = lambda _: None) -> Task:
+    """Resolve the config (writing nothing), then create the run folder and produce the base model."""
+    resolved = resolve(config)
+    for warning in resolved.warnings:
+        log(f"warning: {warning}")
+    config.output.mkdir(parents=True, exist_ok=True)
+    base = _trained_base(config, resolved.model, resolved.data, log)
+    macs, params = count_macs_params(base, resolved.example_inputs)
+    evaluator = Evaluator(train_loader=resolved.data.train, val_loader=resolved.data.val, metric=resolved.metric)
     base_metric = evaluator.score(base)
     space = SearchSpace(
-        spec=spec,
-        groups=tuple(g.name for g in groups),
+        spec=resolved.spec,
+        groups=tuple(g.name for g in resolved.groups),
         ratio=tuple(config.prune.ratio),  # type: ignore[arg-type]
         criteria=tuple(config.prune.criteria),
         round_to=config.prune.round_to,
         scope=config.prune.criteria_scope,
     )
-    return Task(config, data, base, example_inputs, groups, macs, params, base_metric, evaluator, space)
+    return Task(
+        config, resolved.data, base, resolved.example_inputs, resolved.groups, macs, params, base_metric, evaluator, space
+    )
