@@ -55,17 +55,18 @@ class Registry(Generic[T]):
 
         return decorator
 
-    def get(self, name: str) -> T:
+    def get(self, name: str, *, key: str | None = None) -> T:
+        """The entry named ``name``; an unknown name is a ConfigError (at config ``key``) with a did-you-mean."""
         if name not in self._items:
             self.load_entry_points()
         try:
             return self._items[name]
         except KeyError:
             if name in self._broken:
-                raise ConfigError(f"{self.kind} {name!r}: {self._broken[name]}") from None
+                raise ConfigError(f"{self.kind} {name!r}: {self._broken[name]}", key=key) from None
             known = ", ".join(sorted(self._items))
             raise ConfigError(
-                f"unknown {self.kind} {name!r}{did_you_mean(name, self._items)}; known: {known}"
+                f"unknown {self.kind} {name!r}{did_you_mean(name, self._items)}; known: {known}", key=key
             ) from None
 
     def names(self) -> list[str]:
@@ -81,16 +82,16 @@ class Registry(Generic[T]):
         return iter(self.names())
 
 
-def import_object(spec: str) -> object:
-    """Import ``"pkg.module:attr"``; a bad spec is a ConfigError naming it."""
+def import_object(spec: str, *, key: str | None = None) -> object:
+    """Import ``"pkg.module:attr"``; a bad spec is a ConfigError naming it (and the config ``key``)."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
-        raise ConfigError(f"expected 'pkg.module:function', found {spec!r}")
+        raise ConfigError(f"expected 'pkg.module:function', found {spec!r}", key=key)
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # an import can fail in any way inside user code
-        raise ConfigError(f"cannot import module {module_name!r} of {spec!r}: {exc}") from exc
+        raise ConfigError(f"cannot import module {module_name!r} of {spec!r}: {exc}", key=key) from None
     try:
         return getattr(module, attr)
     except AttributeError:
-        raise ConfigError(f"module {module_name!r} has no attribute {attr!r}") from None
+        raise ConfigError(f"module {module_name!r} has no attribute {attr!r}", key=key) from None

@@ -70,8 +70,8 @@ def miou(model: nn.Module, loader: Iterable[Any]) -> float:
 def resolve_metric(spec: str) -> Metric:
     """A registered name, or ``"pkg.module:function"``."""
     if ":" in spec:
-        obj = import_object(spec)
+        obj = import_object(spec, key="metric")
         if not callable(obj):
-            raise ConfigError(f"{spec!r} is not callable")
+            raise ConfigError(f"{spec!r} is not callable", key="metric")
         return cast(Metric, obj)
-    return METRICS.get(spec)
+    return METRICS.get(spec, key="metric")

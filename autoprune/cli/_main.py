@@ -5,14 +5,14 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from autoprune.cli import _dashboard, _export, _report, _search
+from autoprune.cli import _dashboard, _export, _report, _search, _validate
 from autoprune.cli._common import config_parent
-from autoprune.errors import AutopruneError
+from autoprune.errors import AutopruneError, ConfigError
 
 __all__ = ["build_parser", "main"]
 
 # Each command module has register(commands, parent) and sets `handler`; add new commands here.
-COMMANDS = (_search, _export, _report, _dashboard)
+COMMANDS = (_search, _export, _report, _dashboard, _validate)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,14 +36,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = bool(getattr(args, "debug", False))
     import optuna
 
-    # Our own progress lines replace Optuna's per-trial INFO log; warnings still show.
-    optuna.logging.set_verbosity(optuna.logging.DEBUG if debug else optuna.logging.WARNING)
+    # Our own one-line progress and failure lines replace Optuna's per-trial log (its failure warnings carry
+    # a traceback); --debug brings them back.
+    optuna.logging.set_verbosity(optuna.logging.DEBUG if debug else optuna.logging.ERROR)
     try:
         return int(args.handler(args))
     except AutopruneError as exc:
         if debug:
             raise
-        print(f"autoprune: error: {exc}", file=sys.stderr)
+        # Errors found after the config parsed (a weights file, a factory) still name the config file.
+        config = getattr(args, "config", None)
+        prefix = f"{config}: " if config and isinstance(exc, ConfigError) and exc.source is None else ""
+        print(f"autoprune: error: {prefix}{exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("autoprune: interrupted", file=sys.stderr)

@@ -92,6 +92,8 @@ class SearchProgress:
 
     def on_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         self._done += 1
+        if trial.state == optuna.trial.TrialState.FAIL:
+            self.log(f"warning: trial {trial.number} failed: {trial.user_attrs.get('error', 'unknown error')}")
         front = [t for t in study.best_trials if t.values[1] < 1.0]
         self._front = len(front)
         eligible = [t.values[0] for t in front if t.user_attrs.get("macs_relative", t.values[1]) <= self.budget]

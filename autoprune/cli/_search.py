@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
 from typing import Any
 
 from autoprune.cli._common import load_with_overrides, positive_float, positive_int
@@ -21,7 +23,7 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from autoprune.cli._progress import SearchProgress, print_front
-    from autoprune.study import pareto_frame, search
+    from autoprune.study import SearchInterrupted, pareto_frame, search
 
     config = load_with_overrides(
         args,
@@ -32,13 +34,24 @@ def run(args: argparse.Namespace) -> int:
             "study.sampler": args.sampler,
         },
     )
-    with SearchProgress(config) as progress:
-        study = search(
-            config,
-            log=progress.log,
-            callbacks=[progress.on_trial],
-            on_phase=progress.on_phase,
-            on_ready=progress.on_ready,
+    # A scheduler's SIGTERM ends the search as Ctrl-C does: the current trial fails as "interrupted", the rest stay.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        with SearchProgress(config) as progress:
+            study = search(
+                config,
+                log=progress.log,
+                callbacks=[progress.on_trial],
+                on_phase=progress.on_phase,
+                on_ready=progress.on_ready,
+            )
+    except SearchInterrupted as interrupted:
+        done = sum(t.state.name == "COMPLETE" for t in interrupted.study.trials)
+        print(
+            f"autoprune: interrupted; {done} trials are complete and kept; run the same command to resume",
+            file=sys.stderr,
         )
+        print_front(pareto_frame(interrupted.study), config)
+        return 130
     print_front(pareto_frame(study), config)
     return 0

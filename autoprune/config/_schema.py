@@ -219,6 +219,7 @@ class StudyConfig(_Strict):
     seed: int = 0
     storage: str | None = None
     name: str | None = None
+    max_consecutive_failures: int = Field(default=5, gt=0)
 
     @field_validator("sampler")
     @classmethod

@@ -31,10 +31,10 @@ def load_data(
     A factory returns a DataBundle, or ``(train, val)`` / ``(train, val, test)`` DataLoaders.
     """
     if builtin is not None:
-        return DATASETS.get(builtin)(batch_size=batch_size, val_fraction=val_fraction, seed=seed, **options)
+        return DATASETS.get(builtin, key="data.builtin")(batch_size=batch_size, val_fraction=val_fraction, seed=seed, **options)
     if factory is None:
         raise ConfigError("set one of data.builtin or data.factory", key="data")
-    fn = import_object(factory)
+    fn = import_object(factory, key="data.factory")
     if not callable(fn):
         raise ConfigError(f"data factory {factory!r} is not callable", key="data.factory")
     result = fn(**options)

@@ -65,7 +65,7 @@ def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
 
 
 def build_model(name: str, *, in_channels: int, num_classes: int) -> nn.Module:
-    return MODELS.get(name)(in_channels=in_channels, num_classes=num_classes)
+    return MODELS.get(name, key="model.builtin")(in_channels=in_channels, num_classes=num_classes)
 
 
 def load_model(
@@ -95,7 +95,7 @@ def load_model(
     if builtin is not None:
         model = build_model(builtin, in_channels=in_channels, num_classes=num_classes)
     elif factory is not None:
-        fn = import_object(factory)
+        fn = import_object(factory, key="model.factory")
         if not callable(fn):
             raise ConfigError(f"{factory!r} is not callable", key="model.factory")
         model = fn()

@@ -11,7 +11,7 @@ import optuna
 from autoprune.engine import apply_plan
 from autoprune.study._task import Task
 
-__all__ = ["MAX_MACS_CONSTRAINT", "Objective", "PhaseHook", "PHASES"]
+__all__ = ["MAX_MACS_CONSTRAINT", "Objective", "PHASES", "PhaseHook", "failure_reason"]
 
 PHASES = ("prune", "recalibrate", "finetune", "evaluate")
 PhaseHook = Callable[[int, str], None]
@@ -26,6 +26,17 @@ class Objective:
         self.on_phase = on_phase or (lambda _number, _phase: None)
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
+        try:
+            return self._run(trial)
+        except KeyboardInterrupt:
+            trial.set_user_attr("error", "interrupted")
+            raise
+        except Exception as exc:
+            # Optuna marks the trial FAIL (the study's `catch`); the reason stays with it, beside its plan.
+            trial.set_user_attr("error", failure_reason(exc))
+            raise
+
+    def _run(self, trial: optuna.Trial) -> tuple[float, float]:
         task, cfg = self.task, self.task.config
         seconds: dict[str, float] = {}
 
@@ -92,6 +103,12 @@ class Objective:
         trial.set_user_attr("feasible", True)
         trial.set_user_attr("seconds", seconds)
         return _finite(metric), cost
+
+
+def failure_reason(exc: BaseException) -> str:
+    """``Type: message`` on one line, short enough for a table cell and a warning line."""
+    message = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {message[:300]}" if message else type(exc).__name__
 
 
 def _finite(metric: float) -> float:

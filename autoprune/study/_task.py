@@ -17,17 +17,17 @@ import torch
 from filelock import FileLock
 from torch import nn
 
-from autoprune.config import Config
+from autoprune.config import Config, SpaceSpec
 from autoprune.criteria import needs_gradients
 from autoprune.data import DataBundle, load_data
 from autoprune.engine import Group, UnsupportedGroupWarning, check_ignore_globs, count_macs_params, find_groups
 from autoprune.errors import ConfigError
 from autoprune.evaluate import Evaluator, fixed_batches, train
-from autoprune.metrics import resolve_metric
+from autoprune.metrics import Metric, resolve_metric
 from autoprune.models import load_model, load_weights
 from autoprune.space import SearchSpace, config_list_bounds, load_space_spec
 
-__all__ = ["Task", "atomic_write_bytes", "prepare_task"]
+__all__ = ["Resolved", "Task", "atomic_write_bytes", "check_output_writable", "prepare_task", "resolve"]
 
 Log = Callable[[str], None]
 
@@ -77,7 +77,8 @@ def _base_key(config: Config) -> str:
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _base_model(config: Config, data: DataBundle, log: Log) -> nn.Module:
+def _build_model(config: Config, data: DataBundle) -> nn.Module:
+    """The base architecture, with the configured weights if any; writes nothing."""
     in_channels = (config.model.input_shape or list(data.input_shape or ()) or [3])[0]
     num_classes = config.model.num_classes or data.num_classes
     if num_classes is None and config.model.builtin is not None:
@@ -93,8 +94,13 @@ def _base_model(config: Config, data: DataBundle, log: Log) -> nn.Module:
         trust_pickle=config.model.trust_pickle,
         torchvision=config.model.torchvision,
     )
+    return model.eval()
+
+
+def _trained_base(config: Config, model: nn.Module, data: DataBundle, log: Log) -> nn.Module:
+    """The configured weights (or whole pickled model), else the cached base weights, else train once and cache."""
     if config.model.weights is not None or config.model.file is not None:
-        return model.eval()
+        return model
     cache, meta = config.output / "base.pt", config.output / "base.json"
     key = _base_key(config)
     # One trainer at a time: a second worker waits, then finds the cache.
@@ -120,8 +126,36 @@ def _base_model(config: Config, data: DataBundle, log: Log) -> nn.Module:
     return model.eval()
 
 
-def prepare_task(config: Config, log: Log = lambda _: None) -> Task:
+def check_output_writable(output: Path) -> None:
+    """The run folder is a folder we may create or write; checked before anything is written."""
+    if output.exists() and not output.is_dir():
+        raise ConfigError(f"{str(output)!r} exists and is not a folder", key="output")
+    parent = output
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write the output folder {str(output)!r}: {str(parent)!r} is not writable", key="output")
+
+
+@dataclass
+class Resolved:
+    """A config checked against the real model and data, before anything is written."""
+
+    spec: SpaceSpec
+    data: DataBundle
+    model: nn.Module
+    example_inputs: torch.Tensor
+    metric: Metric
+    groups: list[Group]
+    bounds: dict[str, tuple[float, float]]  # per-group ratio bounds from an NNI config_list; empty: all groups
+    warnings: list[str]
+
+
+def resolve(config: Config) -> Resolved:
+    """Check everything ``search`` needs (preset, data, metric, model, weights, groups, output folder)."""
+    check_output_writable(config.output)
     spec = load_space_spec(config.prune.search_space)
+    metric = resolve_metric(config.metric)
     data = load_data(
         builtin=config.data.builtin,
         factory=config.data.factory,
@@ -133,33 +167,40 @@ def prepare_task(config: Config, log: Log = lambda _: None) -> Task:
     input_shape = config.model.input_shape or (list(data.input_shape) if data.input_shape else None)
     if input_shape is None:
         raise ConfigError("the data set does not give an input shape; set model.input_shape", key="model.input_shape")
-    metric = resolve_metric(config.metric)
-    config.output.mkdir(parents=True, exist_ok=True)
-    base = _base_model(config, data, log)
+    model = _build_model(config, data)
     example_inputs = torch.zeros(1, *input_shape)
-    unmatched = check_ignore_globs(base, config.prune.ignore)
-    if unmatched:
-        log(f"warning: prune.ignore glob(s) {unmatched} match no module")
+    notes = [f"prune.ignore: glob {glob!r} matches no module" for glob in check_ignore_globs(model, config.prune.ignore)]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UnsupportedGroupWarning)
-        groups = find_groups(base, example_inputs, ignore=config.prune.ignore)
+        groups = find_groups(model, example_inputs, ignore=config.prune.ignore)
     for warning in caught:  # one line each, through the same log as the rest of the run
         if issubclass(warning.category, UnsupportedGroupWarning):
-            log(f"warning: {warning.message}")
+            notes.append(str(warning.message))
         else:
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     if not groups:
         raise ConfigError("the model has no prunable group (check prune.ignore)", key="prune.ignore")
-    macs, params = count_macs_params(base, example_inputs)
-    evaluator = Evaluator(train_loader=data.train, val_loader=data.val, metric=metric)
-    base_metric = evaluator.score(base)
     bounds: dict[str, tuple[float, float]] = {}
     if config.prune.nni_config_list is not None:
-        module_types = {n: type(m).__name__ for n, m in base.named_modules() if n}
+        module_types = {n: type(m).__name__ for n, m in model.named_modules() if n}
         bounds = config_list_bounds(config.prune.nni_config_list, groups, module_types, tuple(config.prune.ratio))  # type: ignore[arg-type]
+    return Resolved(spec, data, model, example_inputs, metric, groups, bounds, notes)
+
+
+def prepare_task(config: Config, log: Log = lambda _: None) -> Task:
+    """Resolve the config (writing nothing), then create the run folder and produce the base model."""
+    resolved = resolve(config)
+    for warning in resolved.warnings:
+        log(f"warning: {warning}")
+    config.output.mkdir(parents=True, exist_ok=True)
+    base = _trained_base(config, resolved.model, resolved.data, log)
+    macs, params = count_macs_params(base, resolved.example_inputs)
+    evaluator = Evaluator(train_loader=resolved.data.train, val_loader=resolved.data.val, metric=resolved.metric)
+    base_metric = evaluator.score(base)
+    bounds = resolved.bounds
     space = SearchSpace(
-        spec=spec,
-        groups=tuple(g.name for g in groups if not bounds or g.name in bounds),
+        spec=resolved.spec,
+        groups=tuple(g.name for g in resolved.groups if not bounds or g.name in bounds),
         ratio=tuple(config.prune.ratio),  # type: ignore[arg-type]
         criteria=tuple(config.prune.criteria),
         round_to=config.prune.round_to,
@@ -168,8 +209,20 @@ def prepare_task(config: Config, log: Log = lambda _: None) -> Task:
     )
     # Fixed batches in dataset order, so a gradient criterion scores the same plan the same way every time.
     batches = (
-        fixed_batches(data.train, config.prune.gradient_batches)
+        fixed_batches(resolved.data.train, config.prune.gradient_batches)
         if any(needs_gradients(c) for c in config.prune.criteria)
         else []
     )
-    return Task(config, data, base, example_inputs, groups, macs, params, base_metric, evaluator, space, batches)
+    return Task(
+        config,
+        resolved.data,
+        base,
+        resolved.example_inputs,
+        resolved.groups,
+        macs,
+        params,
+        base_metric,
+        evaluator,
+        space,
+        batches,
+    )

@@ -1,0 +1,30 @@
+"""``autoprune validate CONFIG``: check a config against the real model and data without running anything."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from autoprune.cli._common import load_with_overrides
+
+__all__ = ["register"]
+
+
+def register(commands: Any, parent: argparse.ArgumentParser) -> None:
+    parser = commands.add_parser(
+        "validate", parents=[parent], help="check a config (schema, preset, model, data, globs) without running"
+    )
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from autoprune.study import resolve
+
+    config = load_with_overrides(args)
+    resolved = resolve(config)
+    for warning in resolved.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    names = ", ".join(g.name for g in resolved.groups)
+    print(f"{args.config}: OK; {len(resolved.groups)} prunable groups: {names}")
+    return 0
