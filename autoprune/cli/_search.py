@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from autoprune.cli._common import load_with_overrides, positive_float, positive_int
+from autoprune.cli._common import load_with_overrides, non_negative_int, positive_float, positive_int
 
 __all__ = ["register"]
 
@@ -16,6 +16,10 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=positive_float, metavar="S", help="stop starting trials after S seconds")
     parser.add_argument("--seed", type=int, metavar="K", help="study seed (overrides `study.seed`)")
     parser.add_argument("--sampler", metavar="NAME", help="tpe, nsga2, random or gp")
+    parser.add_argument("--workers", type=positive_int, metavar="N", help="local worker processes on the study")
+    parser.add_argument(
+        "--worker-index", type=non_negative_int, metavar="K", help="this worker's index (seeds its sampler)"
+    )
     parser.set_defaults(handler=run)
 
 
@@ -30,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
             "study.timeout": args.timeout,
             "study.seed": args.seed,
             "study.sampler": args.sampler,
+            "workers.count": args.workers,
         },
     )
     with SearchProgress(config) as progress:
@@ -39,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
             callbacks=[progress.on_trial],
             on_phase=progress.on_phase,
             on_ready=progress.on_ready,
+            worker_index=args.worker_index,
         )
     print_front(pareto_frame(study), config)
     return 0

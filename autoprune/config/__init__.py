@@ -20,6 +20,7 @@ from autoprune.config._schema import (
     SpaceSpec,
     StudyConfig,
     TrainConfig,
+    WorkersConfig,
 )
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "SpaceSpec",
     "StudyConfig",
     "TrainConfig",
+    "WorkersConfig",
     "apply_overrides",
     "config_from_dict",
     "dump_config",
