@@ -76,11 +76,11 @@ def _assert_one_complete_study(study, n_trials):
 
 def test_two_local_workers_run_one_postgres_study_to_its_exact_total(tmp_path, base_weights, pg):
     url = pg.create_database("local_workers")
-    path = write_config(tmp_path / "c.yaml", _config(tmp_path, base_weights, 10))
-    result = run_cli("search", str(path), "--storage", url, "--workers", "2")
+    path = write_config(tmp_path / "c.yaml", _config(tmp_path, base_weights, 8))
+    result = run_cli("search", str(path), "--storage", url, "--workers", "2", timeout=600)
     assert result.returncode == 0, result.stderr
     study = _study(url)
-    finished = _assert_one_complete_study(study, 10)
+    finished = _assert_one_complete_study(study, 8)
 
     workers = [t.user_attrs["worker"] for t in finished]
     assert {w["index"] for w in workers} == {0, 1}
@@ -90,7 +90,7 @@ def test_two_local_workers_run_one_postgres_study_to_its_exact_total(tmp_path, b
     front = pareto_frame(study)
     assert set(front["trial"][1:]) == _non_dominated([t for t in finished if t.state == TrialState.COMPLETE])
     frame = pd.read_csv(tmp_path / "run" / "trials.csv")
-    assert len(frame) == 10 and set(frame["worker.index"]) == {0, 1}
+    assert len(frame) == 8 and set(frame["worker.index"]) == {0, 1}
     assert "on 2 workers" in result.stderr
 
 
@@ -113,7 +113,7 @@ def _start(*args):
 
 def test_a_killed_workers_trial_fails_after_the_grace_period_and_the_other_finishes(tmp_path, base_weights, pg):
     url = pg.create_database("killed_worker")
-    config = _config(tmp_path, base_weights, 8, workers={"heartbeat_interval": 1, "grace_period": 2})
+    config = _config(tmp_path, base_weights, 5, workers={"heartbeat_interval": 1, "grace_period": 2})
     path = write_config(tmp_path / "c.yaml", config)
     victim = _start("search", str(path), "--storage", url, "--worker-index", "1")
     survivor = _start("search", str(path), "--storage", url, "--worker-index", "0")
@@ -133,7 +133,7 @@ def test_a_killed_workers_trial_fails_after_the_grace_period_and_the_other_finis
         number = _wait_for(victims_running_trial, 180, "the victim to run a trial")
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=30)
-        _, err = survivor.communicate(timeout=240)
+        _, err = survivor.communicate(timeout=600)
     finally:
         for process in (victim, survivor):
             if process.poll() is None:
@@ -143,8 +143,8 @@ def test_a_killed_workers_trial_fails_after_the_grace_period_and_the_other_finis
     killed = study.trials[number]
     assert killed.state == TrialState.FAIL  # failed by the survivor once the heartbeat lapsed
     assert not study.get_trials(states=(TrialState.RUNNING,))
-    finished = _assert_one_complete_study(study, 8)
-    assert {t.user_attrs["worker"]["index"] for t in finished} >= {0}
+    finished = _assert_one_complete_study(study, 5)
+    assert 0 in {t.user_attrs["worker"]["index"] for t in finished}
 
 
 def test_two_processes_on_a_journal_file_train_the_base_once_and_share_the_study(tmp_path):
@@ -153,7 +153,7 @@ def test_two_processes_on_a_journal_file_train_the_base_once_and_share_the_study
     url = f"journal://{journal}"
     path = write_config(tmp_path / "c.yaml", _config(tmp_path, None, 8))
     first, second = _start("search", str(path), "--storage", url), _start("search", str(path), "--storage", url)
-    outputs = [p.communicate(timeout=300) for p in (first, second)]
+    outputs = [p.communicate(timeout=600) for p in (first, second)]
     for process, (_, err) in zip((first, second), outputs):
         assert process.returncode == 0, err
     errs = [err for _, err in outputs]
