@@ -98,7 +98,7 @@ def _wait_for(predicate, timeout, what):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = predicate()
-        if found:
+        if found is not None:
             return found
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
