@@ -204,6 +204,25 @@ def test_racing_workers_never_overshoot_the_study_total(tmp_path):
     assert not study.get_trials(states=(TrialState.RUNNING, TrialState.FAIL))
 
 
+def test_the_loop_fails_caught_errors_and_goes_on_and_honours_stop(tmp_path):
+    storage = open_storage(f"journal://{tmp_path / 's.log'}")
+    study = optuna.create_study(storage=storage, directions=["maximize", "minimize"])
+
+    def objective(trial):
+        if trial.number % 2:
+            raise ValueError("odd trial")
+        return 1.0, 0.5
+
+    ran = run_trials(study, storage, objective, n_trials=3, catch=(ValueError,))
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    assert ran == 5
+    stop = lambda: len(study.trials) >= 7  # noqa: E731
+    assert run_trials(study, storage, objective, n_trials=10, catch=(ValueError,), stop=stop) == 2
+    with pytest.raises(ValueError, match="odd trial"):
+        run_trials(study, storage, objective, n_trials=10)
+
+
 def test_worker_seeds_differ_and_worker_0_keeps_the_study_seed():
     seeds = [worker_seed(7, i) for i in range(8)]
     assert seeds[0] == 7 and len(set(seeds)) == 8

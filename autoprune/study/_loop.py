@@ -36,9 +36,15 @@ def _counts(storage: BaseStorage, study_id: int) -> tuple[int, int]:
 
 
 def _run_one(
-    study: optuna.Study, storage: BaseStorage, trial: optuna.Trial, trial_id: int, objective: Objective
+    study: optuna.Study,
+    storage: BaseStorage,
+    trial: optuna.Trial,
+    trial_id: int,
+    objective: Objective,
+    catch: tuple[type[Exception], ...],
 ) -> optuna.trial.FrozenTrial:
-    """Like one step of ``study.optimize``: beat while the objective runs, tell the result, re-raise a failure."""
+    """Like one step of ``study.optimize``: beat while the objective runs, tell the result, re-raise a failure
+    unless it is one of ``catch`` (then the trial is FAIL and the loop goes on)."""
     values: Sequence[float] | None = None
     state, error = TrialState.COMPLETE, None
     with beating(storage, trial_id):
@@ -53,7 +59,7 @@ def _run_one(
     except optuna.exceptions.UpdateFinishedTrialError:
         # Another worker failed it as stale (this one stalled past the grace period): its result is dropped.
         frozen = storage.get_trial(trial_id)
-    if error is not None:
+    if error is not None and not isinstance(error, catch):
         raise error
     return frozen
 
@@ -67,18 +73,21 @@ def run_trials(
     timeout: float | None = None,
     callbacks: Sequence[StudyCallback] = (),
     worker: Mapping[str, Any] | None = None,
+    catch: tuple[type[Exception], ...] = (),
+    stop: Callable[[], bool] = lambda: False,
     poll_s: float = 0.5,
 ) -> int:
     """Run trials until ``study`` holds ``n_trials`` finished ones; returns how many this worker ran.
 
     ``storage`` is the storage ``study`` was opened on. While the last trials run elsewhere, this worker waits,
     failing any whose heartbeat has lapsed, and runs a replacement for each. No trial starts after ``timeout``
-    seconds.
+    seconds, nor once ``stop()`` is true (checked after each trial's callbacks; ``study.stop()`` only works
+    inside ``study.optimize``). ``catch`` is ``study.optimize``'s: those exceptions fail the trial, not the loop.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     study_id = storage.get_study_id_from_name(study.study_name)
     ran = 0
-    while deadline is None or time.monotonic() < deadline:
+    while (deadline is None or time.monotonic() < deadline) and not stop():
         fail_stale(study)
         finished, running = _counts(storage, study_id)
         if finished >= n_trials:
@@ -98,7 +107,7 @@ def run_trials(
             continue
         if worker is not None:
             trial.set_user_attr(WORKER_ATTR, dict(worker))
-        frozen = _run_one(study, storage, trial, trial_id, objective)
+        frozen = _run_one(study, storage, trial, trial_id, objective, catch)
         ran += 1
         for callback in callbacks:
             callback(study, frozen)
