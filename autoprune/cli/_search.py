@@ -7,7 +7,7 @@ import signal
 import sys
 from typing import Any
 
-from autoprune.cli._common import load_with_overrides, positive_float, positive_int
+from autoprune.cli._common import load_with_overrides, non_negative_int, positive_float, positive_int
 
 __all__ = ["register"]
 
@@ -18,6 +18,10 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=positive_float, metavar="S", help="stop starting trials after S seconds")
     parser.add_argument("--seed", type=int, metavar="K", help="study seed (overrides `study.seed`)")
     parser.add_argument("--sampler", metavar="NAME", help="tpe, nsga2, random or gp")
+    parser.add_argument("--workers", type=positive_int, metavar="N", help="local worker processes on the study")
+    parser.add_argument(
+        "--worker-index", type=non_negative_int, metavar="K", help="this worker's index (seeds its sampler)"
+    )
     parser.set_defaults(handler=run)
 
 
@@ -32,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
             "study.timeout": args.timeout,
             "study.seed": args.seed,
             "study.sampler": args.sampler,
+            "workers.count": args.workers,
         },
     )
     # A scheduler's SIGTERM ends the search as Ctrl-C does: the current trial fails as "interrupted", the rest stay.
@@ -44,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
                 callbacks=[progress.on_trial],
                 on_phase=progress.on_phase,
                 on_ready=progress.on_ready,
+                worker_index=args.worker_index,
             )
     except SearchInterrupted as interrupted:
         done = sum(t.state.name == "COMPLETE" for t in interrupted.study.trials)

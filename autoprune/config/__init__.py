@@ -22,6 +22,7 @@ from autoprune.config._schema import (
     SpaceSpec,
     StudyConfig,
     TrainConfig,
+    WorkersConfig,
 )
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "SpaceSpec",
     "StudyConfig",
     "TrainConfig",
+    "WorkersConfig",
     "apply_overrides",
     "config_from_dict",
     "dump_config",

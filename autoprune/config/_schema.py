@@ -22,6 +22,7 @@ __all__ = [
     "SpaceSpec",
     "StudyConfig",
     "TrainConfig",
+    "WorkersConfig",
 ]
 
 Granularity = Literal["shared", "per_stage", "per_group"]
@@ -243,6 +244,14 @@ class ExportConfig(TrainConfig):
     onnx_exporter: Literal["dynamo", "torchscript", "off"] = "dynamo"
 
 
+class WorkersConfig(_Strict):
+    """Several workers on one study: local processes, and the heartbeat that fails a dead worker's trial."""
+
+    count: int = Field(default=1, ge=1)  # local worker processes (`--workers`); more machines: run search again
+    heartbeat_interval: int = Field(default=10, gt=0)  # seconds between a running trial's heartbeats
+    grace_period: int | None = Field(default=None, gt=0)  # seconds without one before FAIL; null: 2x interval
+
+
 class Config(_Strict):
     name: str = Field(min_length=1)
     output: Path
@@ -256,6 +265,7 @@ class Config(_Strict):
     constraints: ConstraintsConfig = Field(default_factory=ConstraintsConfig)
     study: StudyConfig = Field(default_factory=StudyConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    workers: WorkersConfig = Field(default_factory=WorkersConfig)
 
     @property
     def study_name(self) -> str:

@@ -1,22 +1,30 @@
-"""The Optuna study: storage, sampler, warm start, the trial objective, and the study as tables."""
+"""The Optuna study: storage, sampler, warm start, the trial objective, workers, and the study as tables."""
 
 from __future__ import annotations
 
 from autoprune.study._frame import base_point, pareto_frame, trials_frame
+from autoprune.study._heartbeat import JournalHeartbeatStorage, fail_stale
+from autoprune.study._loop import FINISHED, WORKER_ATTR, run_trials
 from autoprune.study._objective import PHASES, Objective
 from autoprune.study._search import (
     SearchAborted,
     SearchInterrupted,
     enqueue_warm_start,
+    join_study,
     metric_names,
+    open_config_storage,
     search,
     write_outputs,
 )
-from autoprune.study._storage import make_sampler, open_study
+from autoprune.study._storage import create_or_load_study, make_sampler, open_storage, open_study, worker_seed
 from autoprune.study._task import Resolved, Task, atomic_write_bytes, check_output_writable, prepare_task, resolve
+from autoprune.study._workers import search_with_workers, threads_per_worker
 
 __all__ = [
+    "FINISHED",
     "PHASES",
+    "WORKER_ATTR",
+    "JournalHeartbeatStorage",
     "Objective",
     "Resolved",
     "SearchAborted",
@@ -25,14 +33,23 @@ __all__ = [
     "atomic_write_bytes",
     "base_point",
     "check_output_writable",
+    "create_or_load_study",
     "enqueue_warm_start",
+    "fail_stale",
+    "join_study",
     "make_sampler",
     "metric_names",
+    "open_config_storage",
+    "open_storage",
     "open_study",
     "pareto_frame",
     "prepare_task",
     "resolve",
+    "run_trials",
     "search",
+    "search_with_workers",
+    "threads_per_worker",
     "trials_frame",
+    "worker_seed",
     "write_outputs",
 ]

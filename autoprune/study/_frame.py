@@ -43,6 +43,7 @@ def _trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
     for key in ("macs", "macs_relative", "params", "params_relative", "metric_before_finetune", "error"):
         row[key] = attrs.get(key)
     _flatten(row, "seconds", attrs.get("seconds", {}))
+    _flatten(row, "worker", attrs.get("worker", {}))  # which worker ran it: index, host, pid, threads
     for group, entry in attrs.get("plan", {}).get("groups", {}).items():
         row[f"ratio.{group}"] = entry["ratio"]
         row[f"criterion.{group}"] = entry["criterion"]

@@ -1,17 +1,25 @@
+"""``search``: join (or create) the study the config names and run trials until it holds ``n_trials``."""
+
 from __future__ import annotations
 
+import hashlib
+import os
+import random
+import socket
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import optuna
-from optuna.study import MaxTrialsCallback
-from optuna.trial import TrialState
+import torch
+from optuna.storages import BaseStorage
 
 from autoprune.config import Config, dump_config
-from autoprune.errors import AutopruneError
+from autoprune.errors import AutopruneError, ConfigError
 from autoprune.study._frame import BASE_ATTR, trials_frame
+from autoprune.study._loop import FINISHED, run_trials
 from autoprune.study._objective import Objective, PhaseHook
-from autoprune.study._storage import make_sampler, open_study
+from autoprune.study._storage import create_or_load_study, make_sampler, open_storage, worker_seed
 from autoprune.study._task import Log, Task, atomic_write_bytes, prepare_task
 
 __all__ = [
@@ -21,12 +29,14 @@ __all__ = [
     "SearchAborted",
     "SearchInterrupted",
     "enqueue_warm_start",
+    "join_study",
     "metric_names",
+    "open_config_storage",
     "search",
+    "write_outputs",
 ]
 
 WARM_START_ATTR = "warm_start_enqueued"
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 StudyCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 
 
@@ -51,13 +61,11 @@ class FailureStreak:
         self.last_error = ""
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if trial.state == TrialState.FAIL:
+        if trial.state == optuna.trial.TrialState.FAIL:
             self.count += 1
             self.last_error = str(trial.user_attrs.get("error", "unknown error"))
         else:
             self.count = 0
-        if self.tripped:
-            study.stop()
 
     @property
     def tripped(self) -> bool:
@@ -86,6 +94,77 @@ def write_outputs(config: Config, study: optuna.Study) -> None:
     atomic_write_bytes(config.output / "trials.csv", trials_frame(study).to_csv(index=False).encode())
 
 
+def open_config_storage(config: Config) -> BaseStorage:
+    """The config's storage, with its heartbeat; checked before anything is written (a bad URL creates nothing)."""
+    if config.study.storage is None:
+        config.output.mkdir(parents=True, exist_ok=True)  # the default SQLite file lives there
+    return open_storage(
+        config.storage_url,
+        heartbeat_interval=config.workers.heartbeat_interval,
+        grace_period=config.workers.grace_period,
+    )
+
+
+def _weights_sha256(model: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _record_base(study: optuna.Study, task: Task) -> None:
+    """Every worker must prune the same base model: the first records it, the others check theirs against it."""
+    sha = _weights_sha256(task.base_model)
+    recorded = study.user_attrs.get(BASE_ATTR)
+    if isinstance(recorded, dict) and recorded.get("weights_sha256") not in (None, sha):
+        raise ConfigError(
+            f"this worker's base weights differ from those study {study.study_name!r} was started with; "
+            "share the run folder (or model.weights) between machines so the base model is trained once",
+            key="model.weights",
+        )
+    if not isinstance(recorded, dict) or recorded.get("weights_sha256") != sha:
+        base = {"metric": task.base_metric, "macs": task.base_macs, "params": task.base_params, "weights_sha256": sha}
+        study.set_user_attr(BASE_ATTR, base)
+    if "groups" not in study.user_attrs:
+        study.set_user_attr("groups", [g.to_dict() for g in task.groups])
+
+
+def join_study(
+    config: Config, *, log: Log = lambda _: None, worker_index: int | None = None
+) -> tuple[optuna.Study, BaseStorage, Task, int]:
+    """Open the storage, prepare the task (the base model is trained once, under a file lock), and create or
+    load the study; returns it with its storage, the task and this worker's index.
+
+    The worker that creates the study queues the warm start, so it is queued once however many start together.
+    Its sampler seed derives from the study seed and ``worker_index``: the creator is worker 0 unless told,
+    a worker joining without an index draws a random one (distributed runs are not reproducible anyway: which
+    trials a sampler sees depends on timing).
+    """
+    storage = open_config_storage(config)
+    task = prepare_task(config, log)
+    atomic_write_bytes(config.output / "config.resolved.yaml", dump_config(config).encode())
+    index = 0 if worker_index is None else worker_index
+    study, created = create_or_load_study(
+        storage,
+        config.study_name,
+        sampler=make_sampler(config.study.sampler, worker_seed(config.study.seed, index)),
+        metric_names=metric_names(config),
+    )
+    if not created and worker_index is None:
+        index = random.randrange(1, 2**31)
+        study.sampler = make_sampler(config.study.sampler, worker_seed(config.study.seed, index))
+        log(f"joined study {config.study_name!r} as worker {index} (pass --worker-index for a fixed sampler seed)")
+    _record_base(study, task)
+    if created:
+        enqueue_warm_start(study, task)
+    return study, storage, task, index
+
+
+def worker_record(index: int) -> dict[str, Any]:
+    return {"index": index, "host": socket.gethostname(), "pid": os.getpid(), "threads": torch.get_num_threads()}
+
+
 def search(
     config: Config,
     *,
@@ -93,22 +172,18 @@ def search(
     callbacks: Sequence[StudyCallback] = (),
     on_phase: PhaseHook | None = None,
     on_ready: Callable[[optuna.Study, Task], None] | None = None,
+    worker_index: int | None = None,
 ) -> optuna.Study:
-    """Run (or resume) the study that ``config`` describes; returns it. What ``autoprune search`` runs."""
-    task = prepare_task(config, log)
-    atomic_write_bytes(config.output / "config.resolved.yaml", dump_config(config).encode())
-    study = open_study(
-        config.storage_url,
-        config.study_name,
-        sampler=make_sampler(config.study.sampler, config.study.seed),
-        metric_names=metric_names(config),
-    )
-    study.set_user_attr(
-        BASE_ATTR, {"metric": task.base_metric, "macs": task.base_macs, "params": task.base_params}
-    )
-    study.set_user_attr("groups", [g.to_dict() for g in task.groups])
-    enqueue_warm_start(study, task)
+    """Run (or resume, or join) the study that ``config`` describes; returns it. What ``autoprune search`` runs.
 
+    With ``config.workers.count`` > 1 it starts that many local worker processes on the study. Run the same
+    on other machines (with a shared storage) and they join it; ``study.n_trials`` is the study's total.
+    """
+    if config.workers.count > 1 and worker_index is None:
+        from autoprune.study._workers import search_with_workers
+
+        return search_with_workers(config, log=log, callbacks=callbacks, on_ready=on_ready)
+    study, storage, task, index = join_study(config, log=log, worker_index=worker_index)
     finished = len(study.get_trials(deepcopy=False, states=FINISHED))
     remaining = max(0, config.study.n_trials - finished)
     log(
@@ -119,21 +194,23 @@ def search(
         on_ready(study, task)
     started = time.perf_counter()
     streak = FailureStreak(config.study.max_consecutive_failures)
-    if remaining:
-        try:
-            study.optimize(
-                Objective(task, on_phase),
-                n_trials=remaining,
-                timeout=config.study.timeout,
-                # A failing trial (a model that breaks on a pruned shape, a NaN loss, out of memory) is marked
-                # FAIL with its reason, and the study goes on.
-                catch=(Exception,),
-                callbacks=[MaxTrialsCallback(config.study.n_trials, states=FINISHED), streak, *callbacks],
-                gc_after_trial=False,
-            )
-        except KeyboardInterrupt:
-            write_outputs(config, study)
-            raise SearchInterrupted(study) from None
+    try:
+        run_trials(
+            study,
+            storage,
+            Objective(task, on_phase),
+            n_trials=config.study.n_trials,
+            timeout=config.study.timeout,
+            # A failing trial (a model that breaks on a pruned shape, a NaN loss, out of memory) is marked FAIL
+            # with its reason, and the study goes on, unless too many fail in a row.
+            catch=(Exception,),
+            stop=lambda: streak.tripped,
+            callbacks=[streak, *callbacks],
+            worker=worker_record(index),
+        )
+    except KeyboardInterrupt:
+        write_outputs(config, study)
+        raise SearchInterrupted(study) from None
     write_outputs(config, study)
     if streak.tripped:
         raise SearchAborted(
@@ -142,5 +219,3 @@ def search(
         )
     log(f"search finished in {time.perf_counter() - started:.1f}s; wrote {config.output / 'trials.csv'}")
     return study
-
-
