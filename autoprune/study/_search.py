@@ -20,7 +20,7 @@ from autoprune.study._frame import BASE_ATTR, trials_frame
 from autoprune.study._loop import FINISHED, run_trials
 from autoprune.study._objective import Objective, PhaseHook
 from autoprune.study._storage import create_or_load_study, make_sampler, open_storage, worker_seed
-from autoprune.study._task import Log, Task, atomic_write_bytes, prepare_task
+from autoprune.study._task import Log, Task, atomic_write_bytes, prepare_task, resolve
 
 __all__ = [
     "FINISHED",
@@ -141,8 +141,9 @@ def join_study(
     a worker joining without an index draws a random one (distributed runs are not reproducible anyway: which
     trials a sampler sees depends on timing).
     """
+    resolved = resolve(config)  # a bad config, model or path fails here, before anything is written
     storage = open_config_storage(config)
-    task = prepare_task(config, log)
+    task = prepare_task(config, log, resolved=resolved)
     atomic_write_bytes(config.output / "config.resolved.yaml", dump_config(config).encode())
     index = 0 if worker_index is None else worker_index
     study, created = create_or_load_study(

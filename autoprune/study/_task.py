@@ -187,9 +187,10 @@ def resolve(config: Config) -> Resolved:
     return Resolved(spec, data, model, example_inputs, metric, groups, bounds, notes)
 
 
-def prepare_task(config: Config, log: Log = lambda _: None) -> Task:
-    """Resolve the config (writing nothing), then create the run folder and produce the base model."""
-    resolved = resolve(config)
+def prepare_task(config: Config, log: Log = lambda _: None, *, resolved: Resolved | None = None) -> Task:
+    """Resolve the config (writing nothing) unless given ``resolved``, then create the run folder and produce
+    the base model."""
+    resolved = resolved or resolve(config)
     for warning in resolved.warnings:
         log(f"warning: {warning}")
     config.output.mkdir(parents=True, exist_ok=True)
