@@ -38,7 +38,7 @@ def _types(model):
 @pytest.mark.parametrize("name", MODELS.names())
 def test_a_plan_round_trips_through_an_nni_config_list_on_the_builtin_models(name):
     model = build_model(name, in_channels=1, num_classes=10).eval()
-    groups = find_groups(model, X, ignore=["fc"])
+    groups = find_groups(model, X, ignore=["fc", "*#heads"])  # NNI has no whole-head pruning to compare with
     rng = random.Random(0)
     plan = PruningPlan({g.name: (rng.choice([0.0, 0.25, 0.5, 0.7]), "l1") for g in groups})
     config_list = plan_to_config_list(plan.groups)

@@ -131,6 +131,11 @@ def plan_to_config_list(groups: Mapping[str, Any]) -> list[dict[str, Any]]:
     """
     by_ratio: dict[float, list[str]] = {}
     for name, entry in groups.items():
+        if "#" in name:
+            raise ConfigError(
+                f"group {name!r} prunes whole attention heads, which an NNI config_list cannot express; "
+                "leave it out of the plan (prune.ignore: ['*#heads'])"
+            )
         ratio = float(getattr(entry, "ratio", entry))
         by_ratio.setdefault(ratio, []).append(name)
     return [{"op_names": names, "sparse_ratio": ratio} for ratio, names in by_ratio.items()]
