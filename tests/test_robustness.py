@@ -173,3 +173,40 @@ def test_sigint_ends_the_current_trial_keeps_the_rest_and_a_rerun_resumes(tmp_pa
     assert [t.number for t in study.trials if t.state.name == "COMPLETE"][: len(complete)] == complete
     assert sum(t.state.name == "COMPLETE" for t in study.trials) == len(complete) + 2
     assert sum(bool(t.user_attrs.get("warm_start")) for t in study.trials) == 6  # 3 ratios x 2 criteria, once
+
+
+def test_sigkill_with_sqlite_loses_no_completed_trial_and_the_stale_one_fails_on_resume(tmp_path, base_weights):
+    config = tiny_config(
+        tmp_path / "run",
+        base_weights,
+        prune={"criteria": ["l1", "l2"]},
+        study={"n_trials": 30},
+        workers={"heartbeat_interval": 1, "grace_period": 2},
+    )
+    path = write_config(tmp_path / "c.yaml", config)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "autoprune", "search", str(path)],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if proc.stderr.readline().startswith("trial 1 complete"):
+            break
+    time.sleep(0.5)  # into trial 2
+    proc.kill()
+    proc.wait(timeout=60)
+    storage = f"sqlite:///{tmp_path / 'run' / 'study.db'}"
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    complete = [t.number for t in study.trials if t.state.name == "COMPLETE"]
+    stale = [t.number for t in study.trials if t.state.name == "RUNNING"]
+    assert len(complete) >= 2 and len(stale) == 1
+
+    time.sleep(3)  # past the grace period
+    again = _cli("search", str(path), "--n-trials", str(len(complete) + 1), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    assert study.trials[stale[0]].state.name == "FAIL"
+    assert [t.number for t in study.trials if t.state.name == "COMPLETE"][: len(complete)] == complete
+    assert sum(t.state.name == "COMPLETE" for t in study.trials) == len(complete) + 1
