@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from autoprune.study._frame import base_point, pareto_frame, trials_frame
-from autoprune.study._objective import PHASES, Objective
+from autoprune.study._objective import PHASES, Objective, PlanResult, evaluate_plan
 from autoprune.study._search import enqueue_warm_start, metric_names, search, write_outputs
 from autoprune.study._storage import make_sampler, open_study
 from autoprune.study._task import Task, atomic_write_bytes, prepare_task
@@ -11,10 +11,12 @@ from autoprune.study._task import Task, atomic_write_bytes, prepare_task
 __all__ = [
     "PHASES",
     "Objective",
+    "PlanResult",
     "Task",
     "atomic_write_bytes",
     "base_point",
     "enqueue_warm_start",
+    "evaluate_plan",
     "make_sampler",
     "metric_names",
     "open_study",
