@@ -153,17 +153,21 @@ def _plot_scaling(rows: list[dict[str, float]], path: Path) -> None:
     plt.close(fig)
 
 
+# Peak RSS from VmHWM: ru_maxrss would carry over the parent's peak through fork + exec.
 _CHILD = r"""
-import json, resource, sys, torch
+import json, sys, torch
 torch.set_num_threads(1)
 spec = json.loads(sys.argv[1])
-rss_import = None
+def peak_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
 import autoprune
 from autoprune.config import config_from_dict
 from autoprune.data import load_data
 from autoprune.models import build_model
 if spec.get("only_import"):
-    print(json.dumps({"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(json.dumps({"rss_mb": peak_mb()}))
     sys.exit(0)
 config = config_from_dict(spec["config"])
 autoprune.search(config)
@@ -172,7 +176,7 @@ bundle = load_data(builtin=d.builtin, factory=None, batch_size=d.batch_size, val
 data_bytes = sum(t.numel() * t.element_size() for loader in (bundle.train, bundle.val, bundle.test) for t in loader.dataset.tensors)
 model = build_model(config.model.builtin, in_channels=1, num_classes=10)
 model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-print(json.dumps({"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+print(json.dumps({"rss_mb": peak_mb(),
                   "model_mb": model_bytes / 2**20, "data_mb": data_bytes / 2**20}))
 """
 

@@ -124,7 +124,8 @@ def run_seed(config: Config, args: argparse.Namespace, seed: int, log: Callable[
         log(_line(runs[-1]))
     for preset in args.presets:
         for sampler in args.samplers:
-            runs.append(study_run(task, f"{preset}-{sampler}", "autoprune", preset, sampler, args.budget, seed))
+            method = f"{preset}-{sampler}{args.tag}"
+            runs.append(study_run(task, method, "autoprune", preset, sampler, args.budget, seed))
             log(_line(runs[-1]))
     return task, runs
 
@@ -144,6 +145,7 @@ def summarise(runs: list[Run]) -> list[dict[str, float | int | str]]:
             values = [float(m[key]) for m in mine if not math.isnan(float(m[key]))]
             row[key] = statistics.fmean(values) if values else math.nan
             row[f"{key}_sd"] = statistics.stdev(values) if len(values) > 1 else 0.0
+            row[f"{key}_n"] = len(values)  # seeds with a candidate under that budget
         rows.append(row)
     return rows
 
@@ -157,7 +159,8 @@ def markdown(rows: list[dict[str, float | int | str]]) -> str:
         for key in keys:
             value, sd = float(row[key]), float(row[f"{key}_sd"])
             digits = 0 if key in ("finetunes", "seconds") else 4 if key == "hypervolume" else 3
-            cells.append("-" if math.isnan(value) else f"{value:.{digits}f} ± {sd:.{digits}f}")
+            seeds = "" if row[f"{key}_n"] == row["seeds"] else f" ({row[f'{key}_n']}/{row['seeds']} seeds)"
+            cells.append("-" if math.isnan(value) else f"{value:.{digits}f} ± {sd:.{digits}f}{seeds}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -223,6 +226,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--criteria", nargs="*", default=list(SWEEP_CRITERIA), help="one uniform sweep each")
     parser.add_argument("--ratios", type=float, nargs="+", default=list(RATIOS), help="the uniform sweeps' ratios")
     parser.add_argument("--no-random", dest="random", action="store_false", help="skip the random search")
+    parser.add_argument("--tag", default="", help="a suffix for the autoprune methods' names (a variant's run)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a loaded machine)")
     args = parser.parse_args(argv)
     if args.budget < 1:
