@@ -16,6 +16,7 @@ from autoprune.models._deeplab import deeplab_small
 from autoprune.models._densenet import densenet_small
 from autoprune.models._mobilenet import mobilenet_small
 from autoprune.models._resnet import resnet_small
+from autoprune.models._resnet_deep import resnet_depth
 from autoprune.models._shufflenet import shufflenet_small
 from autoprune.models._vgg import vgg_bn
 from autoprune.models._vit import vit_tiny
@@ -31,6 +32,7 @@ __all__ = [
     "load_weights",
     "mobilenet_small",
     "register_model",
+    "resnet_depth",
     "resnet_small",
     "shufflenet_small",
     "vgg_bn",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from autoprune.study._frame import base_point, pareto_frame, trials_frame
 from autoprune.study._heartbeat import JournalHeartbeatStorage, fail_stale
 from autoprune.study._loop import FINISHED, WORKER_ATTR, run_trials
-from autoprune.study._objective import PHASES, Objective
+from autoprune.study._objective import PHASES, Objective, PlanResult, evaluate_plan
 from autoprune.study._search import (
     SearchAborted,
     SearchInterrupted,
@@ -29,6 +29,7 @@ __all__ = [
     "Resolved",
     "SearchAborted",
     "SearchInterrupted",
+    "PlanResult",
     "Task",
     "atomic_write_bytes",
     "base_point",
@@ -37,6 +38,7 @@ __all__ = [
     "enqueue_warm_start",
     "fail_stale",
     "join_study",
+    "evaluate_plan",
     "make_sampler",
     "metric_names",
     "open_config_storage",

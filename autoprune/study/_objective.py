@@ -5,17 +5,85 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import optuna
 
-from autoprune.engine import apply_plan
+from autoprune.engine import PruneReport, apply_plan
+from autoprune.plan import PruningPlan
 from autoprune.study._task import Task
 
-__all__ = ["MAX_MACS_CONSTRAINT", "Objective", "PHASES", "PhaseHook", "failure_reason"]
+__all__ = ["MAX_MACS_CONSTRAINT", "Objective", "PHASES", "PhaseHook", "PlanResult", "evaluate_plan", "failure_reason"]
 
 PHASES = ("prune", "recalibrate", "finetune", "evaluate")
 PhaseHook = Callable[[int, str], None]
 MAX_MACS_CONSTRAINT = "max_macs"
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    """What one plan scored: the metric after (and before) fine-tuning, its relative cost, the prune report."""
+
+    plan: PruningPlan
+    report: PruneReport
+    metric: float  # after fine-tuning; the raw metric when the plan is infeasible (not fine-tuned)
+    metric_before_finetune: float
+    cost: float  # relative MACs or params, as config.objectives[1] says
+    feasible: bool
+    seconds: dict[str, float] = field(default_factory=dict)  # prune (graph + prune), count, recalibrate, ...
+
+
+def evaluate_plan(
+    task: Task, plan: PruningPlan, seed: int, on_phase: Callable[[str], None] = lambda _phase: None
+) -> PlanResult:
+    """A trial's recipe for one plan: prune a copy, count, and, when it meets ``constraints.max_macs``,
+    recalibrate BatchNorm, fine-tune (seeded by ``seed``) and score. Uniform sweeps and trials share it."""
+    cfg = task.config
+    seconds: dict[str, float] = {}
+    pruned, report = apply_plan(
+        task.base_model,
+        task.example_inputs,
+        plan,
+        base_counts=task.base_counts,
+        gradient_batches=task.gradient_batches,
+    )
+    seconds["prune"] = report.seconds["graph"] + report.seconds["prune"]
+    seconds["count"] = report.seconds["count"]
+    cost = report.macs_ratio if cfg.objectives[1] == "macs" else report.params_ratio
+    max_macs = cfg.constraints.max_macs
+    if max_macs is not None and report.macs_ratio > max_macs:
+        # Spend no fine-tune on a candidate the constraint rules out; record its raw metric only.
+        on_phase("evaluate")
+        started = time.perf_counter()
+        metric = _finite(task.evaluator.score(pruned))
+        seconds["evaluate"] = time.perf_counter() - started
+        return PlanResult(plan, report, metric, metric, cost, False, seconds)
+
+    on_phase("recalibrate")
+    started = time.perf_counter()
+    task.evaluator.recalibrate(pruned, cfg.finetune.bn_recalibration_batches)
+    seconds["recalibrate"] = time.perf_counter() - started
+    started = time.perf_counter()
+    metric_before = task.evaluator.score(pruned)
+    seconds["evaluate"] = time.perf_counter() - started
+
+    on_phase("finetune")
+    started = time.perf_counter()
+    task.evaluator.finetune(
+        pruned,
+        epochs=cfg.finetune.epochs,
+        lr=cfg.finetune.lr,
+        momentum=cfg.finetune.momentum,
+        weight_decay=cfg.finetune.weight_decay,
+        seed=seed,
+    )
+    seconds["finetune"] = time.perf_counter() - started
+
+    on_phase("evaluate")
+    started = time.perf_counter()
+    metric = _finite(task.evaluator.score(pruned))
+    seconds["evaluate"] += time.perf_counter() - started
+    return PlanResult(plan, report, metric, metric_before, cost, True, seconds)
 
 
 class Objective:
@@ -38,71 +106,26 @@ class Objective:
 
     def _run(self, trial: optuna.Trial) -> tuple[float, float]:
         task, cfg = self.task, self.task.config
-        seconds: dict[str, float] = {}
-
         self.on_phase(trial.number, "prune")
         plan = task.space.sample(trial)
         trial.set_user_attr("plan", plan.to_dict())
-        pruned, report = apply_plan(
-            task.base_model,
-            task.example_inputs,
+        result = evaluate_plan(
+            task,
             plan,
-            base_counts=task.base_counts,
-            gradient_batches=task.gradient_batches,
+            seed=cfg.study.seed * 100_003 + trial.number,
+            on_phase=lambda phase: self.on_phase(trial.number, phase),
         )
-        seconds["prune"] = report.seconds["graph"] + report.seconds["prune"]
-        seconds["count"] = report.seconds["count"]
+        report = result.report
         trial.set_user_attr("channels", {name: after for name, (_, after) in report.channels.items()})
         for key in ("macs", "params"):
             trial.set_user_attr(f"{key}", getattr(report, f"{key}_after"))
             trial.set_user_attr(f"{key}_relative", getattr(report, f"{key}_ratio"))
-        cost = report.macs_ratio if cfg.objectives[1] == "macs" else report.params_ratio
-
-        max_macs = cfg.constraints.max_macs
-        feasible = max_macs is None or report.macs_ratio <= max_macs
-        if max_macs is not None:
-            trial.set_constraint(MAX_MACS_CONSTRAINT, report.macs_ratio - max_macs)
-
-        if not feasible:
-            # Spend no fine-tune on a candidate the constraint rules out; record its raw metric only.
-            self.on_phase(trial.number, "evaluate")
-            started = time.perf_counter()
-            metric = task.evaluator.score(pruned)
-            seconds["evaluate"] = time.perf_counter() - started
-            trial.set_user_attr("metric_before_finetune", metric)
-            trial.set_user_attr("feasible", False)
-            trial.set_user_attr("seconds", seconds)
-            return _finite(metric), cost
-
-        self.on_phase(trial.number, "recalibrate")
-        started = time.perf_counter()
-        task.evaluator.recalibrate(pruned, cfg.finetune.bn_recalibration_batches)
-        seconds["recalibrate"] = time.perf_counter() - started
-        started = time.perf_counter()
-        metric_before = task.evaluator.score(pruned)
-        seconds["evaluate"] = time.perf_counter() - started
-
-        self.on_phase(trial.number, "finetune")
-        started = time.perf_counter()
-        task.evaluator.finetune(
-            pruned,
-            epochs=cfg.finetune.epochs,
-            lr=cfg.finetune.lr,
-            momentum=cfg.finetune.momentum,
-            weight_decay=cfg.finetune.weight_decay,
-            seed=cfg.study.seed * 100_003 + trial.number,
-        )
-        seconds["finetune"] = time.perf_counter() - started
-
-        self.on_phase(trial.number, "evaluate")
-        started = time.perf_counter()
-        metric = task.evaluator.score(pruned)
-        seconds["evaluate"] += time.perf_counter() - started
-
-        trial.set_user_attr("metric_before_finetune", metric_before)
-        trial.set_user_attr("feasible", True)
-        trial.set_user_attr("seconds", seconds)
-        return _finite(metric), cost
+        if cfg.constraints.max_macs is not None:
+            trial.set_constraint(MAX_MACS_CONSTRAINT, report.macs_ratio - cfg.constraints.max_macs)
+        trial.set_user_attr("metric_before_finetune", result.metric_before_finetune)
+        trial.set_user_attr("feasible", result.feasible)
+        trial.set_user_attr("seconds", result.seconds)
+        return result.metric, result.cost
 
 
 def failure_reason(exc: BaseException) -> str:
