@@ -13,12 +13,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from autoprune.criteria import CRITERIA
-from autoprune.errors import ConfigError
+from autoprune.errors import ConfigError, did_you_mean
 
-__all__ = ["GroupPlan", "PruningPlan", "Scope", "kept_channels", "summarize_plan"]
+__all__ = ["GroupPlan", "PruningPlan", "SPARSITY_METHODS", "Scope", "SparsityPlan", "kept_channels", "summarize_plan"]
 
 Scope = Literal["layer", "group"]
 SCOPES = ("layer", "group")
+# torch.nn.utils.prune's methods: per-layer L1 or random amounts, or one L1 amount ranked across all layers.
+SPARSITY_METHODS = ("l1_unstructured", "random_unstructured", "global")
 
 
 def kept_channels(channels: int, ratio: float, round_to: int = 1) -> int:
@@ -46,22 +48,86 @@ class GroupPlan:
 
 
 @dataclass(frozen=True)
+class SparsityPlan:
+    """Unstructured pruning: the fraction of each layer's weights to zero, and the method that picks them.
+
+    ``SparsityPlan("l1_unstructured", {"conv1": 0.8, "fc": 0.5})``. With ``global`` every layer carries the
+    one amount, ranked across all of them (so layers end up with different sparsities).
+    """
+
+    method: str
+    amounts: Mapping[str, float]
+
+    def __init__(self, method: str, amounts: Mapping[str, float]) -> None:
+        if method not in SPARSITY_METHODS:
+            raise ConfigError(
+                f"unknown unstructured method {method!r}{did_you_mean(str(method), SPARSITY_METHODS)}; "
+                f"known: {', '.join(SPARSITY_METHODS)}"
+            )
+        checked: dict[str, float] = {}
+        for layer, amount in amounts.items():
+            if not isinstance(amount, (int, float)) or isinstance(amount, bool) or not 0.0 <= float(amount) < 1.0:
+                raise ConfigError(f"sparsity of layer {layer!r} must be a number in [0, 1), found {amount!r}")
+            checked[str(layer)] = float(amount)
+        if not checked:
+            raise ConfigError("a sparsity plan needs at least one layer")
+        if method == "global" and len(set(checked.values())) > 1:
+            raise ConfigError(f"global sparsity ranks all layers together with one amount; found {sorted(set(checked.values()))}")
+        object.__setattr__(self, "method", method)
+        object.__setattr__(self, "amounts", _FrozenDict(checked))
+
+    @property
+    def amount(self) -> float:
+        """The mean planned amount over layers (for ``global``, its one amount)."""
+        return sum(self.amounts.values()) / len(self.amounts)
+
+    def scaled(self, fraction: float) -> SparsityPlan:
+        """The same plan at ``fraction`` of every amount: one step of a gradual schedule."""
+        return SparsityPlan(self.method, {n: a * fraction for n, a in self.amounts.items()})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "amounts": dict(self.amounts)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SparsityPlan:
+        unknown = set(data) - {"method", "amounts"}
+        if unknown:
+            raise ConfigError(f"unknown sparsity plan keys {sorted(unknown)}; expected method, amounts")
+        return cls(str(data.get("method")), dict(data.get("amounts", {})))
+
+    def summary(self) -> str:
+        if self.method == "global":
+            return f"global sparsity {self.amount:.2f}"
+        low, high = min(self.amounts.values()), max(self.amounts.values())
+        name = self.method.removesuffix("_unstructured")
+        if high - low < 1e-9:
+            return f"{name} sparsity {low:.2f}"
+        return f"{name} sparsity {low:.2f}-{high:.2f} (mean {self.amount:.2f})"
+
+    def __hash__(self) -> int:
+        return hash((self.method, tuple(sorted(self.amounts.items()))))
+
+
+@dataclass(frozen=True)
 class PruningPlan:
     """``PruningPlan({"layer1.0.conv1": (0.5, "l1"), ...}, round_to=1, scope="layer")``.
 
     Groups absent from the plan are left whole. ``scope`` says which weights a criterion scores: the group's
     root layer (``layer``, as in the papers and NNI) or every coupled layer (``group``, as DepGraph does).
+    ``sparsity``, when given, zeroes single weights of what the channel pruning leaves (unstructured pruning).
     """
 
     groups: Mapping[str, GroupPlan] = field(default_factory=dict)
     round_to: int = 1
     scope: Scope = "layer"
+    sparsity: SparsityPlan | None = None
 
     def __init__(
         self,
         groups: Mapping[str, GroupPlan | tuple[float, str] | list[Any]] | None = None,
         round_to: int = 1,
         scope: Scope = "layer",
+        sparsity: SparsityPlan | None = None,
     ) -> None:
         items: dict[str, GroupPlan] = {}
         for name, value in (groups or {}).items():
@@ -75,9 +141,12 @@ class PruningPlan:
             raise ConfigError(f"round_to must be a positive integer, found {round_to!r}")
         if scope not in SCOPES:
             raise ConfigError(f"criteria scope must be one of {', '.join(SCOPES)}, found {scope!r}")
+        if sparsity is not None and not isinstance(sparsity, SparsityPlan):
+            raise ConfigError(f"sparsity must be a SparsityPlan, found {type(sparsity).__name__}")
         object.__setattr__(self, "groups", _FrozenDict(items))
         object.__setattr__(self, "round_to", round_to)
         object.__setattr__(self, "scope", scope)
+        object.__setattr__(self, "sparsity", sparsity)
 
     @classmethod
     def uniform(
@@ -88,19 +157,27 @@ class PruningPlan:
         return cls({n: (ratio, criterion) for n in names}, round_to=round_to, scope=scope)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "groups": {n: {"ratio": g.ratio, "criterion": g.criterion} for n, g in self.groups.items()},
             "round_to": self.round_to,
             "scope": self.scope,
         }
+        if self.sparsity is not None:  # absent, not null: a structured plan's JSON (and seeds) stay as they were
+            data["sparsity"] = self.sparsity.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PruningPlan:
-        unknown = set(data) - {"groups", "round_to", "scope"}
+        unknown = set(data) - {"groups", "round_to", "scope", "sparsity"}
         if unknown:
-            raise ConfigError(f"unknown plan keys {sorted(unknown)}; expected groups, round_to, scope")
+            raise ConfigError(f"unknown plan keys {sorted(unknown)}; expected groups, round_to, scope, sparsity")
         groups = {n: (g["ratio"], g["criterion"]) for n, g in dict(data.get("groups", {})).items()}
-        return cls(groups, round_to=int(data.get("round_to", 1)), scope=data.get("scope", "layer"))
+        sparsity = SparsityPlan.from_dict(data["sparsity"]) if data.get("sparsity") is not None else None
+        return cls(groups, round_to=int(data.get("round_to", 1)), scope=data.get("scope", "layer"), sparsity=sparsity)
+
+    def structured(self) -> PruningPlan:
+        """This plan without its sparsity: the channel pruning alone."""
+        return PruningPlan(self.groups, round_to=self.round_to, scope=self.scope)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -111,13 +188,18 @@ class PruningPlan:
 
     def summary(self) -> str:
         """A short text such as ``ratio 0.10-0.80 (mean 0.45); fpgm:3 l1:6``, for tables."""
-        return summarize_plan({n: (g.ratio, g.criterion) for n, g in self.groups.items()})
+        return summarize_plan(
+            {n: (g.ratio, g.criterion) for n, g in self.groups.items()},
+            self.sparsity.summary() if self.sparsity is not None else "",
+        )
 
 
-def summarize_plan(entries: Mapping[str, tuple[float, str]]) -> str:
-    """Summarise ``{group: (ratio, criterion)}`` in one short line."""
+def summarize_plan(entries: Mapping[str, tuple[float, str]], sparsity: str = "") -> str:
+    """Summarise ``{group: (ratio, criterion)}`` (and a sparsity summary) in one short line."""
     if not entries:
-        return "unpruned"
+        return sparsity or "unpruned"
+    if sparsity:
+        return f"{summarize_plan(entries)}; {sparsity}"
     ratios = [ratio for ratio, _ in entries.values()]
     counts: dict[str, int] = {}
     for _, criterion in entries.values():

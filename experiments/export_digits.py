@@ -28,7 +28,7 @@ def main() -> int:
     output = Path(args.output)
     config = load_config(
         CONFIG,
-        {"output": str(output / "run"), "study.n_trials": args.n_trials, "export.iterative_steps": args.iterative_steps},
+        {"output": str(output / "run"), "study.n_trials": args.n_trials, "export.schedule.steps": args.iterative_steps},
     )
     started = time.perf_counter()
     autoprune.search(config, log=print)

@@ -32,7 +32,7 @@ def _config_dict(tmp_path, base_weights, **export):
         export={
             "epochs": 1,
             "bn_recalibration_batches": 2,
-            "step_epochs": 1,
+            "schedule": {"step_epochs": 1},
             "latency_runs": 5,
             "latency_warmup": 1,
             "onnx_exporter": "torchscript",
@@ -136,11 +136,13 @@ def test_cli_export_refuses_bad_trials_and_existing_folders_and_prunes_gradually
     assert "step 1/2: epoch 1/1" in forced.stderr and "recovery: epoch 1/1" in forced.stderr  # plain lines off a TTY
     assert "step 2/2: epoch" not in forced.stderr
     record = json.loads((out / "export.json").read_text())
-    assert record["recovery"]["step_fractions"] == [0.5, 1.0] and record["recovery"]["iterative_steps"] == 2
+    schedule = record["recovery"]["schedule"]
+    assert schedule["fractions"] == [0.5, 1.0] and schedule["steps"] == 2 and schedule["kind"] == "linear"
+    assert [step["channels"] for step in schedule["steps_reached"]][-1] == {n: a for n, (_, a) in record["channels"].items()}
     model = autoprune.load(out)
     modules = dict(model.named_modules())
     for name, (before, after) in record["channels"].items():
         assert modules[name].out_channels == after < before
 
     no_flag = run_cli("export", str(path), "--out", str(tmp_path / "x"))
-    assert no_flag.returncode == 2 and "one of the arguments --trial --max-macs --min-metric --knee is required" in no_flag.stderr
+    assert no_flag.returncode == 2 and "one of the arguments --trial --max-macs --max-cost --min-metric --knee is required" in no_flag.stderr

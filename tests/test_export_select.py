@@ -47,6 +47,8 @@ def study():
         (Selection("max_macs", 0.5), 1),
         (Selection("max_macs", 0.3), 2),
         (Selection("max_macs", 1.0), 0),
+        (Selection("max_cost", 0.5), 1),
+        (Selection("max_cost", 0.15), 3),
         (Selection("min_metric", 0.97), 1),
         (Selection("min_metric", 0.9), 2),
         (Selection("min_metric", 0.5), 3),
@@ -77,6 +79,21 @@ def test_an_unmet_budget_or_floor_lists_the_cheapest_or_best_valid_trials(study)
     with pytest.raises(ConfigError, match=r"metric >= 0.999.*best valid trials: #0 \(") as err:
         select_trial(study, Selection("min_metric", 0.999))
     assert err.value.key == "--min-metric"
+    with pytest.raises(ConfigError, match=r"cost <= 0.05.*cheapest valid trials: #3 \(metric 0.6000, cost 0.100\)") as err:
+        select_trial(study, Selection("max_cost", 0.05))
+    assert err.value.key == "--max-cost"
+
+
+def test_cost_rules_follow_the_study_objective_not_macs():
+    # An unstructured study: every trial keeps all MACs; the cost is the share of non-zero params.
+    study = optuna.create_study(directions=["maximize", "minimize"], study_name="sparse")
+    for metric, cost in [(0.99, 0.5), (0.98, 0.2), (0.90, 0.05)]:
+        trial = _trial(metric, 1.0)
+        study.add_trial(optuna.trial.create_trial(state=trial.state, values=[metric, cost], user_attrs=trial.user_attrs, system_attrs=trial.system_attrs))
+    assert select_trial(study, Selection("max_cost", 0.25)).number == 1
+    assert select_trial(study, Selection("min_metric", 0.95)).number == 1
+    with pytest.raises(ConfigError, match="MACs <= 0.5"):
+        select_trial(study, Selection("max_macs", 0.5))
 
 
 def test_a_study_without_valid_trials_has_nothing_to_export():
@@ -113,11 +130,16 @@ def test_export_config_keys_are_typed_and_unknown_keys_are_errors(tmp_path):
     from autoprune.config import config_from_dict
     from conftest import tiny_config
 
-    config = config_from_dict(tiny_config(tmp_path, export={"iterative_steps": 3, "onnx_exporter": "off"}))
-    assert config.export.iterative_steps == 3 and config.export.epochs == 10
+    config = config_from_dict(tiny_config(tmp_path, export={"schedule": {"steps": 3}, "onnx_exporter": "off"}))
+    assert config.export.schedule.steps == 3 and config.export.schedule.kind == "linear" and config.export.epochs == 10
     with pytest.raises(ConfigError, match=r"did you mean 'epochs'") as err:
         config_from_dict(tiny_config(tmp_path, export={"epoch": 3}))
     assert err.value.key == "export.epoch"
     with pytest.raises(ConfigError) as err:
-        config_from_dict(tiny_config(tmp_path, export={"iterative_steps": 0}))
-    assert err.value.key == "export.iterative_steps"
+        config_from_dict(tiny_config(tmp_path, export={"schedule": {"steps": 0}}))
+    assert err.value.key == "export.schedule.steps"
+    with pytest.raises(ConfigError, match=r"export.iterative_steps is now export.schedule.steps"):
+        config_from_dict(tiny_config(tmp_path, export={"iterative_steps": 3}))
+    with pytest.raises(ConfigError, match=r"unknown schedule 'cubic'.*known: linear, polynomial") as err:
+        config_from_dict(tiny_config(tmp_path, export={"schedule": {"kind": "cubic"}}))
+    assert err.value.key == "export.schedule.kind"

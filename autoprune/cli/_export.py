@@ -39,13 +39,16 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
     choose = parser.add_mutually_exclusive_group(required=True)
     choose.add_argument("--trial", type=non_negative_int, metavar="N", help="export trial N")
     choose.add_argument("--max-macs", type=positive_float, metavar="F", help="best metric with MACs <= F of the base")
-    choose.add_argument("--min-metric", type=number, metavar="F", help="fewest MACs with metric >= F")
+    choose.add_argument(
+        "--max-cost", type=positive_float, metavar="F", help="best metric with the cost objective <= F of the base"
+    )
+    choose.add_argument("--min-metric", type=number, metavar="F", help="lowest cost with metric >= F")
     choose.add_argument("--knee", action="store_true", help="the knee point of the front")
     parser.add_argument("--out", required=True, metavar="DIR", help="export folder (must not exist, unless --force)")
     parser.add_argument("--force", action="store_true", help="replace an existing export folder")
     parser.add_argument("--epochs", type=positive_int, metavar="N", help="recovery epochs (overrides `export.epochs`)")
     parser.add_argument(
-        "--iterative-steps", type=positive_int, metavar="K", help="prune in K steps (overrides `export.iterative_steps`)"
+        "--iterative-steps", type=positive_int, metavar="K", help="prune in K steps (overrides `export.schedule.steps`)"
     )
     parser.set_defaults(handler=run)
 
@@ -55,7 +58,7 @@ def selection_from(args: argparse.Namespace) -> Any:
 
     if args.knee:
         return Selection("knee")
-    for rule in ("trial", "max_macs", "min_metric"):
+    for rule in ("trial", "max_macs", "max_cost", "min_metric"):
         value = getattr(args, rule)
         if value is not None:
             return Selection(rule, value)
@@ -109,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     from autoprune.export import export_model
 
     config = load_with_overrides(
-        args, **{"export.epochs": args.epochs, "export.iterative_steps": args.iterative_steps}
+        args, **{"export.epochs": args.epochs, "export.schedule.steps": args.iterative_steps}
     )
     with ExportProgress() as progress:
         result = export_model(

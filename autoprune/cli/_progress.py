@@ -27,10 +27,13 @@ class SearchProgress:
         self.console = console or Console(stderr=True)
         self.interactive = self.console.is_terminal
         self.metric = metric_names(config)[0]
-        # The best metric is shown under the MACs budget: the constraint when there is one, else half the base.
+        # The best metric is shown under a budget: max_macs when set, else half the base's cost (the second
+        # objective: MACs, or non-zero params in an unstructured study).
         self.budget = config.constraints.max_macs if config.constraints.max_macs is not None else DEFAULT_BUDGET
         source = "max_macs" if config.constraints.max_macs is not None else "default"
-        self.budget_label = f"MACs<={self.budget:g} ({source})"
+        self.budget_key = "macs_relative" if config.constraints.max_macs is not None else f"{config.objectives[1]}_relative"
+        cost = "MACs" if config.constraints.max_macs is not None else metric_names(config)[1].removesuffix(" (relative)")
+        self.budget_label = f"{cost}<={self.budget:g} ({source})"
         self._progress: Progress | None = None
         self._bar: Any = None
         self._front = 0
@@ -96,7 +99,7 @@ class SearchProgress:
             self.log(f"warning: trial {trial.number} failed: {trial.user_attrs.get('error', 'unknown error')}")
         front = [t for t in study.best_trials if t.values[1] < 1.0]
         self._front = len(front)
-        eligible = [t.values[0] for t in front if t.user_attrs.get("macs_relative", t.values[1]) <= self.budget]
+        eligible = [t.values[0] for t in front if t.user_attrs.get(self.budget_key, t.values[1]) <= self.budget]
         self._best = f"{max(eligible):.4f}" if eligible else "-"
         self._phase = ""
         if self._progress is not None and self._bar is not None:
@@ -116,14 +119,16 @@ def print_front(front: pd.DataFrame, config: Config, console: Console | None = N
     console = console or Console()
     metric, cost = metric_names(config)
     table = Table(title=f"Pareto front: {config.study_name}")
-    for column in ("trial", metric, "MACs (rel)", "params (rel)", "plan"):
+    titles = {
+        "macs_relative": "MACs (rel)",
+        "params_relative": "params (rel)",
+        "nonzero_params_relative": "non-zero params (rel)",
+        "compressed_relative": "gzip size (rel)",
+    }
+    columns = [c for c in titles if c in front.columns]
+    for column in ("trial", metric, *(titles[c] for c in columns), "plan"):
         table.add_column(column, justify="left" if column == "plan" else "right")
-    for row in front.itertuples(index=False):
-        table.add_row(
-            str(row.trial),
-            f"{row.metric:.4f}",
-            f"{row.macs_relative:.3f}",
-            f"{row.params_relative:.3f}",
-            str(row.plan),
-        )
+    for _, row in front.iterrows():
+        cells = [f"{float(row[c]):.3f}" if pd.notna(row[c]) else "-" for c in columns]
+        table.add_row(str(row["trial"]), f"{row['metric']:.4f}", *cells, str(row["plan"]))
     console.print(table)

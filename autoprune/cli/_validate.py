@@ -25,6 +25,10 @@ def run(args: argparse.Namespace) -> int:
     resolved = resolve(config)
     for warning in resolved.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    names = ", ".join(g.name for g in resolved.groups)
-    print(f"{args.config}: OK; {len(resolved.groups)} prunable groups: {names}")
+    found = []
+    if config.prune.structured:
+        found.append(f"{len(resolved.groups)} prunable groups: {', '.join(g.name for g in resolved.groups)}")
+    if config.prune.unstructured_mode:
+        found.append(f"{len(resolved.layers)} layers to sparsify: {', '.join(resolved.layers)}")
+    print(f"{args.config}: OK; {'; '.join(found)}")
     return 0

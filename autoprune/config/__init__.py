@@ -19,9 +19,11 @@ from autoprune.config._schema import (
     ModelConfig,
     NNIConfigEntry,
     PruneConfig,
+    ScheduleConfig,
     SpaceSpec,
     StudyConfig,
     TrainConfig,
+    UnstructuredConfig,
     WorkersConfig,
 )
 
@@ -34,9 +36,11 @@ __all__ = [
     "ModelConfig",
     "NNIConfigEntry",
     "PruneConfig",
+    "ScheduleConfig",
     "SpaceSpec",
     "StudyConfig",
     "TrainConfig",
+    "UnstructuredConfig",
     "WorkersConfig",
     "apply_overrides",
     "config_from_dict",

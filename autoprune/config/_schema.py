@@ -9,6 +9,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from autoprune.criteria import CRITERIA
 from autoprune.errors import did_you_mean
+from autoprune.schedules import SCHEDULES
 
 __all__ = [
     "Config",
@@ -19,14 +20,19 @@ __all__ = [
     "ModelConfig",
     "NNIConfigEntry",
     "PruneConfig",
+    "ScheduleConfig",
     "SpaceSpec",
     "StudyConfig",
     "TrainConfig",
+    "UnstructuredConfig",
     "WorkersConfig",
 ]
 
 Granularity = Literal["shared", "per_stage", "per_group"]
 SAMPLERS = ("tpe", "nsga2", "random", "gp")
+PruneMode = Literal["structured", "unstructured"]
+# torch.nn.utils.prune's unstructured methods a search can choose: per-layer L1 or random, or one global L1 amount.
+UNSTRUCTURED_METHODS = ("l1_unstructured", "random_unstructured", "global")
 
 
 def _known_criterion(name: str) -> str:
@@ -183,7 +189,46 @@ class NNIConfigEntry(_Strict):
         return self
 
 
+Sparsity = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+def _ordered(name: str, bounds: tuple[float, float]) -> tuple[float, float]:
+    lo, hi = bounds
+    if lo > hi:
+        raise ValueError(f"{name} bounds are reversed: [{lo}, {hi}]; expected [low, high] with low <= high")
+    return bounds
+
+
+class UnstructuredConfig(_Strict):
+    """``prune.mode: unstructured``: which ``torch.nn.utils.prune`` methods, and what per-layer sparsity, to search.
+
+    ``global`` searches one amount ranked across every layer (``global_unstructured``, L1); the others one amount
+    per layer (or per stage / shared, as the search space preset says).
+    """
+
+    methods: list[Literal["l1_unstructured", "random_unstructured", "global"]] = Field(
+        default_factory=lambda: list(UNSTRUCTURED_METHODS), min_length=1
+    )
+    sparsity: tuple[Sparsity, Sparsity] = (0.0, 0.95)
+
+    @field_validator("sparsity")
+    @classmethod
+    def _sparsity_bounds(cls, v: tuple[float, float]) -> tuple[float, float]:
+        return _ordered("sparsity", v)
+
+    @field_validator("methods")
+    @classmethod
+    def _distinct_methods(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"methods are listed twice: {v}")
+        return v
+
+
 class PruneConfig(_Strict):
+    # structured: remove channels (DepGraph); unstructured: zero single weights (torch.nn.utils.prune); both:
+    # remove channels, then sparsify what survives.
+    mode: tuple[PruneMode, ...] = ("structured",)
+    unstructured: UnstructuredConfig = Field(default_factory=UnstructuredConfig)
     ignore: list[str] = Field(default_factory=list)
     round_to: int = Field(default=1, ge=1)
     search_space: str | SpaceSpec = "per_layer"
@@ -196,10 +241,28 @@ class PruneConfig(_Strict):
     @field_validator("ratio")
     @classmethod
     def _ratio_bounds(cls, v: tuple[float, float]) -> tuple[float, float]:
-        lo, hi = v
-        if lo > hi:
-            raise ValueError(f"ratio bounds are reversed: [{lo}, {hi}]; expected [low, high] with low <= high")
+        return _ordered("ratio", v)
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _modes(cls, v: Any) -> Any:
+        modes = [v] if isinstance(v, str) else v
+        if isinstance(modes, (list, tuple)):
+            if not modes:
+                raise ValueError("name at least one mode: structured, unstructured, or both")
+            if len(set(modes)) != len(modes):
+                raise ValueError(f"modes are listed twice: {list(modes)}")
+            order = ("structured", "unstructured")
+            return tuple(sorted(modes, key=lambda m: order.index(m) if m in order else len(order)))
         return v
+
+    @property
+    def structured(self) -> bool:
+        return "structured" in self.mode
+
+    @property
+    def unstructured_mode(self) -> bool:
+        return "unstructured" in self.mode
 
     @field_validator("criteria")
     @classmethod
@@ -230,18 +293,48 @@ class StudyConfig(_Strict):
         return v
 
 
+class ScheduleConfig(_Strict):
+    """Gradual pruning at export: reach the plan in ``steps`` steps, fine-tuning ``step_epochs`` between them.
+
+    ``linear``: step k of K reaches k/K of every ratio and sparsity (torch-pruning's ``iterative_steps``);
+    ``polynomial``: 1 - (1 - k/K) ** exponent of them (Zhu & Gupta 2017; exponent 3 as in TensorFlow's
+    model_pruning), which prunes fast while the model has redundancy and slowly near the target.
+    """
+
+    kind: str = "linear"
+    steps: int = Field(default=1, ge=1)
+    exponent: float = Field(default=3.0, gt=0.0)
+    step_epochs: int = Field(default=1, ge=0)
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, v: str) -> str:
+        if v not in SCHEDULES:
+            names = SCHEDULES.names()
+            raise ValueError(f"unknown schedule {v!r}{did_you_mean(v, names)}; known: {', '.join(names)}")
+        return v
+
+
 class ExportConfig(TrainConfig):
     """``autoprune export``: the recovery fine-tune, gradual pruning, and how latency is measured."""
 
     epochs: int = Field(default=10, ge=0)
     lr: float = Field(default=0.01, gt=0.0)
     bn_recalibration_batches: int = Field(default=20, ge=0)
-    iterative_steps: int = Field(default=1, ge=1)
-    step_epochs: int = Field(default=1, ge=0)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     latency_runs: int = Field(default=50, gt=0)
     latency_warmup: int = Field(default=10, ge=0)
     latency_threads: int = Field(default=1, gt=0)
     onnx_exporter: Literal["dynamo", "torchscript", "off"] = "dynamo"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_keys(cls, data: Any) -> Any:
+        renamed = {"iterative_steps": "export.schedule.steps", "step_epochs": "export.schedule.step_epochs"}
+        for old, new in renamed.items():
+            if isinstance(data, dict) and old in data:
+                raise ValueError(f"export.{old} is now {new}")
+        return data
 
 
 class WorkersConfig(_Strict):
@@ -261,11 +354,35 @@ class Config(_Strict):
     base_training: TrainConfig = Field(default_factory=TrainConfig)
     prune: PruneConfig = Field(default_factory=PruneConfig)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
-    objectives: tuple[Literal["metric"], Literal["macs", "params"]] = ("metric", "macs")
+    # The cost objective: relative MACs, parameters, or non-zero parameters (what unstructured pruning lowers).
+    # Default: macs, or nonzero_params when prune.mode includes unstructured.
+    objectives: tuple[Literal["metric"], Literal["macs", "params", "nonzero_params"]] = ("metric", "macs")
     constraints: ConstraintsConfig = Field(default_factory=ConstraintsConfig)
     study: StudyConfig = Field(default_factory=StudyConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     workers: WorkersConfig = Field(default_factory=WorkersConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_cost(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "objectives" not in data and isinstance(data.get("prune"), dict):
+            mode = data["prune"].get("mode")
+            if mode == "unstructured" or (isinstance(mode, (list, tuple)) and "unstructured" in mode):
+                return {**data, "objectives": ["metric", "nonzero_params"]}
+        return data
+
+    @model_validator(mode="after")
+    def _cost_matches_mode(self) -> Config:
+        if self.prune.mode == ("unstructured",) and self.objectives[1] != "nonzero_params":
+            raise ValueError(
+                f"prune.mode unstructured zeroes weights but keeps every {self.objectives[1]!r} (objectives[1]); "
+                "use objectives: [metric, nonzero_params]"
+            )
+        if self.prune.mode == ("unstructured",) and self.constraints.max_macs is not None:
+            raise ValueError("constraints.max_macs cannot be met by prune.mode unstructured, which keeps every MAC")
+        if self.prune.mode == ("unstructured",) and self.prune.nni_config_list is not None:
+            raise ValueError("prune.nni_config_list bounds structured groups; prune.mode unstructured has none")
+        return self
 
     @property
     def study_name(self) -> str:

@@ -12,6 +12,17 @@ from autoprune.engine._apply import (
     select_removed,
 )
 from autoprune.engine._check import UnsupportedGroup, UnsupportedGroupWarning, find_unsupported
+from autoprune.engine._sparsify import (
+    SPARSIFIERS,
+    Sparsifier,
+    apply_sparsity,
+    compressed_bytes,
+    count_nonzero_params,
+    layer_sparsity,
+    make_permanent,
+    refresh_masked_weights,
+    sparsifiable_layers,
+)
 from autoprune.engine._graph import Group, ModelGraph, check_ignore_globs, count_macs_params, matching_modules
 
 __all__ = [
@@ -19,15 +30,24 @@ __all__ = [
     "LossFn",
     "ModelGraph",
     "PruneReport",
+    "SPARSIFIERS",
+    "Sparsifier",
     "UnsupportedGroup",
     "UnsupportedGroupWarning",
     "accumulate_gradients",
     "apply_plan",
+    "apply_sparsity",
+    "compressed_bytes",
+    "count_nonzero_params",
     "check_ignore_globs",
     "count_macs_params",
     "find_groups",
     "find_unsupported",
     "group_seed",
+    "layer_sparsity",
+    "make_permanent",
     "matching_modules",
+    "refresh_masked_weights",
     "select_removed",
+    "sparsifiable_layers",
 ]

@@ -14,6 +14,7 @@ from torch import nn
 from autoprune.criteria import get_criterion, needs_gradients
 from autoprune.engine._check import UnsupportedGroupWarning, find_unsupported
 from autoprune.engine._graph import Group, ModelGraph, count_macs_params
+from autoprune.engine._sparsify import apply_sparsity, count_nonzero_params, refresh_masked_weights
 from autoprune.errors import PruningError, did_you_mean
 from autoprune.plan import PruningPlan, kept_channels
 
@@ -31,7 +32,10 @@ class PruneReport:
     params_before: int
     params_after: int
     channels: dict[str, tuple[int, int]]  # each planned group -> (channels before, after)
-    seconds: dict[str, float] = field(default_factory=dict)  # graph, prune, count
+    seconds: dict[str, float] = field(default_factory=dict)  # graph, prune, sparsify, count
+    nonzero_params_before: int = 0
+    nonzero_params_after: int = 0
+    sparsity: dict[str, float] = field(default_factory=dict)  # each sparsified layer -> fraction of zero weights
 
     @property
     def macs_ratio(self) -> float:
@@ -41,6 +45,17 @@ class PruneReport:
     def params_ratio(self) -> float:
         return self.params_after / self.params_before
 
+    @property
+    def nonzero_params_ratio(self) -> float:
+        return self.nonzero_params_after / self.nonzero_params_before
+
+    def cost(self, objective: str) -> float:
+        """The relative cost a study minimises: ``macs``, ``params`` or ``nonzero_params``."""
+        ratios = {"macs": self.macs_ratio, "params": self.params_ratio, "nonzero_params": self.nonzero_params_ratio}
+        if objective not in ratios:
+            raise ValueError(f"unknown cost objective {objective!r}; expected one of {', '.join(ratios)}")
+        return ratios[objective]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "macs_before": self.macs_before,
@@ -49,7 +64,11 @@ class PruneReport:
             "params_before": self.params_before,
             "params_after": self.params_after,
             "params_ratio": self.params_ratio,
+            "nonzero_params_before": self.nonzero_params_before,
+            "nonzero_params_after": self.nonzero_params_after,
+            "nonzero_params_ratio": self.nonzero_params_ratio,
             "channels": {name: list(pair) for name, pair in self.channels.items()},
+            "sparsity": dict(self.sparsity),
         }
 
 
@@ -133,6 +152,9 @@ def apply_plan(
 ) -> tuple[nn.Module, PruneReport]:
     """Prune a copy of ``model`` as ``plan`` says; ``model`` itself is never changed.
 
+    Channels are removed first (the plan's groups, through DepGraph); then, with ``plan.sparsity``, single
+    weights of what is left are masked with ``torch.nn.utils.prune`` (the masks stay on the returned copy).
+
     Every group's channels are scored on the unpruned copy first, then removed, so one group's pruning never
     shifts another's scores. ``base_counts`` (MACs, params of ``model``) skips counting the base again.
     A plan using a criterion that needs gradients (``taylor``) needs ``gradient_batches`` of
@@ -140,6 +162,9 @@ def apply_plan(
     """
     started = time.perf_counter()
     pruned = copy.deepcopy(model)
+    if not plan.groups:
+        # Nothing to remove: no dependency graph to build (unstructured pruning alone keeps every channel).
+        return _finish(model, pruned, example_inputs, plan, {}, base_counts, {"graph": 0.0, "prune": 0.0}, time.perf_counter())
     graph = ModelGraph(pruned, example_inputs)
     known = {g.name: g for g in graph.groups}
     for name in plan.groups:
@@ -190,19 +215,37 @@ def apply_plan(
             )
         channels_report[name] = (known[name].channels, after)
 
+    seconds = {"graph": graph_done - started, "prune": pruned_done - graph_done}
+    return _finish(model, pruned, example_inputs, plan, channels_report, base_counts, seconds, pruned_done)
+
+
+def _finish(
+    model: nn.Module,
+    pruned: nn.Module,
+    example_inputs: Any,
+    plan: PruningPlan,
+    channels: dict[str, tuple[int, int]],
+    base_counts: tuple[int, int] | None,
+    seconds: dict[str, float],
+    started: float,
+) -> tuple[nn.Module, PruneReport]:
+    """Sparsify what the channel pruning left (if the plan says so), then count."""
+    sparsity: dict[str, float] = {}
+    if plan.sparsity is not None:
+        sparsity = apply_sparsity(pruned, plan.sparsity)
+    sparsified = time.perf_counter()
+    refresh_masked_weights(model)
     macs_before, params_before = base_counts or count_macs_params(model, example_inputs)
     macs_after, params_after = count_macs_params(pruned, example_inputs)
-    counted = time.perf_counter()
     report = PruneReport(
         macs_before=macs_before,
         macs_after=macs_after,
         params_before=params_before,
         params_after=params_after,
-        channels=channels_report,
-        seconds={
-            "graph": graph_done - started,
-            "prune": pruned_done - graph_done,
-            "count": counted - pruned_done,
-        },
+        channels=channels,
+        seconds={**seconds, "sparsify": sparsified - started, "count": time.perf_counter() - sparsified},
+        nonzero_params_before=count_nonzero_params(model),
+        nonzero_params_after=count_nonzero_params(pruned),
+        sparsity=sparsity,
     )
     return pruned, report

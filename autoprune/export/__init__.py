@@ -6,7 +6,7 @@ from autoprune.export._artifacts import ARTIFACTS, ArtifactContext, ExportError,
 from autoprune.export._export import EXPORT_FILE, ExportResult, check_out_dir, config_hash, export_model
 from autoprune.export._load import load, shape_plan
 from autoprune.export._measure import cpu_latency_ms
-from autoprune.export._recover import SCHEDULES, Recovered, recover, step_fractions, step_plan
+from autoprune.export._recover import SCHEDULES, Recovered, prune_gradually, recover, step_fractions, step_plan
 from autoprune.export._select import (
     SELECTION_RULES,
     Candidates,
@@ -37,6 +37,7 @@ __all__ = [
     "is_exportable",
     "load",
     "pareto_optimal",
+    "prune_gradually",
     "recover",
     "select_trial",
     "shape_plan",

@@ -20,7 +20,8 @@ from autoprune.config import Config, dump_config
 from autoprune.errors import ConfigError
 from autoprune.export._artifacts import ArtifactContext, write_artifacts
 from autoprune.export._measure import cpu_latency_ms
-from autoprune.export._recover import EpochHook, recover
+from autoprune.engine import PruneReport, compressed_bytes, count_nonzero_params
+from autoprune.export._recover import EpochHook, Recovered, recover
 from autoprune.export._select import Selection, select_trial
 from autoprune.plan import PruningPlan
 from autoprune.study import Task, base_point, open_study, prepare_task
@@ -46,6 +47,9 @@ class ExportResult:
             f"exported trial {r['trial']} ({r['selection']}) to {self.out}",
             f"  MACs    {r['macs']['before'] / 1e6:.2f} M -> {r['macs']['after'] / 1e6:.2f} M ({r['macs']['relative']:.3f})",
             f"  params  {r['params']['before'] / 1e3:.1f} k -> {r['params']['after'] / 1e3:.1f} k ({r['params']['relative']:.3f})",
+            f"  non-zero params {r['nonzero_params']['before'] / 1e3:.1f} k -> {r['nonzero_params']['after'] / 1e3:.1f} k "
+            f"({r['nonzero_params']['relative']:.3f}); weights gzipped {r['compressed_bytes']['before'] / 1e3:.0f} kB -> "
+            f"{r['compressed_bytes']['after'] / 1e3:.0f} kB ({r['compressed_bytes']['relative']:.3f})",
             f"  {m['name']} on {m['split']}: base {m['base']:.4f} | pruned {m['pruned']:.4f} | "
             f"search fine-tune {m['search_finetuned']:.4f} | recovered {m['recovered']:.4f}",
             f"  CPU latency (batch 1, {lat['threads']} thread(s), median of {lat['runs']}): "
@@ -102,6 +106,21 @@ def _architecture(task: Task, channels: dict[str, int]) -> dict[str, Any]:
         "num_classes": int(cfg.model.num_classes or task.data.num_classes or 0),
         "input_shape": list(task.example_inputs.shape[1:]),
         "channels": channels,
+    }
+
+
+def _sparsity_record(task: Task, model: torch.nn.Module, report: PruneReport, recovered: Recovered) -> dict[str, Any]:
+    """Non-zero parameters and the gzip size of the weights, before and after; the sparsity of each layer."""
+    nonzero, size = count_nonzero_params(model), compressed_bytes(model)
+    base_size = task.base_compressed_bytes or compressed_bytes(task.base_model)
+    return {
+        "nonzero_params": {
+            "before": report.nonzero_params_before,
+            "after": nonzero,
+            "relative": nonzero / report.nonzero_params_before,
+        },
+        "compressed_bytes": {"before": base_size, "after": size, "relative": size / base_size, "format": "gzip of torch.save(state_dict)"},
+        "sparsity": recovered.sparsity,
     }
 
 
@@ -176,6 +195,7 @@ def export_model(
             "channels": {name: list(pair) for name, pair in report.channels.items()},
             "macs": {"before": report.macs_before, "after": report.macs_after, "relative": report.macs_ratio},
             "params": {"before": report.params_before, "after": report.params_after, "relative": report.params_ratio},
+            **_sparsity_record(task, model, report, recovered),
             "metric": {
                 "name": config.metric,
                 "split": split,
@@ -194,9 +214,11 @@ def export_model(
             "recovery": {
                 "epochs": ecfg.epochs,
                 "lr": ecfg.lr,
-                "iterative_steps": ecfg.iterative_steps,
-                "step_fractions": recovered.fractions,
-                "step_epochs": ecfg.step_epochs if ecfg.iterative_steps > 1 else 0,
+                "schedule": {
+                    **ecfg.schedule.model_dump(mode="json"),
+                    "fractions": recovered.fractions,
+                    "steps_reached": recovered.steps,
+                },
                 "seconds": recovered.seconds,
             },
             "artifacts": artifacts,

@@ -5,6 +5,7 @@ Every metric here is taken on the split the search never scored on (the test spl
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -12,33 +13,35 @@ from typing import Any
 
 from torch import nn
 
-from autoprune._registry import Registry
-from autoprune.engine import PruneReport, apply_plan, find_groups
+from autoprune.engine import (
+    PruneReport,
+    apply_plan,
+    apply_sparsity,
+    count_nonzero_params,
+    find_groups,
+    layer_sparsity,
+    make_permanent,
+)
 from autoprune.errors import PruningError
 from autoprune.plan import PruningPlan, kept_channels
+from autoprune.schedules import SCHEDULES, step_fractions
 from autoprune.study import Task
 
-__all__ = ["SCHEDULES", "EpochHook", "Recovered", "recover", "search_finetune_seed", "step_fractions", "step_plan"]
+__all__ = [
+    "SCHEDULES",
+    "EpochHook",
+    "Recovered",
+    "prune_gradually",
+    "recover",
+    "search_finetune_seed",
+    "step_fractions",
+    "step_plan",
+]
 
 # on_epoch(phase, epoch, epochs, loss): phase is "search fine-tune", "step k/K" or "recovery".
 EpochHook = Callable[[str, int, int, float], None]
-Schedule = Callable[[int], list[float]]
-
-SCHEDULES: Registry[Schedule] = Registry("pruning schedule")
-
-
-@SCHEDULES.register("linear")
-def linear_schedule(steps: int) -> list[float]:
-    """Step k of K reaches fraction k/K of each group's final pruning ratio (torch-pruning's iterative_steps)."""
-    return [(k + 1) / steps for k in range(steps)]
-
-
-def step_fractions(steps: int, kind: str = "linear") -> list[float]:
-    """The fraction of the plan's ratios reached after each step; the last is always 1."""
-    fractions = SCHEDULES.get(kind)(steps)
-    if len(fractions) != steps or abs(fractions[-1] - 1.0) > 1e-12:
-        raise ValueError(f"schedule {kind!r} gave {fractions} for {steps} steps; expected {steps} values ending at 1")
-    return fractions
+# between(step k, model): what runs after each step but the last (the step's fine-tune)
+StepHook = Callable[[int, nn.Module], None]
 
 
 def step_plan(plan: PruningPlan, fraction: float, base: dict[str, int], current: dict[str, int]) -> PruningPlan:
@@ -54,6 +57,48 @@ def step_plan(plan: PruningPlan, fraction: float, base: dict[str, int], current:
     return PruningPlan(groups, round_to=plan.round_to, scope=plan.scope)
 
 
+def prune_gradually(
+    task: Task, plan: PruningPlan, fractions: list[float], between: StepHook = lambda _k, _model: None
+) -> tuple[nn.Module, list[dict[str, Any]]]:
+    """Prune a copy of the base towards ``plan`` in ``len(fractions)`` steps; returns the model and, per step,
+    what it reached (fraction, channels per group, sparsity per layer, non-zero params).
+
+    Step k keeps ``kept_channels(base, ratio * fraction_k)`` channels of each group (criteria re-scored on the
+    current weights) and zeroes ``round(amount * fraction_k * weights)`` weights of each layer, adding to the
+    zeros of the steps before. The last fraction is 1, so the last step lands on the plan. Channel pruning
+    needs plain weights, so the masks are folded in before it and rebuilt from the zeros after.
+    """
+    base_channels = _counts(task.base_model, task) if plan.groups else {}
+    model = copy.deepcopy(task.base_model)
+    steps: list[dict[str, Any]] = []
+    for k, fraction in enumerate(fractions, start=1):
+        if plan.groups:
+            make_permanent(model)
+            step = step_plan(plan.structured(), fraction, base_channels, _counts(model, task))
+            model, _ = apply_plan(model, task.example_inputs, step, gradient_batches=task.gradient_batches)
+        if plan.sparsity is not None:
+            apply_sparsity(model, plan.sparsity.scaled(fraction))
+        steps.append(
+            {
+                "step": k,
+                "fraction": fraction,
+                "channels": _counts(_plain_copy(model), task) if plan.groups else {},
+                "sparsity": layer_sparsity(model, list(plan.sparsity.amounts)) if plan.sparsity is not None else {},
+                "nonzero_params": count_nonzero_params(model),
+            }
+        )
+        if k < len(fractions):
+            between(k, model)
+    return model, steps
+
+
+def _plain_copy(model: nn.Module) -> nn.Module:
+    """A copy without pruning masks (the dependency graph deep-copies and traces plain modules)."""
+    plain = copy.deepcopy(model)
+    make_permanent(plain)
+    return plain
+
+
 def search_finetune_seed(task: Task, trial_number: int) -> int:
     """The seed the search fine-tuned this trial with (see study/_objective.py)."""
     return task.config.study.seed * 100_003 + trial_number
@@ -67,6 +112,8 @@ class Recovered:
     split: str
     fractions: list[float]
     seconds: dict[str, float] = field(default_factory=dict)
+    steps: list[dict[str, Any]] = field(default_factory=list)  # what each gradual step reached
+    sparsity: dict[str, float] = field(default_factory=dict)  # each sparsified layer's zero fraction, at the end
 
 
 def _counts(model: nn.Module, task: Task) -> dict[str, int]:
@@ -83,12 +130,12 @@ def recover(
     on_epoch: EpochHook | None = None,
     log: Callable[[str], None] = lambda _: None,
 ) -> Recovered:
-    """Re-create the scored model, then the recovered one.
+    """Re-create the scored model, then the recovered one, with every pruning mask made permanent.
 
-    With ``export.iterative_steps`` = 1 the recovery fine-tune continues from the search's fine-tuned model.
-    With K > 1 the base model is pruned again in K steps (the schedule's fractions of each ratio, criteria
-    re-scored on the current weights each step), with ``step_epochs`` of fine-tuning between steps, and the
-    recovery fine-tune follows the last step.
+    With ``export.schedule.steps`` = 1 the recovery fine-tune continues from the search's fine-tuned model.
+    With K > 1 the base model is pruned again in K steps (:func:`prune_gradually`, the schedule's fractions
+    of each ratio and sparsity), with ``schedule.step_epochs`` of fine-tuning between steps, and the recovery
+    fine-tune follows the last step. Masks stay on during every fine-tune, so pruned weights stay zero.
     """
     cfg, ecfg = task.config, task.config.export
     hook = on_epoch or (lambda *_: None)
@@ -123,25 +170,36 @@ def recover(
     finetune(scored, "search fine-tune", cfg.finetune.epochs, cfg.finetune.lr, seed, cfg.finetune)
     metrics["search_finetuned"] = evaluator.score(scored, eval_loader)
 
-    fractions = step_fractions(ecfg.iterative_steps)
+    schedule = ecfg.schedule
+    fractions = step_fractions(schedule.steps, schedule.kind, schedule.exponent)
+    steps: list[dict[str, Any]] = []
     if len(fractions) == 1:
         model = scored
     else:
-        base_channels = _counts(task.base_model, task)
-        model = task.base_model
-        for k, fraction in enumerate(fractions, start=1):
-            phase = f"step {k}/{len(fractions)}"
-            step = step_plan(plan, fraction, base_channels, _counts(model, task))
-            model, _ = apply_plan(model, task.example_inputs, step, gradient_batches=task.gradient_batches)
-            evaluator.recalibrate(model, ecfg.bn_recalibration_batches)
-            if k < len(fractions):
-                finetune(model, phase, ecfg.step_epochs, ecfg.lr, seed + k, ecfg)
-            log(f"{phase}: {fraction:.2f} of the plan's ratios, {evaluator.score(model, eval_loader):.4f} on {split}")
-        reached = _counts(model, task)
-        wrong = {n: (reached[n], after) for n, (_, after) in report.channels.items() if reached[n] != after}
-        if wrong:
-            raise PruningError(f"gradual pruning ended with channels {wrong} (found, planned); expected the plan's")
 
+        def between(k: int, stepped: nn.Module) -> None:
+            evaluator.recalibrate(stepped, ecfg.bn_recalibration_batches)
+            finetune(stepped, f"step {k}/{len(fractions)}", schedule.step_epochs, ecfg.lr, seed + k, ecfg)
+
+        model, steps = prune_gradually(task, plan, fractions, between)
+        evaluator.recalibrate(model, ecfg.bn_recalibration_batches)
+        for step in steps:
+            log(f"step {step['step']}/{len(fractions)}: {step['fraction']:.3f} of the plan, {step['nonzero_params']} non-zero params")
+        if plan.groups:
+            reached = steps[-1]["channels"]
+            wrong = {n: (reached[n], after) for n, (_, after) in report.channels.items() if reached[n] != after}
+            if wrong:
+                raise PruningError(f"gradual pruning ended with channels {wrong} (found, planned); expected the plan's")
+
+    layers = list(plan.sparsity.amounts) if plan.sparsity is not None else []
+    pruned_sparsity = layer_sparsity(model, layers)
     finetune(model, "recovery", ecfg.epochs, ecfg.lr, seed + len(fractions), ecfg)
     metrics["recovered"] = evaluator.score(model, eval_loader)
-    return Recovered(model.eval(), report, metrics, split, fractions, seconds)
+    sparsity: dict[str, float] = {}
+    if plan.sparsity is not None:
+        sparsity = layer_sparsity(model, layers)
+        revived = {n: (round(sparsity[n], 4), round(a, 4)) for n, a in pruned_sparsity.items() if sparsity[n] < a - 1e-9}
+        if revived:
+            raise PruningError(f"recovery revived masked weights: sparsity {revived} (after, planned)")
+        make_permanent(model)  # plain `weight` tensors holding the zeros; no weight_orig / weight_mask
+    return Recovered(model.eval(), report, metrics, split, fractions, seconds, steps, sparsity)

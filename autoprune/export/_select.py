@@ -1,4 +1,4 @@
-"""Which trial to export: by number, under a MACs budget, above a metric floor, or the front's knee.
+"""Which trial to export: by number, under a MACs (or cost) budget, above a metric floor, or the front's knee.
 
 Only COMPLETE, feasible trials can be exported. A rule that finds nothing raises a one-line ConfigError that
 says why and lists the nearest valid choices.
@@ -31,7 +31,8 @@ NEAREST = 5  # how many valid choices an error lists
 
 @dataclass(frozen=True)
 class Selection:
-    """``Selection("trial", 17)``, ``Selection("max_macs", 0.3)``, ``Selection("min_metric", 0.97)``, ``Selection("knee")``."""
+    """``Selection("trial", 17)``, ``Selection("max_macs", 0.3)``, ``Selection("max_cost", 0.1)`` (the study's cost
+    objective: MACs, params or non-zero params), ``Selection("min_metric", 0.97)``, ``Selection("knee")``."""
 
     rule: str
     value: float | None = None
@@ -81,6 +82,11 @@ def is_exportable(trial: FrozenTrial) -> bool:
 
 def _macs(trial: FrozenTrial) -> float:
     return float(trial.user_attrs["macs_relative"])
+
+
+def _cost(trial: FrozenTrial) -> float:
+    """The study's second objective: relative MACs, params or non-zero params."""
+    return float(trial.values[1])
 
 
 def _metric(trial: FrozenTrial) -> float:
@@ -137,17 +143,26 @@ def _by_number(candidates: Candidates, selection: Selection) -> FrozenTrial:
     return asked
 
 
+def _best_within(candidates: Candidates, budget: float, cost: Callable[[FrozenTrial], float], what: str, flag: str) -> FrozenTrial:
+    """The best metric among valid trials whose ``cost`` is at most ``budget``; else an error listing the cheapest."""
+    valid = candidates.valid
+    fits = [t for t in valid if cost(t) <= budget]
+    if not fits:
+        cheapest = ", ".join(f"#{t.number} (metric {_metric(t):.4f}, {what} {cost(t):.3f})" for t in sorted(valid, key=cost)[:NEAREST])
+        raise ConfigError(
+            f"no valid trial has {what} <= {budget:g} of the base; cheapest valid trials: {cheapest or 'none'}", key=flag
+        )
+    return min(fits, key=lambda t: (-_metric(t), cost(t), t.number))
+
+
 @SELECTION_RULES.register("max_macs")
 def _best_under_budget(candidates: Candidates, selection: Selection) -> FrozenTrial:
-    budget = float(selection.value or 0.0)
-    valid = candidates.valid
-    fits = [t for t in valid if _macs(t) <= budget]
-    if not fits:
-        raise ConfigError(
-            f"no valid trial has MACs <= {budget:g} of the base; cheapest valid trials: {_nearest_by(valid, _macs)}",
-            key=selection.flag,
-        )
-    return min(fits, key=lambda t: (-_metric(t), _macs(t), t.number))
+    return _best_within(candidates, float(selection.value or 0.0), _macs, "MACs", selection.flag)
+
+
+@SELECTION_RULES.register("max_cost")
+def _best_under_cost(candidates: Candidates, selection: Selection) -> FrozenTrial:
+    return _best_within(candidates, float(selection.value or 0.0), _cost, "cost", selection.flag)
 
 
 @SELECTION_RULES.register("min_metric")
@@ -158,7 +173,7 @@ def _cheapest_above_floor(candidates: Candidates, selection: Selection) -> Froze
     if not fits:
         best = _nearest_by(valid, lambda t: -_metric(t))
         raise ConfigError(f"no valid trial has a metric >= {floor:g}; best valid trials: {best}", key=selection.flag)
-    return min(fits, key=lambda t: (_macs(t), -_metric(t), t.number))
+    return min(fits, key=lambda t: (_cost(t), _macs(t), -_metric(t), t.number))
 
 
 @SELECTION_RULES.register("knee")

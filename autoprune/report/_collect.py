@@ -14,7 +14,7 @@ from autoprune.study import base_point, pareto_frame, trials_frame
 
 __all__ = ["BUDGETS", "ReportData", "collect"]
 
-BUDGETS = (0.5, 0.25, 0.1)  # relative MACs budgets of the report's "best under budget" table
+BUDGETS = (0.5, 0.25, 0.1)  # relative cost budgets of the report's "best under budget" table
 
 
 @dataclass(frozen=True)
@@ -58,14 +58,20 @@ class ReportData:
         return hypervolume_history(zip(feasible["number"], feasible["metric"], feasible["cost"]), REFERENCE_POINT)
 
     def best_under(self, budget: float) -> pd.Series | None:
-        """The feasible completed trial with the best metric at or below ``budget`` relative MACs."""
+        """The feasible completed trial with the best metric at or below ``budget`` of the relative cost
+        (the study's second objective: MACs, params or non-zero params)."""
         feasible = self.feasible
         if feasible.empty:
             return None
-        within = feasible[feasible["macs_relative"] <= budget]
+        within = feasible[feasible["cost"] <= budget]
         if within.empty:
             return None
-        return within.sort_values(["metric", "macs_relative"], ascending=[False, True]).iloc[0]
+        return within.sort_values(["metric", "cost"], ascending=[False, True]).iloc[0]
+
+    @property
+    def sparse(self) -> bool:
+        """An unstructured study: its trials zero single weights, and the report shows non-zero params and size."""
+        return "compressed_bytes" in self.base
 
 
 def collect(study: optuna.Study, *, max_macs: float | None = None) -> ReportData:

@@ -79,33 +79,42 @@ def plot_pareto(data: ReportData, path: Path) -> Path:
 
 
 def plot_ratios(data: ReportData, path: Path) -> Path:
-    """A heatmap of pruning ratios, one row per front trial, groups in model order, the criterion in each cell."""
+    """A heatmap of pruning ratios, one row per front trial, groups in model order, the criterion in each cell.
+
+    A study that removes no channel (unstructured pruning alone) shows each layer's sparsity and the method.
+    """
     front = data.front_trials
     groups = data.groups or [c.split(".", 1)[1] for c in data.trials.columns if c.startswith("ratio.")]
+    kind, label, what = "ratio", "criterion", "pruning ratio and criterion per group"
+    if not groups:
+        groups = [c.split(".", 1)[1] for c in data.trials.columns if c.startswith("sparsity.")]
+        kind, label, what = "sparsity", "sparsity_method", "sparsity (fraction of zero weights) and method per layer"
     rows = len(front)
     figure = Figure(figsize=(max(6.0, 0.55 * len(groups) + 2.5), max(2.5, 0.42 * rows + 1.8)))
     axes = figure.add_subplot()
     if rows == 0 or not groups:
         _empty(axes, "no feasible Pareto-optimal trial yet")
         return _save(figure, path)
-    ratios = np.array([[float(front.iloc[r].get(f"ratio.{g}", np.nan)) for g in groups] for r in range(rows)])
-    image = axes.imshow(ratios, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+    values = np.array([[float(front.iloc[r].get(f"{kind}.{g}", np.nan)) for g in groups] for r in range(rows)])
+    image = axes.imshow(values, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
     for r in range(rows):
         for c, group in enumerate(groups):
-            ratio, criterion = ratios[r, c], front.iloc[r].get(f"criterion.{group}", "")
-            if np.isnan(ratio):
+            value = values[r, c]
+            name = front.iloc[r].get(f"criterion.{group}", "") if kind == "ratio" else front.iloc[r].get(label, "")
+            if np.isnan(value):
                 continue
-            color = "black" if ratio > 0.6 else "white"
-            axes.text(c, r, f"{criterion}\n{ratio:.2f}", ha="center", va="center", fontsize=6.5, color=color)
+            color = "black" if value > 0.6 else "white"
+            short = str(name).removesuffix("_unstructured")
+            axes.text(c, r, f"{short}\n{value:.2f}", ha="center", va="center", fontsize=6.5, color=color)
     axes.set_xticks(range(len(groups)), groups, rotation=60, ha="right", fontsize=7)
     labels = [
         f"#{int(t.number)}  {t.metric:.3f} @ {t.cost:.2f}" for t in front.itertuples(index=False)
     ]
     axes.set_yticks(range(rows), labels, fontsize=7)
     axes.set_ylabel(f"front trial  ({data.metric_name} @ {data.cost_name})", fontsize=8)
-    axes.set_title("pruning ratio and criterion per group (front trials, model order)", fontsize=9)
+    axes.set_title(f"{what} (front trials, model order)", fontsize=9)
     colorbar = figure.colorbar(image, ax=axes, fraction=0.03, pad=0.02)
-    colorbar.set_label("pruning ratio", fontsize=8)
+    colorbar.set_label("pruning ratio" if kind == "ratio" else "sparsity", fontsize=8)
     return _save(figure, path)
 
 

@@ -50,7 +50,12 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
 
 def _plan_of(trial: pd.Series, groups: Sequence[str]) -> str:
     plan = {g: (float(trial[f"ratio.{g}"]), str(trial[f"criterion.{g}"])) for g in groups if f"ratio.{g}" in trial}
-    return summarize_plan(plan) if plan else "-"
+    sparsity = ""
+    if isinstance(trial.get("sparsity_method"), str):
+        layers = [float(v) for k, v in trial.items() if str(k).startswith("sparsity.") and pd.notna(v)]
+        mean = sum(layers) / len(layers) if layers else float("nan")
+        sparsity = f"{trial['sparsity_method']} sparsity (mean over layers) {mean:.2f}"
+    return summarize_plan(plan, sparsity) if plan or sparsity else "-"
 
 
 def _seconds(value: float) -> str:
@@ -63,42 +68,46 @@ def render_markdown(data: ReportData) -> str:
     scored = data.scored
     infeasible = int((~scored["feasible"].astype(bool)).sum()) if not scored.empty else 0
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    size = f", {data.base['compressed_bytes'] / 1e6:.3f} MB of weights gzipped" if data.sparse else ""
     lines = [
         f"# autoprune report: {data.study_name}",
         "",
         f"{len(data.trials)} trials, generated {generated}. Base model: {metric} {data.base['metric']:.4f}, "
-        f"{data.base['macs'] / 1e6:.2f} M MACs, {data.base['params'] / 1e6:.3f} M params.",
+        f"{data.base['macs'] / 1e6:.2f} M MACs, {data.base['params'] / 1e6:.3f} M params{size}.",
         "",
         "![Pareto front](pareto.png)",
         "",
         "## Pareto front",
         "",
     ]
-    front_rows = [
-        (row.trial, f"{row.metric:.4f}", f"{row.macs_relative:.3f}", f"{row.params_relative:.3f}", row.plan)
-        for row in data.front.itertuples(index=False)
-    ]
-    lines += _table(("trial", metric, "MACs (rel)", "params (rel)", "plan"), front_rows)
+    # Unstructured studies add non-zero params and the gzip size of the weights, where sparsity pays off.
+    columns = ["macs_relative", "params_relative"] + (["nonzero_params_relative", "compressed_relative"] if data.sparse else [])
+    titles = {
+        "macs_relative": "MACs (rel)",
+        "params_relative": "params (rel)",
+        "nonzero_params_relative": "non-zero params (rel)",
+        "compressed_relative": "gzip size (rel)",
+    }
+
+    def figures(row: Any) -> list[str]:
+        return [f"{float(row[c]):.3f}" if pd.notna(row.get(c)) else "-" for c in columns]
+
+    front_rows = [(row["trial"], f"{row['metric']:.4f}", *figures(row), row["plan"]) for _, row in data.front.iterrows()]
+    lines += _table(("trial", metric, *(titles[c] for c in columns), "plan"), front_rows)
     lines += ["", "![pruning ratios of the front](ratios.png)"]
 
-    lines += ["", "## Best under a MACs budget", ""]
+    budget_name = cost.removesuffix(" (relative)")
+    lines += ["", f"## Best under a {budget_name} budget", ""]
     budget_rows = []
     for budget in BUDGETS:
         best = data.best_under(budget)
         if best is None:
-            budget_rows.append((f"{budget:.0%}", "none", "-", "-", "-", "no feasible completed trial this small"))
+            budget_rows.append((f"{budget:.0%}", "none", "-", *("-" for _ in columns), "no feasible completed trial this small"))
         else:
             budget_rows.append(
-                (
-                    f"{budget:.0%}",
-                    int(best["number"]),
-                    f"{best['metric']:.4f}",
-                    f"{best['macs_relative']:.3f}",
-                    f"{best['params_relative']:.3f}",
-                    _plan_of(best, data.groups),
-                )
+                (f"{budget:.0%}", int(best["number"]), f"{best['metric']:.4f}", *figures(best), _plan_of(best, data.groups))
             )
-    lines += _table(("MACs budget", "trial", metric, "MACs (rel)", "params (rel)", "plan"), budget_rows)
+    lines += _table((f"{budget_name} budget", "trial", metric, *(titles[c] for c in columns), "plan"), budget_rows)
 
     ref_metric, ref_cost = REFERENCE_POINT
     lines += [

@@ -5,10 +5,12 @@ from __future__ import annotations
 from autoprune.space._config_list import config_list_bounds, parse_config_list, plan_to_config_list
 from autoprune.space._presets import available_presets, load_space_spec, preset_dirs
 from autoprune.space._space import UNIFORM_BASELINES, SearchSpace
+from autoprune.space._sparsity import SparsitySpace
 
 __all__ = [
     "UNIFORM_BASELINES",
     "SearchSpace",
+    "SparsitySpace",
     "available_presets",
     "config_list_bounds",
     "load_space_spec",

@@ -7,6 +7,7 @@ from typing import Any, Protocol
 from autoprune.config import SpaceSpec
 from autoprune.errors import ConfigError
 from autoprune.plan import PruningPlan, Scope
+from autoprune.space._sparsity import SparsitySpace
 
 __all__ = ["SearchSpace", "TrialLike", "UNIFORM_BASELINES"]
 
@@ -22,7 +23,11 @@ class TrialLike(Protocol):
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """Turns a trial into a plan. The only place in autoprune that calls ``trial.suggest_*``."""
+    """Turns a trial into a plan. The only place in autoprune that calls ``trial.suggest_*``.
+
+    ``groups`` are the structured half (empty: no channel is removed); ``sparsity``, when given, the
+    unstructured half, sampled after it.
+    """
 
     spec: SpaceSpec
     groups: tuple[str, ...]  # group names, model order
@@ -32,6 +37,7 @@ class SearchSpace:
     scope: Scope = "layer"
     # Per-group ratio bounds (from an NNI config_list); groups absent here use ``ratio``.
     bounds: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    sparsity: SparsitySpace | None = None
 
     def __post_init__(self) -> None:
         knobs: dict[str, tuple[str, tuple[float, float]]] = {}
@@ -77,7 +83,8 @@ class SearchSpace:
             ratio = trial.suggest_float(ratio_name, *self.ratio_bounds(group))
             criterion = trial.suggest_categorical(criterion_name, list(self.criteria))
             entries[group] = (ratio, criterion)
-        return PruningPlan(entries, round_to=self.round_to, scope=self.scope)
+        sparsity = self.sparsity.sample(trial) if self.sparsity is not None else None
+        return PruningPlan(entries, round_to=self.round_to, scope=self.scope, sparsity=sparsity)
 
     def plan_from_params(self, params: dict[str, Any]) -> PruningPlan:
         """The plan a finished trial's params describe (the same one ``sample`` built)."""
@@ -88,7 +95,8 @@ class SearchSpace:
             )
             for group in self.groups
         }
-        return PruningPlan(entries, round_to=self.round_to, scope=self.scope)
+        sparsity = self.sparsity.from_params(params) if self.sparsity is not None else None
+        return PruningPlan(entries, round_to=self.round_to, scope=self.scope, sparsity=sparsity)
 
     def _knob_bounds(self) -> dict[str, tuple[float, float]]:
         return {self._param("ratio", self._knob(g, self.spec.ratio)): self.ratio_bounds(g) for g in self.groups}
@@ -102,9 +110,15 @@ class SearchSpace:
         }
 
     def warm_start(self) -> list[dict[str, Any]]:
-        """Uniform baselines (0.25 / 0.5 / 0.75 with l1, l2, fpgm) that fit inside some group's bounds."""
+        """Uniform baselines (0.25 / 0.5 / 0.75 with l1, l2, fpgm) that fit inside some group's bounds.
+
+        Without groups, the sparsity baselines instead (uniform amounts with each method); with both halves,
+        the structured baselines, their sparsity left to the sampler.
+        """
         if not self.spec.warm_start:
             return []
+        if not self.groups:
+            return self.sparsity.warm_start() if self.sparsity is not None else []
         knob_bounds = self._knob_bounds().values()
         baselines: list[dict[str, Any]] = []
         for ratio in UNIFORM_BASELINES:

@@ -7,7 +7,7 @@ from typing import Any
 import optuna
 import pandas as pd
 
-from autoprune.plan import summarize_plan
+from autoprune.plan import SparsityPlan, summarize_plan
 
 __all__ = ["BASE_ATTR", "base_point", "pareto_frame", "trials_frame"]
 
@@ -42,6 +42,13 @@ def _trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
     }
     for key in ("macs", "macs_relative", "params", "params_relative", "metric_before_finetune", "error"):
         row[key] = attrs.get(key)
+    # Unstructured pruning: non-zero parameters, the gzip size of the weights, the method, each layer's sparsity.
+    for key in ("nonzero_params", "nonzero_params_relative", "compressed_bytes", "compressed_relative"):
+        if key in attrs:
+            row[key] = attrs[key]
+    sparsity_plan = attrs.get("plan", {}).get("sparsity")
+    if sparsity_plan:
+        row["sparsity_method"] = sparsity_plan["method"]
     _flatten(row, "seconds", attrs.get("seconds", {}))
     _flatten(row, "worker", attrs.get("worker", {}))  # which worker ran it: index, host, pid, threads
     for group, entry in attrs.get("plan", {}).get("groups", {}).items():
@@ -49,7 +56,15 @@ def _trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
         row[f"criterion.{group}"] = entry["criterion"]
     for group, channels in attrs.get("channels", {}).items():
         row[f"channels.{group}"] = channels
+    for layer, sparsity in attrs.get("sparsity", {}).items():
+        row[f"sparsity.{layer}"] = sparsity
     return row
+
+
+def _plan_summary(plan: dict[str, Any]) -> str:
+    groups = plan.get("groups", {})
+    sparsity = SparsityPlan.from_dict(plan["sparsity"]).summary() if plan.get("sparsity") else ""
+    return summarize_plan({g: (e["ratio"], e["criterion"]) for g, e in groups.items()}, sparsity)
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
@@ -60,21 +75,23 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
 def pareto_frame(study: optuna.Study) -> pd.DataFrame:
     """The base model first, then the feasible Pareto-optimal trials below base cost, cheapest last."""
     base = base_point(study)
+    sparse = "compressed_bytes" in base  # an unstructured study: non-zero params and compressed size too
+    extra = ("nonzero_params_relative", "compressed_relative") if sparse else ()
     rows: list[dict[str, Any]] = [
-        {"trial": "base", "metric": base["metric"], "macs_relative": 1.0, "params_relative": 1.0, "plan": "unpruned"}
+        {"trial": "base", "metric": base["metric"], "macs_relative": 1.0, "params_relative": 1.0}
+        | {key: 1.0 for key in extra}
+        | {"plan": "unpruned"}
     ]
     front = [t for t in study.best_trials if t.values[1] < 1.0]
     front.sort(key=lambda t: -t.values[1])
     for t in front:
-        plan = t.user_attrs.get("plan", {}).get("groups", {})
-        rows.append(
-            {
-                "trial": t.number,
-                "metric": t.values[0],
-                "macs_relative": t.user_attrs.get("macs_relative"),
-                "params_relative": t.user_attrs.get("params_relative"),
-                "plan": summarize_plan({g: (e["ratio"], e["criterion"]) for g, e in plan.items()}),
-            }
-        )
+        row = {
+            "trial": t.number,
+            "metric": t.values[0],
+            "macs_relative": t.user_attrs.get("macs_relative"),
+            "params_relative": t.user_attrs.get("params_relative"),
+        }
+        row |= {key: t.user_attrs.get(key, 1.0 if key == "compressed_relative" else None) for key in extra}
+        rows.append(row | {"plan": _plan_summary(t.user_attrs.get("plan", {}))})
     return pd.DataFrame(rows)
 

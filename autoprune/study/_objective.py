@@ -8,8 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import optuna
+import torch
 
-from autoprune.engine import PruneReport, apply_plan
+from autoprune.engine import PruneReport, apply_plan, compressed_bytes, layer_sparsity
+from autoprune.errors import PruningError
 from autoprune.plan import PruningPlan
 from autoprune.study._task import Task
 
@@ -28,9 +30,10 @@ class PlanResult:
     report: PruneReport
     metric: float  # after fine-tuning; the raw metric when the plan is infeasible (not fine-tuned)
     metric_before_finetune: float
-    cost: float  # relative MACs or params, as config.objectives[1] says
+    cost: float  # relative MACs, params or non-zero params, as config.objectives[1] says
     feasible: bool
     seconds: dict[str, float] = field(default_factory=dict)  # prune (graph + prune), count, recalibrate, ...
+    compressed_bytes: int = 0  # gzip of the fine-tuned state_dict; measured only for plans with a sparsity
 
 
 def evaluate_plan(
@@ -47,9 +50,9 @@ def evaluate_plan(
         base_counts=task.base_counts,
         gradient_batches=task.gradient_batches,
     )
-    seconds["prune"] = report.seconds["graph"] + report.seconds["prune"]
+    seconds["prune"] = report.seconds["graph"] + report.seconds["prune"] + report.seconds["sparsify"]
     seconds["count"] = report.seconds["count"]
-    cost = report.macs_ratio if cfg.objectives[1] == "macs" else report.params_ratio
+    cost = report.cost(cfg.objectives[1])
     max_macs = cfg.constraints.max_macs
     if max_macs is not None and report.macs_ratio > max_macs:
         # Spend no fine-tune on a candidate the constraint rules out; record its raw metric only.
@@ -83,7 +86,19 @@ def evaluate_plan(
     started = time.perf_counter()
     metric = _finite(task.evaluator.score(pruned))
     seconds["evaluate"] += time.perf_counter() - started
-    return PlanResult(plan, report, metric, metric_before, cost, True, seconds)
+    size = 0
+    if plan.sparsity is not None:
+        _check_masks_held(pruned, report)
+        size = compressed_bytes(pruned)
+    return PlanResult(plan, report, metric, metric_before, cost, True, seconds, size)
+
+
+def _check_masks_held(model: torch.nn.Module, report: PruneReport) -> None:
+    """The fine-tune must leave every masked weight at zero (torch's pre-hook re-applies the mask)."""
+    after = layer_sparsity(model, list(report.sparsity))
+    lost = {name: (round(after[name], 4), round(planned, 4)) for name, planned in report.sparsity.items() if after[name] < planned - 1e-9}
+    if lost:
+        raise PruningError(f"fine-tuning revived masked weights: sparsity {lost} (after, planned)")
 
 
 class Objective:
@@ -117,9 +132,14 @@ class Objective:
         )
         report = result.report
         trial.set_user_attr("channels", {name: after for name, (_, after) in report.channels.items()})
-        for key in ("macs", "params"):
+        for key in ("macs", "params", "nonzero_params"):
             trial.set_user_attr(f"{key}", getattr(report, f"{key}_after"))
             trial.set_user_attr(f"{key}_relative", getattr(report, f"{key}_ratio"))
+        if plan.sparsity is not None:
+            trial.set_user_attr("sparsity", report.sparsity)
+            if result.compressed_bytes:
+                trial.set_user_attr("compressed_bytes", result.compressed_bytes)
+                trial.set_user_attr("compressed_relative", result.compressed_bytes / task.base_compressed_bytes)
         if cfg.constraints.max_macs is not None:
             trial.set_constraint(MAX_MACS_CONSTRAINT, report.macs_ratio - cfg.constraints.max_macs)
         trial.set_user_attr("metric_before_finetune", result.metric_before_finetune)

@@ -74,7 +74,7 @@ class FailureStreak:
 
 def metric_names(config: Config) -> list[str]:
     metric = config.metric.split(":")[-1]
-    cost = "MACs (relative)" if config.objectives[1] == "macs" else "params (relative)"
+    cost = {"macs": "MACs", "params": "params", "nonzero_params": "non-zero params"}[config.objectives[1]] + " (relative)"
     return [metric, cost]
 
 
@@ -124,7 +124,15 @@ def _record_base(study: optuna.Study, task: Task) -> None:
             key="model.weights",
         )
     if not isinstance(recorded, dict) or recorded.get("weights_sha256") != sha:
-        base = {"metric": task.base_metric, "macs": task.base_macs, "params": task.base_params, "weights_sha256": sha}
+        base = {
+            "metric": task.base_metric,
+            "macs": task.base_macs,
+            "params": task.base_params,
+            "nonzero_params": task.base_nonzero_params,
+            "weights_sha256": sha,
+        }
+        if task.base_compressed_bytes:
+            base["compressed_bytes"] = task.base_compressed_bytes
         study.set_user_attr(BASE_ATTR, base)
     if "groups" not in study.user_attrs:
         study.set_user_attr("groups", [g.to_dict() for g in task.groups])

@@ -20,12 +20,21 @@ from torch import nn
 from autoprune.config import Config, SpaceSpec
 from autoprune.criteria import needs_gradients
 from autoprune.data import DataBundle, load_data
-from autoprune.engine import Group, UnsupportedGroupWarning, check_ignore_globs, count_macs_params, find_groups
+from autoprune.engine import (
+    Group,
+    UnsupportedGroupWarning,
+    check_ignore_globs,
+    compressed_bytes,
+    count_macs_params,
+    count_nonzero_params,
+    find_groups,
+    sparsifiable_layers,
+)
 from autoprune.errors import ConfigError
 from autoprune.evaluate import Evaluator, fixed_batches, train
 from autoprune.metrics import Metric, resolve_metric
 from autoprune.models import load_model, load_weights
-from autoprune.space import SearchSpace, config_list_bounds, load_space_spec
+from autoprune.space import SearchSpace, SparsitySpace, config_list_bounds, load_space_spec
 
 __all__ = ["Resolved", "Task", "atomic_write_bytes", "check_output_writable", "prepare_task", "resolve"]
 
@@ -45,6 +54,9 @@ class Task:
     evaluator: Evaluator
     space: SearchSpace
     gradient_batches: list[Any] = field(default_factory=list)  # for criteria that need gradients (taylor)
+    layers: list[str] = field(default_factory=list)  # layers unstructured pruning may sparsify
+    base_nonzero_params: int = 0
+    base_compressed_bytes: int = 0  # gzip of the base state_dict; measured when prune.mode is unstructured
 
     @property
     def base_counts(self) -> tuple[int, int]:
@@ -146,9 +158,10 @@ class Resolved:
     model: nn.Module
     example_inputs: torch.Tensor
     metric: Metric
-    groups: list[Group]
+    groups: list[Group]  # empty when prune.mode is unstructured alone
     bounds: dict[str, tuple[float, float]]  # per-group ratio bounds from an NNI config_list; empty: all groups
     warnings: list[str]
+    layers: list[str] = field(default_factory=list)  # sparsifiable layers when prune.mode includes unstructured
 
 
 def resolve(config: Config) -> Resolved:
@@ -170,6 +183,13 @@ def resolve(config: Config) -> Resolved:
     model = _build_model(config, data)
     example_inputs = torch.zeros(1, *input_shape)
     notes = [f"prune.ignore: glob {glob!r} matches no module" for glob in check_ignore_globs(model, config.prune.ignore)]
+    layers: list[str] = []
+    if config.prune.unstructured_mode:
+        layers = sparsifiable_layers(model, config.prune.ignore)
+        if not layers:
+            raise ConfigError("the model has no conv or linear layer to sparsify (check prune.ignore)", key="prune.ignore")
+    if not config.prune.structured:
+        return Resolved(spec, data, model, example_inputs, metric, [], {}, notes, layers)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UnsupportedGroupWarning)
         groups = find_groups(model, example_inputs, ignore=config.prune.ignore)
@@ -184,7 +204,7 @@ def resolve(config: Config) -> Resolved:
     if config.prune.nni_config_list is not None:
         module_types = {n: type(m).__name__ for n, m in model.named_modules() if n}
         bounds = config_list_bounds(config.prune.nni_config_list, groups, module_types, tuple(config.prune.ratio))  # type: ignore[arg-type]
-    return Resolved(spec, data, model, example_inputs, metric, groups, bounds, notes)
+    return Resolved(spec, data, model, example_inputs, metric, groups, bounds, notes, layers)
 
 
 def prepare_task(config: Config, log: Log = lambda _: None, *, resolved: Resolved | None = None) -> Task:
@@ -207,6 +227,7 @@ def prepare_task(config: Config, log: Log = lambda _: None, *, resolved: Resolve
         round_to=config.prune.round_to,
         scope=config.prune.criteria_scope,
         bounds=bounds,
+        sparsity=_sparsity_space(config, resolved),
     )
     # Fixed batches in dataset order, so a gradient criterion scores the same plan the same way every time.
     batches = (
@@ -226,4 +247,19 @@ def prepare_task(config: Config, log: Log = lambda _: None, *, resolved: Resolve
         evaluator,
         space,
         batches,
+        layers=resolved.layers,
+        base_nonzero_params=count_nonzero_params(base),
+        base_compressed_bytes=compressed_bytes(base) if config.prune.unstructured_mode else 0,
+    )
+
+
+def _sparsity_space(config: Config, resolved: Resolved) -> SparsitySpace | None:
+    if not config.prune.unstructured_mode:
+        return None
+    return SparsitySpace(
+        layers=tuple(resolved.layers),
+        bounds=tuple(config.prune.unstructured.sparsity),  # type: ignore[arg-type]
+        methods=tuple(config.prune.unstructured.methods),
+        granularity=resolved.spec.ratio,
+        stage_depth=resolved.spec.stage_depth,
     )
