@@ -205,6 +205,8 @@ def unstructured_study(tmp_path_factory, base_weights):
     raw = tiny_config(
         tmp_path / "run",
         base_weights,
+        model={"input_shape": [1, 8, 8]},  # 8x8 digits keep every trial cheap; the mechanics are the same
+        data={"options": {"size": 8}},
         prune={"mode": "unstructured", "search_space": "per_stage", "ignore": []},
         study={"n_trials": 5},
         export={
@@ -276,6 +278,8 @@ def test_a_combined_search_and_export_report_both_effects(tmp_path, base_weights
     raw = tiny_config(
         tmp_path / "run",
         base_weights,
+        model={"input_shape": [1, 8, 8]},
+        data={"options": {"size": 8}},
         prune={"mode": ["structured", "unstructured"], "search_space": "uniform", "criteria": ["l1"],
                "unstructured": {"methods": ["l1_unstructured"], "sparsity": [0.3, 0.8]}},
         study={"n_trials": 3},

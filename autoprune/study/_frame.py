@@ -91,7 +91,7 @@ def pareto_frame(study: optuna.Study) -> pd.DataFrame:
             "macs_relative": t.user_attrs.get("macs_relative"),
             "params_relative": t.user_attrs.get("params_relative"),
         }
-        row |= {key: t.user_attrs.get(key, 1.0 if key == "compressed_relative" else None) for key in extra}
+        row |= {key: t.user_attrs.get(key) for key in extra}
         rows.append(row | {"plan": _plan_summary(t.user_attrs.get("plan", {}))})
     return pd.DataFrame(rows)
 

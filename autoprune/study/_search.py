@@ -170,6 +170,13 @@ def join_study(
     return study, storage, task, index
 
 
+def _what_is_pruned(task: Task) -> str:
+    parts = [f"{len(task.groups)} groups"] if task.config.prune.structured else []
+    if task.config.prune.unstructured_mode:
+        parts.append(f"{len(task.layers)} layers to sparsify")
+    return " and ".join(parts)
+
+
 def worker_record(index: int) -> dict[str, Any]:
     return {"index": index, "host": socket.gethostname(), "pid": os.getpid(), "threads": torch.get_num_threads()}
 
@@ -196,7 +203,7 @@ def search(
     finished = len(study.get_trials(deepcopy=False, states=FINISHED))
     remaining = max(0, config.study.n_trials - finished)
     log(
-        f"study {config.study_name!r}: {len(task.groups)} groups, base {metric_names(config)[0]} "
+        f"study {config.study_name!r}: {_what_is_pruned(task)}, base {metric_names(config)[0]} "
         f"{task.base_metric:.4f}, {task.base_macs / 1e6:.2f} M MACs; {finished} trials done, {remaining} to run"
     )
     if on_ready is not None:
