@@ -56,7 +56,6 @@ def test_layer_scope_keeps_the_same_filters_as_nni(criterion, ratio, bn):
     reference = nni_kept(REFERENCES[criterion], model, ratio, head)
     groups = {g.name: g for g in find_groups(model, X, ignore=[head])}
     assert set(reference) == set(groups)  # the same layers are pruned: each conv/linear root
-    modules = dict(model.named_modules())
     plan = PruningPlan({n: (1 - len(kept) / groups[n].channels, criterion) for n, kept in reference.items()})
     pruned, report = apply_plan(model, X, plan)
     pruned_modules = dict(pruned.named_modules())

@@ -13,7 +13,6 @@ import torch
 
 import autoprune
 from autoprune.config import config_from_dict
-from autoprune.study import SearchAborted
 from conftest import REPO, tiny_config, write_config
 
 TESTS = Path(__file__).resolve().parent

@@ -3,41 +3,51 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
 
 from autoprune.config import Config, load_config
 
-__all__ = ["config_parent", "load_with_overrides", "non_negative_int", "positive_float", "positive_int"]
+__all__ = [
+    "config_parent",
+    "load_with_overrides",
+    "non_negative_int",
+    "number",
+    "positive_float",
+    "positive_int",
+    "trial_number",
+]
+
+
+def _parse(text: str, convert: Callable[[str], Any], ok: Callable[[Any], bool], expected: str) -> Any:
+    """``convert(text)`` if it gives a value ``ok`` accepts; else an argparse error naming what was expected."""
+    try:
+        value = convert(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, found {text!r}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"expected {expected}, found {text!r}")
+    return value
 
 
 def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, found {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, found {text!r}")
-    return value
+    return _parse(text, int, lambda v: v > 0, "a positive integer")
 
 
 def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, found {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, found {text!r}")
-    return value
+    return _parse(text, int, lambda v: v >= 0, "an integer >= 0")
+
+
+def trial_number(text: str) -> int:
+    return _parse(text, int, lambda v: v >= 0, "a trial number (an integer >= 0)")
 
 
 def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, found {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, found {text!r}")
-    return value
+    return _parse(text, float, lambda v: v > 0, "a positive number")
+
+
+def number(text: str) -> float:
+    return _parse(text, float, lambda v: True, "a number")
 
 
 def config_parent() -> argparse.ArgumentParser:

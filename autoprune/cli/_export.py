@@ -3,33 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from types import TracebackType
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
-from autoprune.cli._common import load_with_overrides, positive_float, positive_int
+from autoprune.cli._common import load_with_overrides, number, positive_float, positive_int, trial_number
+from autoprune.cli._console import ConsoleProgress
 
 __all__ = ["ExportProgress", "register"]
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a trial number (an integer >= 0), found {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a trial number (an integer >= 0), found {text!r}")
-    return value
-
-
-def number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, found {text!r}") from None
 
 
 def register(commands: Any, parent: argparse.ArgumentParser) -> None:
@@ -37,7 +19,7 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
         "export", parents=[parent], help="recover a trial off the front and write deployable artifacts"
     )
     choose = parser.add_mutually_exclusive_group(required=True)
-    choose.add_argument("--trial", type=non_negative_int, metavar="N", help="export trial N")
+    choose.add_argument("--trial", type=trial_number, metavar="N", help="export trial N")
     choose.add_argument("--max-macs", type=positive_float, metavar="F", help="best metric with MACs <= F of the base")
     choose.add_argument(
         "--max-cost", type=positive_float, metavar="F", help="best metric with the cost objective <= F of the base"
@@ -65,39 +47,22 @@ def selection_from(args: argparse.Namespace) -> Any:
     raise AssertionError("argparse requires one selection flag")  # pragma: no cover
 
 
-class ExportProgress:
+class ExportProgress(ConsoleProgress):
     """A bar per training phase on a terminal; one plain line per epoch elsewhere (CI logs)."""
 
     def __init__(self, console: Console | None = None) -> None:
-        self.console = console or Console(stderr=True)
-        self._progress: Progress | None = None
+        super().__init__(console)
         self._bars: dict[str, Any] = {}
 
-    def __enter__(self) -> ExportProgress:
-        if self.console.is_terminal:
-            self._progress = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("epochs"),
-                TimeElapsedColumn(),
-                TextColumn("{task.fields[loss]}"),
-                console=self.console,
-            )
-            self._progress.__enter__()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._progress is not None:
-            self._progress.__exit__(exc_type, exc, tb)
-
-    def log(self, message: str) -> None:
-        if self._progress is not None:
-            self._progress.console.print(message, markup=False, highlight=False)
-        else:
-            print(message, file=sys.stderr, flush=True)
+    def columns(self) -> tuple[Any, ...]:
+        return (
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("epochs"),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[loss]}"),
+        )
 
     def on_epoch(self, phase: str, epoch: int, epochs: int, loss: float) -> None:
         if self._progress is None:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import sys
 import time
-from types import TracebackType
 from typing import Any
 
 import optuna
 import pandas as pd
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from autoprune.cli._console import ConsoleProgress
 from autoprune.config import Config
 from autoprune.study import Task, metric_names
 
@@ -21,11 +21,10 @@ __all__ = ["DEFAULT_BUDGET", "SearchProgress", "print_front"]
 DEFAULT_BUDGET = 0.5  # relative MACs under which the best metric is shown when no constraint is set
 
 
-class SearchProgress:
+class SearchProgress(ConsoleProgress):
     def __init__(self, config: Config, console: Console | None = None) -> None:
+        super().__init__(console)
         self.config = config
-        self.console = console or Console(stderr=True)
-        self.interactive = self.console.is_terminal
         self.metric = metric_names(config)[0]
         # The best metric is shown under a budget: max_macs when set, else half the base's cost (the second
         # objective: MACs, or non-zero params in an unstructured study).
@@ -34,7 +33,6 @@ class SearchProgress:
         self.budget_key = "macs_relative" if config.constraints.max_macs is not None else f"{config.objectives[1]}_relative"
         cost = "MACs" if config.constraints.max_macs is not None else metric_names(config)[1].removesuffix(" (relative)")
         self.budget_label = f"{cost}<={self.budget:g} ({source})"
-        self._progress: Progress | None = None
         self._bar: Any = None
         self._front = 0
         self._best = "-"
@@ -42,33 +40,16 @@ class SearchProgress:
         self._done = 0
         self._started = time.monotonic()
 
-    def __enter__(self) -> SearchProgress:
-        if self.interactive:
-            self._progress = Progress(
-                TextColumn("[bold]trials"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TextColumn("left"),
-                TimeRemainingColumn(),
-                TextColumn("{task.fields[status]}"),
-                console=self.console,
-                transient=False,
-            )
-            self._progress.__enter__()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._progress is not None:
-            self._progress.__exit__(exc_type, exc, tb)
-
-    def log(self, message: str) -> None:
-        if self._progress is not None:
-            self._progress.console.print(message, markup=False, highlight=False)
-        else:
-            print(message, file=sys.stderr, flush=True)
+    def columns(self) -> tuple[Any, ...]:
+        return (
+            TextColumn("[bold]trials"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("left"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[status]}"),
+        )
 
     def on_ready(self, study: optuna.Study, task: Task) -> None:
         self._done = len([t for t in study.get_trials(deepcopy=False) if t.state.is_finished()])

@@ -3,14 +3,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, TensorDataset
 
-from autoprune.data._bundle import DataBundle
+from autoprune.data._bundle import DataBundle, split_tensors
 from autoprune.errors import ConfigError
 
 __all__ = ["digits"]
-
-TEST_FRACTION = 0.2
 
 
 def digits(
@@ -35,20 +32,6 @@ def digits(
     labels = torch.tensor(raw.target, dtype=torch.long)
 
     order = torch.as_tensor(np.random.default_rng(seed).permutation(len(labels)))
-    n_test = int(round(len(labels) * TEST_FRACTION))
-    n_val = int(round((len(labels) - n_test) * val_fraction))
-    test_idx, val_idx, train_idx = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
-
-    def loader(idx: torch.Tensor, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(seed)
-        return DataLoader(
-            TensorDataset(images[idx], labels[idx]), batch_size=batch_size, shuffle=shuffle, generator=generator
-        )
-
-    return DataBundle(
-        train=loader(train_idx, True),
-        val=loader(val_idx, False),
-        test=loader(test_idx, False),
-        num_classes=10,
-        input_shape=(1, size, size),
+    return split_tensors(
+        images, labels, order, batch_size=batch_size, val_fraction=val_fraction, seed=seed, num_classes=10
     )

@@ -3,13 +3,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, TensorDataset
 
-from autoprune.data._bundle import DataBundle
+from autoprune.data._bundle import DataBundle, split_tensors
 
 __all__ = ["BACKGROUND", "digits_seg"]
 
-TEST_FRACTION = 0.2
 BACKGROUND = 0  # class 0 is the background; digit d is class d + 1
 
 
@@ -49,20 +47,6 @@ def digits_seg(
     images = (images - 0.5) / 0.5
 
     order = torch.as_tensor(rng.permutation(n))
-    n_test = int(round(n * TEST_FRACTION))
-    n_val = int(round((n - n_test) * val_fraction))
-    test_idx, val_idx, train_idx = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
-
-    def loader(idx: torch.Tensor, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(seed)
-        return DataLoader(
-            TensorDataset(images[idx], masks[idx]), batch_size=batch_size, shuffle=shuffle, generator=generator
-        )
-
-    return DataBundle(
-        train=loader(train_idx, True),
-        val=loader(val_idx, False),
-        test=loader(test_idx, False),
-        num_classes=11,
-        input_shape=(1, size, size),
+    return split_tensors(
+        images, masks, order, batch_size=batch_size, val_fraction=val_fraction, seed=seed, num_classes=11
     )

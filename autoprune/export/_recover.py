@@ -156,13 +156,7 @@ def recover(
         seconds[phase] = seconds.get(phase, 0.0) + time.perf_counter() - started
 
     metrics = {"base": evaluator.score(task.base_model, eval_loader)}
-    scored, report = apply_plan(
-        task.base_model,
-        task.example_inputs,
-        plan,
-        base_counts=task.base_counts,
-        gradient_batches=task.gradient_batches,
-    )
+    scored, report = task.prune(plan)
     metrics["pruned"] = evaluator.score(scored, eval_loader)
 
     seed = search_finetune_seed(task, trial_number)

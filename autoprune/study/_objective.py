@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import optuna
 import torch
 
-from autoprune.engine import PruneReport, apply_plan, compressed_bytes, layer_sparsity
+from autoprune.engine import PruneReport, compressed_bytes, layer_sparsity
 from autoprune.errors import PruningError
 from autoprune.plan import PruningPlan
 from autoprune.study._task import Task
@@ -43,13 +43,7 @@ def evaluate_plan(
     recalibrate BatchNorm, fine-tune (seeded by ``seed``) and score. Uniform sweeps and trials share it."""
     cfg = task.config
     seconds: dict[str, float] = {}
-    pruned, report = apply_plan(
-        task.base_model,
-        task.example_inputs,
-        plan,
-        base_counts=task.base_counts,
-        gradient_batches=task.gradient_batches,
-    )
+    pruned, report = task.prune(plan)
     seconds["prune"] = report.seconds["graph"] + report.seconds["prune"] + report.seconds["sparsify"]
     seconds["count"] = report.seconds["count"]
     cost = report.cost(cfg.objectives[1])

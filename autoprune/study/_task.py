@@ -22,6 +22,8 @@ from autoprune.criteria import needs_gradients
 from autoprune.data import DataBundle, load_data
 from autoprune.engine import (
     Group,
+    PruneReport,
+    apply_plan,
     UnsupportedGroupWarning,
     check_ignore_globs,
     compressed_bytes,
@@ -34,6 +36,7 @@ from autoprune.errors import ConfigError
 from autoprune.evaluate import Evaluator, fixed_batches, train
 from autoprune.metrics import Metric, resolve_metric
 from autoprune.models import load_model, load_weights
+from autoprune.plan import PruningPlan
 from autoprune.space import SearchSpace, SparsitySpace, config_list_bounds, load_space_spec
 
 __all__ = ["Resolved", "Task", "atomic_write_bytes", "check_output_writable", "prepare_task", "resolve"]
@@ -61,6 +64,12 @@ class Task:
     @property
     def base_counts(self) -> tuple[int, int]:
         return self.base_macs, self.base_params
+
+    def prune(self, plan: PruningPlan) -> tuple[nn.Module, PruneReport]:
+        """``plan`` applied to a copy of the base model (with this task's gradient batches, for taylor)."""
+        return apply_plan(
+            self.base_model, self.example_inputs, plan, base_counts=self.base_counts, gradient_batches=self.gradient_batches
+        )
 
 
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
