@@ -124,7 +124,7 @@ def run_seed(config: Config, args: argparse.Namespace, seed: int, log: Callable[
         log(_line(runs[-1]))
     for preset in args.presets:
         for sampler in args.samplers:
-            method = f"{preset}-{sampler}{args.tag}"
+            method = f"{Path(preset).stem}-{sampler}{args.tag}"  # a preset name or a preset file
             runs.append(study_run(task, method, "autoprune", preset, sampler, args.budget, seed))
             log(_line(runs[-1]))
     return task, runs
