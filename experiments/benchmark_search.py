@@ -34,7 +34,7 @@ import torch
 from autoprune.config import Config, load_config
 from autoprune.plan import PruningPlan
 from autoprune.report import hypervolume
-from autoprune.space import SearchSpace, load_space_spec
+from autoprune.space import load_space_spec
 from autoprune.study import Objective, Task, enqueue_warm_start, evaluate_plan, make_sampler, prepare_task
 
 BUDGETS = (0.5, 0.25, 0.1, 0.05)
@@ -124,7 +124,7 @@ def run_seed(config: Config, args: argparse.Namespace, seed: int, log: Callable[
         log(_line(runs[-1]))
     for preset in args.presets:
         for sampler in args.samplers:
-            method = f"{preset}-{sampler}{args.tag}"
+            method = f"{Path(preset).stem}-{sampler}{args.tag}"  # a preset name or a preset file
             runs.append(study_run(task, method, "autoprune", preset, sampler, args.budget, seed))
             log(_line(runs[-1]))
     return task, runs

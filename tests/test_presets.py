@@ -19,8 +19,8 @@ def test_every_preset_file_validates(path):
     assert isinstance(spec, SpaceSpec) and spec.description
 
 
-def test_the_three_documented_presets_exist():
-    assert {"uniform", "per_stage", "per_layer"} <= set(available_presets())
+def test_the_documented_presets_exist():
+    assert {"uniform", "per_stage", "per_layer", "global_offset"} <= set(available_presets())
 
 
 def test_unknown_preset_suggests_the_closest(tmp_path):
@@ -37,7 +37,7 @@ def test_a_preset_with_an_unknown_key_is_refused(tmp_path):
 
 @pytest.mark.parametrize(
     "preset, n_params",
-    [("uniform", 2), ("per_stage", 2 * 3), ("per_layer", 2 * len(GROUPS))],
+    [("uniform", 2), ("per_stage", 2 * 3), ("per_layer", 2 * len(GROUPS)), ("global_offset", 1 + 2 * 3)],
 )
 def test_each_preset_turns_a_trial_into_a_plan_over_every_group(preset, n_params):
     space = SearchSpace(load_space_spec(preset), GROUPS, (0.1, 0.6), ("l1", "fpgm"))

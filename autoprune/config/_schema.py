@@ -118,13 +118,32 @@ class FinetuneConfig(TrainConfig):
 
 
 class SpaceSpec(_Strict):
-    """How many knobs the search turns: one per group, per stage (module-name prefix), or one shared."""
+    """How many knobs the search turns (one per group, per stage (module-name prefix), or one shared), how the
+    ratio knobs become each group's ratio, and which uniform baselines start the search."""
 
     description: str = ""
     ratio: Granularity = "per_group"
     criterion: Granularity = "per_group"
     stage_depth: int = Field(default=1, ge=1)
+    # independent: each ratio knob is its groups' ratio. global_offset: one global ratio plus an offset in
+    # [-ratio_spread, ratio_spread] per ratio knob. depth_linear: one global ratio plus one slope, ratios from
+    # global - slope at the first knob to global + slope at the last. Both clip into each group's bounds; the
+    # global ratio alone moves a plan along the whole MACs axis, as a uniform sweep does.
+    ratio_schedule: Literal["independent", "global_offset", "depth_linear"] = "independent"
+    ratio_spread: float = Field(default=0.2, gt=0.0, lt=1.0)
     warm_start: bool = True
+    warm_start_ratios: list[Ratio] = Field(default_factory=lambda: [0.25, 0.5, 0.75], min_length=1)
+    # Each warm-start ratio with each of these criteria that the space searches (prune.criteria).
+    warm_start_criteria: list[CriterionName] = Field(default_factory=lambda: ["l1", "l2", "fpgm"], min_length=1)
+
+    @model_validator(mode="after")
+    def _schedule_needs_knobs(self) -> SpaceSpec:
+        if self.ratio_schedule != "independent" and self.ratio == "shared":
+            raise ValueError(
+                f"ratio_schedule {self.ratio_schedule!r} shapes ratios across per_stage or per_group knobs, "
+                "found ratio: 'shared'; use ratio_schedule: independent for one shared ratio"
+            )
+        return self
 
 
 # NNI 3.0 config_list keys autoprune cannot honour, with why; any other unknown key is an error too.

@@ -11,8 +11,9 @@ from autoprune.space._sparsity import SparsitySpace
 
 __all__ = ["SearchSpace", "TrialLike", "UNIFORM_BASELINES"]
 
-UNIFORM_BASELINES = (0.25, 0.5, 0.75)
-BASELINE_CRITERIA = ("l1", "l2", "fpgm")
+UNIFORM_BASELINES = tuple(SpaceSpec().warm_start_ratios)  # the presets' default warm-start ratios
+# A knob's distribution: ("float", low, high) or ("categorical", choices).
+Distribution = tuple[Any, ...]
 
 
 class TrialLike(Protocol):
@@ -40,6 +41,8 @@ class SearchSpace:
     sparsity: SparsitySpace | None = None
 
     def __post_init__(self) -> None:
+        if self.spec.ratio_schedule != "independent":
+            return  # every group clips the scheduled ratio into its own bounds
         knobs: dict[str, tuple[str, tuple[float, float]]] = {}
         for group in self.groups:
             knob = self._param("ratio", self._knob(group, self.spec.ratio))
@@ -66,51 +69,85 @@ class SearchSpace:
     def _param(kind: str, knob: str) -> str:
         return f"{kind}:{knob}" if knob else kind
 
-    def param_names(self) -> list[str]:
-        names: list[str] = []
+    def _ratio_knobs(self) -> list[str]:
+        """The ratio knobs (stage or group names), model order, once each."""
+        return list(dict.fromkeys(self._knob(g, self.spec.ratio) for g in self.groups))
+
+    def _global_bounds(self) -> tuple[float, float]:
+        bounds = [self.ratio_bounds(g) for g in self.groups]
+        return min(lo for lo, _ in bounds), max(hi for _, hi in bounds)
+
+    def _distributions(self) -> dict[str, Distribution]:
+        """Every searched parameter, in the order ``sample`` suggests them."""
+        schedule, spread = self.spec.ratio_schedule, self.spec.ratio_spread
+        dists: dict[str, Distribution] = {}
+        if not self.groups:
+            return dists  # unstructured pruning alone: no ratio to search
+        if schedule != "independent":
+            dists["ratio"] = ("float", *self._global_bounds())
+        if schedule == "depth_linear":
+            dists["ratio_slope"] = ("float", -spread, spread)
         for group in self.groups:
-            for kind, granularity in (("ratio", self.spec.ratio), ("criterion", self.spec.criterion)):
-                name = self._param(kind, self._knob(group, granularity))
-                if name not in names:
-                    names.append(name)
-        return names
+            knob = self._knob(group, self.spec.ratio)
+            if schedule == "independent":
+                dists.setdefault(self._param("ratio", knob), ("float", *self.ratio_bounds(group)))
+            elif schedule == "global_offset":
+                dists.setdefault(self._param("ratio_offset", knob), ("float", -spread, spread))
+            criterion = self._param("criterion", self._knob(group, self.spec.criterion))
+            dists.setdefault(criterion, ("categorical", list(self.criteria)))
+        return dists
+
+    def param_names(self) -> list[str]:
+        return list(self._distributions())
 
     def sample(self, trial: TrialLike) -> PruningPlan:
-        entries: dict[str, tuple[float, str]] = {}
-        for group in self.groups:
-            ratio_name = self._param("ratio", self._knob(group, self.spec.ratio))
-            criterion_name = self._param("criterion", self._knob(group, self.spec.criterion))
-            ratio = trial.suggest_float(ratio_name, *self.ratio_bounds(group))
-            criterion = trial.suggest_categorical(criterion_name, list(self.criteria))
-            entries[group] = (ratio, criterion)
+        params: dict[str, Any] = {}
+        for name, (kind, *args) in self._distributions().items():
+            params[name] = trial.suggest_float(name, *args) if kind == "float" else trial.suggest_categorical(name, *args)
         sparsity = self.sparsity.sample(trial) if self.sparsity is not None else None
-        return PruningPlan(entries, round_to=self.round_to, scope=self.scope, sparsity=sparsity)
+        return PruningPlan(self._entries(params), round_to=self.round_to, scope=self.scope, sparsity=sparsity)
 
-    def plan_from_params(self, params: dict[str, Any]) -> PruningPlan:
-        """The plan a finished trial's params describe (the same one ``sample`` built)."""
-        entries = {
-            group: (
-                float(params[self._param("ratio", self._knob(group, self.spec.ratio))]),
-                str(params[self._param("criterion", self._knob(group, self.spec.criterion))]),
-            )
+    def _ratio(self, group: str, params: Mapping[str, Any]) -> float:
+        knob = self._knob(group, self.spec.ratio)
+        schedule = self.spec.ratio_schedule
+        if schedule == "independent":
+            return float(params[self._param("ratio", knob)])
+        if schedule == "global_offset":
+            ratio = float(params["ratio"]) + float(params[self._param("ratio_offset", knob)])
+        else:  # depth_linear: -1 at the first ratio knob, +1 at the last
+            knobs = self._ratio_knobs()
+            depth = 2.0 * knobs.index(knob) / (len(knobs) - 1) - 1.0 if len(knobs) > 1 else 0.0
+            ratio = float(params["ratio"]) + float(params["ratio_slope"]) * depth
+        lo, hi = self.ratio_bounds(group)
+        return min(max(ratio, lo), hi)
+
+    def _entries(self, params: Mapping[str, Any]) -> dict[str, tuple[float, str]]:
+        return {
+            group: (self._ratio(group, params), str(params[self._param("criterion", self._knob(group, self.spec.criterion))]))
             for group in self.groups
         }
-        sparsity = self.sparsity.from_params(params) if self.sparsity is not None else None
-        return PruningPlan(entries, round_to=self.round_to, scope=self.scope, sparsity=sparsity)
 
-    def _knob_bounds(self) -> dict[str, tuple[float, float]]:
-        return {self._param("ratio", self._knob(g, self.spec.ratio)): self.ratio_bounds(g) for g in self.groups}
+    def plan_from_params(self, params: Mapping[str, Any]) -> PruningPlan:
+        """The plan a finished trial's params describe (the same one ``sample`` built)."""
+        sparsity = self.sparsity.from_params(params) if self.sparsity is not None else None
+        return PruningPlan(self._entries(params), round_to=self.round_to, scope=self.scope, sparsity=sparsity)
 
     def uniform_params(self, ratio: float, criterion: str) -> dict[str, Any]:
-        """Every ratio knob at ``ratio`` (clamped into its own bounds), every criterion knob at ``criterion``."""
-        bounds = self._knob_bounds()
-        return {
-            name: (min(max(ratio, bounds[name][0]), bounds[name][1]) if name.startswith("ratio") else criterion)
-            for name in self.param_names()
-        }
+        """The params of the uniform plan: every group at ``ratio`` (clamped into its own bounds), every
+        criterion knob at ``criterion``; offsets and slope at zero."""
+        params: dict[str, Any] = {}
+        for name, (kind, *args) in self._distributions().items():
+            if kind == "categorical":
+                params[name] = criterion
+            elif name.startswith(("ratio_offset", "ratio_slope")):
+                params[name] = 0.0
+            else:
+                params[name] = min(max(ratio, args[0]), args[1])
+        return params
 
     def warm_start(self) -> list[dict[str, Any]]:
-        """Uniform baselines (0.25 / 0.5 / 0.75 with l1, l2, fpgm) that fit inside some group's bounds.
+        """Uniform baselines: ``spec.warm_start_ratios`` that fit inside some group's bounds, each with every one
+        of ``spec.warm_start_criteria`` that this space searches.
 
         Without groups, the sparsity baselines instead (uniform amounts with each method); with both halves,
         the structured baselines, their sparsity left to the sampler.
@@ -119,13 +156,14 @@ class SearchSpace:
             return []
         if not self.groups:
             return self.sparsity.warm_start() if self.sparsity is not None else []
-        knob_bounds = self._knob_bounds().values()
+        bounds = [self.ratio_bounds(g) for g in self.groups]
+        criteria = [c for c in self.spec.warm_start_criteria if c in self.criteria]
         baselines: list[dict[str, Any]] = []
-        for ratio in UNIFORM_BASELINES:
-            if not any(lo <= ratio <= hi for lo, hi in knob_bounds):
+        for ratio in self.spec.warm_start_ratios:
+            if not any(lo <= ratio <= hi for lo, hi in bounds):
                 continue
-            for criterion in BASELINE_CRITERIA:
+            for criterion in criteria:
                 params = self.uniform_params(ratio, criterion)
-                if criterion in self.criteria and params not in baselines:
+                if params not in baselines:
                     baselines.append(params)
         return baselines
