@@ -10,17 +10,18 @@ import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from autoprune.criteria import CRITERIA
 from autoprune.errors import ConfigError, did_you_mean
 
-__all__ = ["GroupPlan", "PruningPlan", "SPARSITY_METHODS", "Scope", "SparsityPlan", "kept_channels", "summarize_plan"]
+__all__ = ["GroupPlan", "PruningPlan", "SPARSITY_METHODS", "Scope", "SparsityMethod", "SparsityPlan", "kept_channels", "summarize_plan"]
 
 Scope = Literal["layer", "group"]
 SCOPES = ("layer", "group")
 # torch.nn.utils.prune's methods: per-layer L1 or random amounts, or one L1 amount ranked across all layers.
-SPARSITY_METHODS = ("l1_unstructured", "random_unstructured", "global")
+SparsityMethod = Literal["l1_unstructured", "random_unstructured", "global"]
+SPARSITY_METHODS: tuple[str, ...] = get_args(SparsityMethod)
 
 
 def kept_channels(channels: int, ratio: float, round_to: int = 1) -> int:

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from autoprune.cli._console import ConsoleProgress
 from autoprune.config import Config
-from autoprune.study import Task, metric_names
+from autoprune.study import FRONT_COLUMNS, Task, metric_names
 
 __all__ = ["DEFAULT_BUDGET", "SearchProgress", "print_front"]
 
@@ -100,14 +100,8 @@ def print_front(front: pd.DataFrame, config: Config, console: Console | None = N
     console = console or Console()
     metric, cost = metric_names(config)
     table = Table(title=f"Pareto front: {config.study_name}")
-    titles = {
-        "macs_relative": "MACs (rel)",
-        "params_relative": "params (rel)",
-        "nonzero_params_relative": "non-zero params (rel)",
-        "compressed_relative": "gzip size (rel)",
-    }
-    columns = [c for c in titles if c in front.columns]
-    for column in ("trial", metric, *(titles[c] for c in columns), "plan"):
+    columns = [c for c in FRONT_COLUMNS if c in front.columns]
+    for column in ("trial", metric, *(FRONT_COLUMNS[c] for c in columns), "plan"):
         table.add_column(column, justify="left" if column == "plan" else "right")
     for _, row in front.iterrows():
         cells = [f"{float(row[c]):.3f}" if pd.notna(row[c]) else "-" for c in columns]

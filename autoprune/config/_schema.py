@@ -9,6 +9,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from autoprune.criteria import CRITERIA
 from autoprune.errors import did_you_mean
+from autoprune.plan import SPARSITY_METHODS, SparsityMethod
 from autoprune.schedules import SCHEDULES
 
 __all__ = [
@@ -31,8 +32,6 @@ __all__ = [
 Granularity = Literal["shared", "per_stage", "per_group"]
 SAMPLERS = ("tpe", "nsga2", "random", "gp")
 PruneMode = Literal["structured", "unstructured"]
-# torch.nn.utils.prune's unstructured methods a search can choose: per-layer L1 or random, or one global L1 amount.
-UNSTRUCTURED_METHODS = ("l1_unstructured", "random_unstructured", "global")
 
 
 def _known_criterion(name: str) -> str:
@@ -225,9 +224,7 @@ class UnstructuredConfig(_Strict):
     per layer (or per stage / shared, as the search space preset says).
     """
 
-    methods: list[Literal["l1_unstructured", "random_unstructured", "global"]] = Field(
-        default_factory=lambda: list(UNSTRUCTURED_METHODS), min_length=1
-    )
+    methods: list[SparsityMethod] = Field(default_factory=lambda: list(SPARSITY_METHODS), min_length=1)
     sparsity: tuple[Sparsity, Sparsity] = (0.0, 0.95)
 
     @field_validator("sparsity")

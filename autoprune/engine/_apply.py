@@ -161,6 +161,7 @@ def apply_plan(
     ``(inputs, targets)``; their averaged ``loss_fn`` (default: cross-entropy) gradient is taken on the copy.
     """
     started = time.perf_counter()
+    refresh_masked_weights(model)  # a masked model (a fine-tuned sparse one) deep-copies only once refreshed
     pruned = copy.deepcopy(model)
     if not plan.groups:
         # Nothing to remove: no dependency graph to build (unstructured pruning alone keeps every channel).
@@ -234,7 +235,6 @@ def _finish(
     if plan.sparsity is not None:
         sparsity = apply_sparsity(pruned, plan.sparsity)
     sparsified = time.perf_counter()
-    refresh_masked_weights(model)
     macs_before, params_before = base_counts or count_macs_params(model, example_inputs)
     macs_after, params_after = count_macs_params(pruned, example_inputs)
     report = PruneReport(

@@ -26,6 +26,7 @@ __all__ = [
     "SPARSIFIERS",
     "Sparsifier",
     "apply_sparsity",
+    "check_sparsity_held",
     "compressed_bytes",
     "count_nonzero_params",
     "layer_sparsity",
@@ -164,6 +165,16 @@ def layer_sparsity(model: nn.Module, layers: Sequence[str]) -> dict[str, float]:
     """The fraction of zero weights of each named layer (masked or plain)."""
     modules = dict(model.named_modules())
     return {name: _zeros(modules[name]) / getattr(modules[name], PARAM).numel() for name in layers}
+
+
+def check_sparsity_held(model: nn.Module, expected: dict[str, float], during: str) -> dict[str, float]:
+    """Each layer's sparsity now; a PruningError naming the layers when ``during`` (a fine-tune) revived
+    weights that ``expected`` had at zero (torch's pre-hook should keep re-applying the mask)."""
+    now = layer_sparsity(model, list(expected))
+    lost = {name: (round(now[name], 4), round(before, 4)) for name, before in expected.items() if now[name] < before - 1e-9}
+    if lost:
+        raise PruningError(f"{during} revived masked weights: sparsity {lost} (after, before)")
+    return now
 
 
 def make_permanent(model: nn.Module) -> list[str]:

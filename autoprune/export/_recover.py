@@ -17,8 +17,8 @@ from autoprune.engine import (
     PruneReport,
     apply_plan,
     apply_sparsity,
+    check_sparsity_held,
     count_nonzero_params,
-    find_groups,
     layer_sparsity,
     make_permanent,
 )
@@ -68,21 +68,26 @@ def prune_gradually(
     zeros of the steps before. The last fraction is 1, so the last step lands on the plan. Channel pruning
     needs plain weights, so the masks are folded in before it and rebuilt from the zeros after.
     """
-    base_channels = _counts(task.base_model, task) if plan.groups else {}
+    base_channels = {g.name: g.channels for g in task.groups}
+    unknown = sorted(set(plan.groups) - set(base_channels))
+    if unknown:
+        raise PruningError(f"plan names group {unknown[0]!r}, which is not a prunable group of this task")
+    current = {name: base_channels[name] for name in plan.groups}  # each planned group's channels so far
     model = copy.deepcopy(task.base_model)
     steps: list[dict[str, Any]] = []
     for k, fraction in enumerate(fractions, start=1):
         if plan.groups:
             make_permanent(model)
-            step = step_plan(plan.structured(), fraction, base_channels, _counts(model, task))
-            model, _ = apply_plan(model, task.example_inputs, step, gradient_batches=task.gradient_batches)
+            step = step_plan(plan.structured(), fraction, base_channels, current)
+            model, report = apply_plan(model, task.example_inputs, step, gradient_batches=task.gradient_batches)
+            current = {name: after for name, (_, after) in report.channels.items()}
         if plan.sparsity is not None:
             apply_sparsity(model, plan.sparsity.scaled(fraction))
         steps.append(
             {
                 "step": k,
                 "fraction": fraction,
-                "channels": _counts(_plain_copy(model), task) if plan.groups else {},
+                "channels": dict(current),
                 "sparsity": layer_sparsity(model, list(plan.sparsity.amounts)) if plan.sparsity is not None else {},
                 "nonzero_params": count_nonzero_params(model),
             }
@@ -90,13 +95,6 @@ def prune_gradually(
         if k < len(fractions):
             between(k, model)
     return model, steps
-
-
-def _plain_copy(model: nn.Module) -> nn.Module:
-    """A copy without pruning masks (the dependency graph deep-copies and traces plain modules)."""
-    plain = copy.deepcopy(model)
-    make_permanent(plain)
-    return plain
 
 
 def search_finetune_seed(task: Task, trial_number: int) -> int:
@@ -114,10 +112,6 @@ class Recovered:
     seconds: dict[str, float] = field(default_factory=dict)
     steps: list[dict[str, Any]] = field(default_factory=list)  # what each gradual step reached
     sparsity: dict[str, float] = field(default_factory=dict)  # each sparsified layer's zero fraction, at the end
-
-
-def _counts(model: nn.Module, task: Task) -> dict[str, int]:
-    return {g.name: g.channels for g in find_groups(model, task.example_inputs, ignore=task.config.prune.ignore, check=False)}
 
 
 def recover(
@@ -189,11 +183,6 @@ def recover(
     pruned_sparsity = layer_sparsity(model, layers)
     finetune(model, "recovery", ecfg.epochs, ecfg.lr, seed + len(fractions), ecfg)
     metrics["recovered"] = evaluator.score(model, eval_loader)
-    sparsity: dict[str, float] = {}
-    if plan.sparsity is not None:
-        sparsity = layer_sparsity(model, layers)
-        revived = {n: (round(sparsity[n], 4), round(a, 4)) for n, a in pruned_sparsity.items() if sparsity[n] < a - 1e-9}
-        if revived:
-            raise PruningError(f"recovery revived masked weights: sparsity {revived} (after, planned)")
-        make_permanent(model)  # plain `weight` tensors holding the zeros; no weight_orig / weight_mask
+    sparsity = check_sparsity_held(model, pruned_sparsity, during="recovery")
+    make_permanent(model)  # plain `weight` tensors holding the zeros; no weight_orig / weight_mask
     return Recovered(model.eval(), report, metrics, split, fractions, seconds, steps, sparsity)

@@ -15,7 +15,7 @@ from autoprune.plan import summarize_plan
 from autoprune.report._collect import BUDGETS, ReportData, collect
 from autoprune.report._hypervolume import REFERENCE_POINT
 from autoprune.report._plots import plot_hypervolume, plot_pareto, plot_ratios
-from autoprune.study import atomic_write_bytes
+from autoprune.study import FRONT_COLUMNS, atomic_write_bytes
 
 __all__ = ["REPORT_FILES", "render_markdown", "write_report"]
 
@@ -81,13 +81,8 @@ def render_markdown(data: ReportData) -> str:
         "",
     ]
     # Unstructured studies add non-zero params and the gzip size of the weights, where sparsity pays off.
-    columns = ["macs_relative", "params_relative"] + (["nonzero_params_relative", "compressed_relative"] if data.sparse else [])
-    titles = {
-        "macs_relative": "MACs (rel)",
-        "params_relative": "params (rel)",
-        "nonzero_params_relative": "non-zero params (rel)",
-        "compressed_relative": "gzip size (rel)",
-    }
+    columns = [c for c in FRONT_COLUMNS if c in data.front.columns]
+    titles = FRONT_COLUMNS
 
     def figures(row: Any) -> list[str]:
         return [f"{float(row[c]):.3f}" if pd.notna(row.get(c)) else "-" for c in columns]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from autoprune.study._frame import base_point, pareto_frame, trials_frame
+from autoprune.study._frame import FRONT_COLUMNS, base_point, pareto_frame, trials_frame
 from autoprune.study._heartbeat import JournalHeartbeatStorage, fail_stale
 from autoprune.study._loop import FINISHED, WORKER_ATTR, run_trials
 from autoprune.study._objective import PHASES, Objective, PlanResult, evaluate_plan
@@ -21,6 +21,7 @@ from autoprune.study._task import Resolved, Task, atomic_write_bytes, check_outp
 from autoprune.study._workers import search_with_workers, threads_per_worker
 
 __all__ = [
+    "FRONT_COLUMNS",
     "FINISHED",
     "PHASES",
     "WORKER_ATTR",

@@ -9,8 +9,15 @@ import pandas as pd
 
 from autoprune.plan import SparsityPlan, summarize_plan
 
-__all__ = ["BASE_ATTR", "base_point", "pareto_frame", "trials_frame"]
+__all__ = ["BASE_ATTR", "FRONT_COLUMNS", "base_point", "pareto_frame", "trials_frame"]
 
+# The relative figures a front table can show, with their column titles (the last two: unstructured studies).
+FRONT_COLUMNS = {
+    "macs_relative": "MACs (rel)",
+    "params_relative": "params (rel)",
+    "nonzero_params_relative": "non-zero params (rel)",
+    "compressed_relative": "gzip size (rel)",
+}
 BASE_ATTR = "base"  # study user attribute: {"metric", "macs", "params"} of the unpruned model
 
 

@@ -8,10 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import optuna
-import torch
 
-from autoprune.engine import PruneReport, compressed_bytes, layer_sparsity
-from autoprune.errors import PruningError
+from autoprune.engine import PruneReport, check_sparsity_held, compressed_bytes
 from autoprune.plan import PruningPlan
 from autoprune.study._task import Task
 
@@ -82,17 +80,9 @@ def evaluate_plan(
     seconds["evaluate"] += time.perf_counter() - started
     size = 0
     if plan.sparsity is not None:
-        _check_masks_held(pruned, report)
+        check_sparsity_held(pruned, report.sparsity, during="fine-tuning")
         size = compressed_bytes(pruned)
     return PlanResult(plan, report, metric, metric_before, cost, True, seconds, size)
-
-
-def _check_masks_held(model: torch.nn.Module, report: PruneReport) -> None:
-    """The fine-tune must leave every masked weight at zero (torch's pre-hook re-applies the mask)."""
-    after = layer_sparsity(model, list(report.sparsity))
-    lost = {name: (round(after[name], 4), round(planned, 4)) for name, planned in report.sparsity.items() if after[name] < planned - 1e-9}
-    if lost:
-        raise PruningError(f"fine-tuning revived masked weights: sparsity {lost} (after, planned)")
 
 
 class Objective:
