@@ -20,7 +20,7 @@ run: install
 	$(BIN)/autoprune search experiments/digits/config.yaml
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadscope   # one process per core; a module stays on one
 
 clean:
 	rm -rf $(VENV) runs exports reports

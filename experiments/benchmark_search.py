@@ -190,6 +190,24 @@ def targets(rows: list[dict[str, float | int | str]]) -> list[str]:
     return out
 
 
+def ceilings(runs: list[Run], rows: list[dict[str, float | int | str]]) -> list[str]:
+    """How much hypervolume there is to win at all, per seed then averaged: the union of every candidate any
+    method evaluated (an oracle that keeps the best of all of them), and a perfect front (metric 1.0, the top of
+    accuracy or mIoU) from the smallest MACs any candidate reached up to the base."""
+    sweeps = [r for r in rows if r["kind"] == "sweep"]
+    if not sweeps:
+        return []
+    seeds = sorted({r.seed for r in runs})
+    union = statistics.fmean(hypervolume([p for r in runs if r.seed == s for p in r.points]) for s in seeds)
+    perfect = statistics.fmean(1.0 - min(c for r in runs if r.seed == s for _, c in r.points) for s in seeds)
+    sweep_hv = max(float(r["hypervolume"]) for r in sweeps)
+    return [
+        f"union of every candidate evaluated (oracle): hypervolume {union:.4f} = {union / sweep_hv:.3f}x best sweep",
+        f"perfect front (metric 1.0 down to the smallest MACs reached): {perfect:.4f} = {perfect / sweep_hv:.3f}x "
+        f"best sweep; 1.05x needs {1.05 * sweep_hv:.4f}, a mean metric of {1.05 * sweep_hv / perfect:.3f} over that range",
+    ]
+
+
 def plot(runs: list[Run], base_metric: float, seed: int, path: Path, title: str) -> None:
     import matplotlib
 
@@ -246,7 +264,7 @@ def load_runs(folder: Path) -> tuple[dict, list[Run]]:
 
 def write_summary(out: Path, header: str, runs: list[Run], base_metric: float, title: str) -> None:
     rows = summarise(runs)
-    table, verdict = markdown(rows), targets(rows)
+    table, verdict = markdown(rows), targets(rows) + ceilings(runs, rows)
     print("\n" + header + "\n" + table + "\n\n" + "\n".join(verdict))
     (out / "summary.md").write_text(header + "\n\n" + table + "\n\n" + "\n".join(f"- {v}" for v in verdict) + "\n")
     import pandas as pd

@@ -16,6 +16,11 @@ from autoprune.models import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 
+# `make test` runs one pytest process per core (pytest-xdist): one torch thread each, and in the processes the
+# tests start, so that they share the cores instead of oversubscribing them (tiny models gain nothing from more).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def digits_data():

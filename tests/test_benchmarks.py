@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -32,8 +33,11 @@ def test_evaluate_plan_scores_a_plan_exactly_as_the_trial_that_sampled_it(tmp_pa
     trial = study.trials[0]
     plan = PruningPlan.from_dict(trial.user_attrs["plan"])
     assert plan == PruningPlan.uniform(task.groups, 0.25, "l1")
-    # A fresh task: its loaders' shuffling generators start where the trial's did, so the run is the same.
-    result = evaluate_plan(prepare_task(config), plan, seed=config.study.seed * 100_003 + trial.number)
+    # The same task, after another candidate has been fine-tuned on it: a candidate's run depends on its seed
+    # alone, not on the shuffling passes made before it in the process (a sweep, other trials, an export).
+    other = evaluate_plan(task, PruningPlan.uniform(task.groups, 0.5, "l2"), seed=7)
+    assert other.metric != trial.values[0] or other.cost != trial.values[1]
+    result = evaluate_plan(task, plan, seed=config.study.seed * 100_003 + trial.number)
     assert result.feasible and result.metric == trial.values[0] and result.cost == trial.values[1]
     assert result.metric_before_finetune == trial.user_attrs["metric_before_finetune"]
     assert set(result.seconds) == set(trial.user_attrs["seconds"])
@@ -69,6 +73,9 @@ def test_benchmark_search_runs_on_a_tiny_budget_and_combines(tmp_path, base_weig
         assert 0.0 < run["hypervolume"] < 1.0
     assert (out / "fronts.png").stat().st_size > 0
     assert "hypervolume" in (out / "summary.md").read_text() and "target >= 1.05x" in done.stdout
+    union = float(re.search(r"union of every candidate evaluated \(oracle\): hypervolume ([0-9.]+)", done.stdout)[1])
+    perfect = float(re.search(r"perfect front \(metric 1.0 [^)]*\): ([0-9.]+)", done.stdout)[1])
+    assert max(run["hypervolume"] for run in results["runs"]) <= union + 1e-4 <= perfect + 2e-4
 
     merged = tmp_path / "merged"
     combined = _script("experiments/benchmark_search.py", "combine", str(out), "--out", str(merged))

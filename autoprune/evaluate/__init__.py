@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from autoprune.evaluate._batches import fixed_batches
 from autoprune.evaluate._evaluator import Evaluator, TrainFn
-from autoprune.evaluate._train import recalibrate_bn, train
+from autoprune.evaluate._train import recalibrate_bn, reseed, train
 
-__all__ = ["Evaluator", "TrainFn", "fixed_batches", "recalibrate_bn", "train"]
+__all__ = ["Evaluator", "TrainFn", "fixed_batches", "recalibrate_bn", "reseed", "train"]

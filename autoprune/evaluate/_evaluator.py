@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import nn
 
-from autoprune.evaluate._train import recalibrate_bn, train
+from autoprune.evaluate._train import recalibrate_bn, reseed, train
 from autoprune.metrics import Metric, accuracy
 
 __all__ = ["Evaluator", "TrainFn"]
@@ -25,10 +25,11 @@ class Evaluator:
     train_fn: TrainFn = train
     options: dict[str, Any] = field(default_factory=dict)  # extra keyword arguments for train_fn
 
-    def recalibrate(self, model: nn.Module, batches: int) -> int:
-        return recalibrate_bn(model, self.train_loader, batches)
+    def recalibrate(self, model: nn.Module, batches: int, seed: int) -> int:
+        return recalibrate_bn(model, self.train_loader, batches, seed)
 
     def finetune(self, model: nn.Module, *, epochs: int, lr: float, momentum: float, weight_decay: float, seed: int, on_epoch: Callable[[int, float], None] | None = None) -> float:
+        reseed(self.train_loader, seed)  # a user's train_fn gets the same pass for the same seed as ours
         return self.train_fn(
             model,
             self.train_loader,

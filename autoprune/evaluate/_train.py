@@ -7,9 +7,22 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["recalibrate_bn", "train"]
+__all__ = ["recalibrate_bn", "reseed", "train"]
 
 EpochHook = Callable[[int, float], None]
+
+
+def reseed(loader: Iterable[Any], seed: int) -> None:
+    """Make the next pass over ``loader`` depend on ``seed`` alone, not on the passes made before it.
+
+    A shuffling DataLoader built with its own ``generator`` draws each epoch's order from that generator, whose
+    state moves on with every pass: without this, a candidate's fine-tune would depend on every candidate fine-tuned
+    before it in the same process. A DataLoader without one draws from torch's global generator, seeded here too.
+    """
+    torch.manual_seed(seed)
+    generator = getattr(loader, "generator", None)
+    if isinstance(generator, torch.Generator):
+        generator.manual_seed(seed)
 
 
 def train(
@@ -29,7 +42,7 @@ def train(
     """
     if epochs <= 0:
         return math.nan
-    torch.manual_seed(seed)
+    reseed(loader, seed)
     model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     steps = epochs * max(1, _len(loader))
@@ -63,8 +76,9 @@ def _len(loader: Iterable[Any]) -> int:
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, loader: Iterable[Any], batches: int) -> int:
-    """Re-estimate BatchNorm running statistics on ``batches`` training batches; returns the batches used.
+def recalibrate_bn(model: nn.Module, loader: Iterable[Any], batches: int, seed: int = 0) -> int:
+    """Re-estimate BatchNorm running statistics on the first ``batches`` training batches of a pass seeded by
+    ``seed`` (:func:`reseed`); returns the batches used.
 
     Pruning removes channels whose activations fed the next layer's statistics, so the stored running means
     and variances no longer describe the pruned network. A cumulative average (momentum None) over a few
@@ -73,6 +87,7 @@ def recalibrate_bn(model: nn.Module, loader: Iterable[Any], batches: int) -> int
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms or batches <= 0:
         return 0
+    reseed(loader, seed)
     saved = [m.momentum for m in norms]
     for m in norms:
         m.reset_running_stats()

@@ -154,7 +154,7 @@ def recover(
     metrics["pruned"] = evaluator.score(scored, eval_loader)
 
     seed = search_finetune_seed(task, trial_number)
-    evaluator.recalibrate(scored, cfg.finetune.bn_recalibration_batches)
+    evaluator.recalibrate(scored, cfg.finetune.bn_recalibration_batches, seed)
     finetune(scored, "search fine-tune", cfg.finetune.epochs, cfg.finetune.lr, seed, cfg.finetune)
     metrics["search_finetuned"] = evaluator.score(scored, eval_loader)
 
@@ -166,11 +166,11 @@ def recover(
     else:
 
         def between(k: int, stepped: nn.Module) -> None:
-            evaluator.recalibrate(stepped, ecfg.bn_recalibration_batches)
+            evaluator.recalibrate(stepped, ecfg.bn_recalibration_batches, seed + k)
             finetune(stepped, f"step {k}/{len(fractions)}", schedule.step_epochs, ecfg.lr, seed + k, ecfg)
 
         model, steps = prune_gradually(task, plan, fractions, between)
-        evaluator.recalibrate(model, ecfg.bn_recalibration_batches)
+        evaluator.recalibrate(model, ecfg.bn_recalibration_batches, seed + len(fractions))
         for step in steps:
             log(f"step {step['step']}/{len(fractions)}: {step['fraction']:.3f} of the plan, {step['nonzero_params']} non-zero params")
         if plan.groups:

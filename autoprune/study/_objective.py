@@ -56,7 +56,7 @@ def evaluate_plan(
 
     on_phase("recalibrate")
     started = time.perf_counter()
-    task.evaluator.recalibrate(pruned, cfg.finetune.bn_recalibration_batches)
+    task.evaluator.recalibrate(pruned, cfg.finetune.bn_recalibration_batches, seed)
     seconds["recalibrate"] = time.perf_counter() - started
     started = time.perf_counter()
     metric_before = task.evaluator.score(pruned)
