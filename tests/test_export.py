@@ -57,8 +57,10 @@ def _outputs_match(a, b, tolerance):
 def test_export_writes_every_artifact_and_each_reloads_to_the_same_outputs(searched, tmp_path):
     root, raw, study = searched
     config = config_from_dict({**raw, "export": {**raw["export"], "onnx_exporter": "dynamo"}})
-    epochs = []
-    result = export_model(config, Selection("trial", 1), tmp_path / "t1", on_epoch=lambda *a: epochs.append(a[:3]))
+    epochs, lines = [], []
+    result = export_model(
+        config, Selection("trial", 1), tmp_path / "t1", on_epoch=lambda *a: epochs.append(a[:3]), log=lines.append
+    )
     out = result.out
     assert {p.name for p in out.iterdir()} == FILES
     assert epochs == [("recovery", 1, 1)]
@@ -69,6 +71,9 @@ def test_export_writes_every_artifact_and_each_reloads_to_the_same_outputs(searc
     assert record["macs"]["after"] == trial.user_attrs["macs"] and record["macs"]["before"] == study.user_attrs["base"]["macs"]
     assert record["params"]["relative"] == pytest.approx(trial.user_attrs["params_relative"])
     assert set(record["metric"]) >= {"base", "pruned", "search_finetuned", "recovered"} and record["metric"]["split"] == "test"
+    # The re-created trial scores on validation exactly what the search recorded: nothing to warn about.
+    assert record["metric"]["recreated_validation"] == record["metric"]["search_validation"] == trial.values[0]
+    assert not [line for line in lines if line.startswith("warning")]
     assert record["latency"]["threads"] == 1 and record["latency"]["batch"] == 1 and record["latency"]["after_ms"] > 0
     assert set(record["versions"]) >= {"torch", "torch_pruning", "autoprune"} and len(record["config_hash"]) == 16
     for name, artifact in record["artifacts"].items():
@@ -145,3 +150,16 @@ def test_cli_export_refuses_bad_trials_and_existing_folders_and_prunes_gradually
 
     no_flag = run_cli("export", str(path), "--out", str(tmp_path / "x"))
     assert no_flag.returncode == 2 and "one of the arguments --trial --max-macs --max-cost --min-metric --knee is required" in no_flag.stderr
+
+
+def test_export_warns_when_the_trial_no_longer_reproduces(searched, tmp_path):
+    root, raw, study = searched
+    changed = config_from_dict({**raw, "finetune": {**raw["finetune"], "epochs": 1}})  # not the search's recipe
+    lines: list[str] = []
+    result = export_model(changed, Selection("trial", 1), tmp_path / "t1", log=lines.append)
+    recreated = result.record["metric"]["recreated_validation"]
+    assert recreated != study.trials[1].values[0]
+    assert any(
+        line.startswith("warning: trial 1 scored accuracy") and f"its re-creation scores {recreated:.4f}" in line
+        for line in lines
+    ), lines

@@ -30,6 +30,9 @@ __all__ = ["EXPORT_FILE", "ExportResult", "check_out_dir", "config_hash", "expor
 
 EXPORT_FILE = "export.json"
 PROBE_SIZE = 16
+# A re-created trial normally scores exactly what the search recorded; other torch thread counts can move a
+# prediction or two, more than that means the inputs changed.
+REPRODUCE_TOLERANCE = 0.01
 
 
 @dataclass(frozen=True)
@@ -170,6 +173,10 @@ def export_model(
         eval_loader, split = task.data.val, "val"
         log("warning: the data has no test split; the export is evaluated on the validation split")
     recovered = recover(task, plan, trial.number, eval_loader=eval_loader, split=split, on_epoch=on_epoch, log=log)
+    recreated = recovered.metrics["recreated_validation"]
+    if abs(recreated - trial.values[0]) > REPRODUCE_TOLERANCE:
+        log(f"warning: trial {trial.number} scored {config.metric} {trial.values[0]:.4f} on validation in the search, "
+            f"its re-creation scores {recreated:.4f}: the base weights, data or training code changed since the search")
     model, report, ecfg = recovered.model, recovered.report, config.export
 
     example = torch.zeros_like(task.example_inputs)

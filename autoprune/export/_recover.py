@@ -106,7 +106,7 @@ def search_finetune_seed(task: Task, trial_number: int) -> int:
 class Recovered:
     model: nn.Module
     report: PruneReport  # the plan applied in one shot to the base: the model the search scored
-    metrics: dict[str, float]  # base, pruned, search_finetuned, recovered
+    metrics: dict[str, float]  # base, pruned, search_finetuned, recovered on the split; recreated_validation
     split: str
     fractions: list[float]
     seconds: dict[str, float] = field(default_factory=dict)
@@ -157,6 +157,7 @@ def recover(
     evaluator.recalibrate(scored, cfg.finetune.bn_recalibration_batches, seed)
     finetune(scored, "search fine-tune", cfg.finetune.epochs, cfg.finetune.lr, seed, cfg.finetune)
     metrics["search_finetuned"] = evaluator.score(scored, eval_loader)
+    metrics["recreated_validation"] = evaluator.score(scored)  # the trial's own score, if it reproduced
 
     schedule = ecfg.schedule
     fractions = step_fractions(schedule.steps, schedule.kind, schedule.exponent)
