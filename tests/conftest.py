@@ -22,6 +22,20 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
 
 
+# resnet_small's prunable groups, each named by its root module, in model order (`fc` ignored).
+RESNET_SMALL_GROUPS = (
+    "conv1",
+    "layer1.0.conv1",
+    "layer1.1.conv1",
+    "layer2.0.conv1",
+    "layer2.0.conv2",
+    "layer2.1.conv1",
+    "layer3.0.conv1",
+    "layer3.0.conv2",
+    "layer3.1.conv1",
+)
+
+
 @pytest.fixture(scope="session")
 def digits_data():
     return digits(batch_size=64, val_fraction=0.2, seed=0)

@@ -12,17 +12,8 @@ from autoprune.errors import ConfigError
 from autoprune.models import build_model
 from autoprune.space import SearchSpace, load_space_spec
 
-RESNET_GROUPS = (
-    "conv1",
-    "layer1.0.conv1",
-    "layer1.1.conv1",
-    "layer2.0.conv1",
-    "layer2.0.conv2",
-    "layer2.1.conv1",
-    "layer3.0.conv1",
-    "layer3.0.conv2",
-    "layer3.1.conv1",
-)
+from conftest import RESNET_SMALL_GROUPS
+
 CRITERIA = ("l1", "l2", "fpgm")
 SCHEDULES = [
     {"ratio": "per_stage", "criterion": "per_stage", "ratio_schedule": "global_offset"},
@@ -33,7 +24,7 @@ SCHEDULES = [
 
 def _space(spec: SpaceSpec | str, ratio: tuple[float, float] = (0.0, 0.9), **kwargs) -> SearchSpace:
     spec = spec if isinstance(spec, SpaceSpec) else load_space_spec(spec)
-    return SearchSpace(spec, RESNET_GROUPS, ratio, CRITERIA, **kwargs)
+    return SearchSpace(spec, RESNET_SMALL_GROUPS, ratio, CRITERIA, **kwargs)
 
 
 @pytest.mark.parametrize("sampler", ["random", "tpe"])
