@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from autoprune._version import __version__
 from autoprune.config import Config, load_config
 from autoprune.criteria import Criterion, GroupTensors, available_criteria, register_criterion
 from autoprune.engine import Group, PruneReport, apply_plan, count_macs_params, find_groups
@@ -9,8 +10,6 @@ from autoprune.errors import AutopruneError, ConfigError, PruningError
 from autoprune.export import ExportError, Selection, export_model, load
 from autoprune.plan import PruningPlan
 from autoprune.study import search
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AutopruneError",

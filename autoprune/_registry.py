@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterator
+import inspect
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from importlib.metadata import entry_points
-from typing import Generic, TypeVar
+from pathlib import Path
+from typing import Any, Generic, TypeVar
 
-from autoprune.errors import ConfigError, did_you_mean
+from autoprune.errors import AutopruneError, ConfigError, did_you_mean
 
 T = TypeVar("T")
 
-__all__ = ["Registry", "import_object"]
+__all__ = ["Registry", "call_user", "import_object", "import_path", "one_line"]
 
 
 class Registry(Generic[T]):
@@ -82,16 +86,74 @@ class Registry(Generic[T]):
         return iter(self.names())
 
 
-def import_object(spec: str, *, key: str | None = None) -> object:
-    """Import ``"pkg.module:attr"``; a bad spec is a ConfigError naming it (and the config ``key``)."""
+@contextmanager
+def import_path(paths: Iterable[str | Path]) -> Iterator[None]:
+    """Put ``paths`` first on ``sys.path`` for the duration, as ``python -m`` puts the working directory."""
+    added: list[str] = []
+    for path in paths:
+        entry = str(path)
+        if entry not in sys.path and entry not in added:
+            added.append(entry)
+    sys.path[:0] = added
+    importlib.invalidate_caches()  # a module written since the last import is found
+    try:
+        yield
+    finally:
+        for entry in added:
+            if entry in sys.path:
+                sys.path.remove(entry)
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: message`` on one line, short enough for an error line."""
+    message = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {message[:300]}" if message else type(exc).__name__
+
+
+def import_object(spec: str, *, key: str | None = None, search_paths: Iterable[str | Path] = ()) -> object:
+    """Import ``"pkg.module:attr"``, looking in ``search_paths`` (the config's folder, the working directory)
+    before ``sys.path``; a bad spec is a ConfigError naming it (and the config ``key``)."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise ConfigError(f"expected 'pkg.module:function', found {spec!r}", key=key)
+    paths = [str(p) for p in search_paths]
     try:
-        module = importlib.import_module(module_name)
+        with import_path(paths):
+            module = importlib.import_module(module_name)
     except Exception as exc:  # an import can fail in any way inside user code
-        raise ConfigError(f"cannot import module {module_name!r} of {spec!r}: {exc}", key=key) from None
+        where = f" (looked in {', '.join(dict.fromkeys(paths))} and sys.path)" if isinstance(exc, ModuleNotFoundError) and paths else ""
+        raise ConfigError(f"cannot import module {module_name!r} of {spec!r}: {one_line(exc)}{where}", key=key) from None
     try:
         return getattr(module, attr)
     except AttributeError:
         raise ConfigError(f"module {module_name!r} has no attribute {attr!r}", key=key) from None
+
+
+def call_user(
+    fn: Callable[..., Any], *, what: str, key: str, options: Mapping[str, Any], options_key: str, **fixed: Any
+) -> Any:
+    """``fn(**fixed, **options)`` for a user's (or a registered) builder. Options it does not take are a
+    ConfigError at ``options_key``; anything it raises is a ConfigError at ``key`` naming ``what`` and the cause."""
+    clash = sorted(set(fixed) & set(options))
+    if clash:
+        raise ConfigError(f"{', '.join(clash)} are set by autoprune, not by options", key=options_key)
+    kwargs = {**fixed, **options}
+    try:
+        signature: inspect.Signature | None = inspect.signature(fn)
+    except (TypeError, ValueError):  # some builtins and C callables have none
+        signature = None
+    if signature is not None:
+        try:
+            signature.bind(**kwargs)
+        except TypeError as exc:
+            kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+            takes = [n for n, p in signature.parameters.items() if p.kind in kinds and n not in fixed]
+            raise ConfigError(
+                f"{what} does not fit these options ({exc}); it takes: {', '.join(takes) or 'no options'}", key=options_key
+            ) from None
+    try:
+        return fn(**kwargs)
+    except AutopruneError:
+        raise
+    except Exception as exc:  # user code fails in any way; the line names whose code and why
+        raise ConfigError(f"{what} raised {one_line(exc)}", key=key) from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, cast
 
 import torch
@@ -67,10 +68,10 @@ def miou(model: nn.Module, loader: Iterable[Any]) -> float:
     return float((hits[present] / union[present]).mean())
 
 
-def resolve_metric(spec: str) -> Metric:
-    """A registered name, or ``"pkg.module:function"``."""
+def resolve_metric(spec: str, *, search_paths: Iterable[str | Path] = ()) -> Metric:
+    """A registered name, or ``"pkg.module:function"`` (imported from ``search_paths`` first)."""
     if ":" in spec:
-        obj = import_object(spec, key="metric")
+        obj = import_object(spec, key="metric", search_paths=search_paths)
         if not callable(obj):
             raise ConfigError(f"{spec!r} is not callable", key="metric")
         return cast(Metric, obj)

@@ -21,7 +21,7 @@ Scope = Literal["layer", "group"]
 SCOPES = ("layer", "group")
 # torch.nn.utils.prune's methods: per-layer L1 or random amounts, or one L1 amount ranked across all layers.
 SparsityMethod = Literal["l1_unstructured", "random_unstructured", "global"]
-SPARSITY_METHODS: tuple[str, ...] = get_args(SparsityMethod)
+SPARSITY_METHODS: tuple[SparsityMethod, ...] = get_args(SparsityMethod)
 
 
 def kept_channels(channels: int, ratio: float, round_to: int = 1) -> int:
@@ -211,13 +211,28 @@ def summarize_plan(entries: Mapping[str, tuple[float, str]], sparsity: str = "")
     return f"ratio {min(ratios):.2f}-{max(ratios):.2f} (mean {sum(ratios) / len(ratios):.2f}); {criteria}"
 
 
-class _FrozenDict(dict):  # type: ignore[type-arg]
-    """A dict that refuses mutation, so a plan stays a value."""
+class _FrozenDict(dict[Any, Any]):
+    """A dict that refuses mutation, so a plan stays a value; it still pickles and copies like one.
 
-    def _refuse(self, *args: Any, **kwargs: Any) -> None:
-        raise TypeError("a PruningPlan is immutable")
+    A dict subclass (not a ``MappingProxyType``) so that plans keep hashing, comparing equal to plain dicts and
+    serialising as before. Pickle and ``copy`` would rebuild it item by item through ``__setitem__``;
+    ``__reduce__`` hands them the finished contents instead.
+    """
 
-    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _refuse  # type: ignore[assignment]
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("a plan is immutable; build a new PruningPlan (or SparsityPlan) instead")
+
+    __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _refuse
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (dict(self),))
+
+    def __copy__(self) -> _FrozenDict:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _FrozenDict:
+        # Keys are strings, values frozen GroupPlans or floats: nothing inside can change, so the copy is itself.
+        return self
 
     def __hash__(self) -> int:  # type: ignore[override]
         return hash(tuple(sorted(self.items())))

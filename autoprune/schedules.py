@@ -6,6 +6,7 @@ last step lands exactly on the plan.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 from autoprune._registry import Registry
@@ -35,7 +36,7 @@ def step_fractions(steps: int, kind: str = "linear", exponent: float = 3.0) -> l
         raise ValueError(f"a schedule needs a positive number of steps, found {steps!r}")
     fractions = SCHEDULES.get(kind, key="export.schedule.kind")(steps, exponent)
     if len(fractions) != steps or abs(fractions[-1] - 1.0) > 1e-12 or any(
-        b < a for a, b in zip(fractions, fractions[1:])
+        b < a for a, b in itertools.pairwise(fractions)
     ):
         raise ValueError(
             f"schedule {kind!r} gave {fractions} for {steps} steps; expected {steps} non-decreasing values ending at 1"

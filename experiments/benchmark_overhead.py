@@ -32,7 +32,7 @@ def breakdown(config_path: Path, output: Path | None, trials: int, seed: int) ->
     import optuna
 
     from autoprune.config import load_config
-    from autoprune.study import enqueue_warm_start, evaluate_plan, make_sampler, prepare_task
+    from autoprune.study import enqueue_warm_start, evaluate_plan, make_sampler, prepare_task, trial_seed
 
     config = load_config(config_path)
     if output is not None:
@@ -51,7 +51,7 @@ def breakdown(config_path: Path, output: Path | None, trials: int, seed: int) ->
         trial = study.ask()
         plan = task.space.sample(trial)
         t1 = time.perf_counter()
-        result = evaluate_plan(task, plan, seed=seed * 100_003 + trial.number)
+        result = evaluate_plan(task, plan, seed=trial_seed(seed, trial.number))
         t2 = time.perf_counter()
         study.tell(trial, (result.metric, result.cost))
         t3 = time.perf_counter()

@@ -35,7 +35,7 @@ from autoprune.config import Config, load_config
 from autoprune.plan import PruningPlan
 from autoprune.report import hypervolume
 from autoprune.space import load_space_spec
-from autoprune.study import Objective, Task, enqueue_warm_start, evaluate_plan, make_sampler, prepare_task
+from autoprune.study import Objective, Task, enqueue_warm_start, evaluate_plan, make_sampler, prepare_task, trial_seed
 
 BUDGETS = (0.5, 0.25, 0.1, 0.05)
 RATIOS = tuple(round(0.1 * i, 1) for i in range(1, 10))
@@ -84,7 +84,7 @@ def uniform_sweep(task: Task, criterion: str, ratios: Sequence[float], seed: int
         plan = PruningPlan.uniform(
             task.groups, ratio, criterion, round_to=task.config.prune.round_to, scope=task.config.prune.criteria_scope
         )
-        result = evaluate_plan(task, plan, seed=seed * 100_003 + index)
+        result = evaluate_plan(task, plan, seed=trial_seed(seed, index))
         points.append((result.metric, result.cost))
     return Run(f"sweep-{criterion}", "sweep", seed, points, len(ratios), time.perf_counter() - started)
 

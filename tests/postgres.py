@@ -36,6 +36,19 @@ def _free_port() -> int:
 class PostgresCluster:
     def __init__(self, bin_dir: Path, root: Path, port: int) -> None:
         self.bin_dir, self.root, self.port = bin_dir, root, port
+        self.data = root / "data"
+
+    def _pg_ctl(self, *args: str) -> None:
+        command = [str(self.bin_dir / "pg_ctl"), "-D", str(self.data), *args]
+        subprocess.run(_as_server_user(command), check=True, capture_output=True, timeout=120)
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50"
+        self._pg_ctl("-o", options, "-l", str(self.root / "server.log"), "-w", "start")
+
+    def stop(self) -> None:
+        """As a crash would: no shutdown checkpoint, every client connection cut."""
+        self._pg_ctl("-m", "immediate", "-w", "stop")
 
     def url(self, database: str) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
@@ -63,15 +76,15 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
     root = Path(tempfile.mkdtemp(prefix="autoprune-pg-"))
     if os.geteuid() == 0:
         shutil.chown(root, user="postgres", group="postgres")
-    data, port = root / "data", _free_port()
-    run = lambda *args: subprocess.run(_as_server_user(list(args)), check=True, capture_output=True, timeout=120)  # noqa: E731
+    cluster = PostgresCluster(bin_dir, root, _free_port())
+    initdb = [str(bin_dir / "initdb"), "-D", str(cluster.data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"]
     try:
-        run(str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
-        options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50"
-        run(str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "server.log"), "-w", "start")
+        subprocess.run(_as_server_user(initdb), check=True, capture_output=True, timeout=120)
+        cluster.start()
         try:
-            yield PostgresCluster(bin_dir, root, port)
+            yield cluster
         finally:
-            run(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
+            if (cluster.data / "postmaster.pid").exists():  # a test may have stopped it
+                cluster.stop()
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -13,7 +13,7 @@ import pytest
 from autoprune.config import config_from_dict
 from autoprune.data import digits
 from autoprune.plan import PruningPlan
-from autoprune.study import Objective, enqueue_warm_start, evaluate_plan, make_sampler, prepare_task
+from autoprune.study import Objective, enqueue_warm_start, evaluate_plan, make_sampler, prepare_task, trial_seed
 
 from conftest import REPO, tiny_config, write_config
 
@@ -37,7 +37,7 @@ def test_evaluate_plan_scores_a_plan_exactly_as_the_trial_that_sampled_it(tmp_pa
     # alone, not on the shuffling passes made before it in the process (a sweep, other trials, an export).
     other = evaluate_plan(task, PruningPlan.uniform(task.groups, 0.5, "l2"), seed=7)
     assert other.metric != trial.values[0] or other.cost != trial.values[1]
-    result = evaluate_plan(task, plan, seed=config.study.seed * 100_003 + trial.number)
+    result = evaluate_plan(task, plan, seed=trial_seed(config.study.seed, trial.number))
     assert result.feasible and result.metric == trial.values[0] and result.cost == trial.values[1]
     assert result.metric_before_finetune == trial.user_attrs["metric_before_finetune"]
     assert set(result.seconds) == set(trial.user_attrs["seconds"])

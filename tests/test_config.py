@@ -5,7 +5,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from autoprune.cli import main
 from autoprune.config import Config, dump_config, load_config
+from autoprune.config._load import check_expanded_size
 from autoprune.errors import ConfigError
 from conftest import tiny_config, write_config
 
@@ -96,3 +98,62 @@ def test_malformed_yaml_is_one_line_naming_the_file(tmp_path):
 def test_missing_config_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+def _billion_laughs(levels: int = 9) -> str:
+    """Nine nested aliases, each repeating the previous nine times: about 9**9 values once expanded."""
+    lines = ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for level in range(1, levels):
+        lines.append(f"l{level}: &l{level} [{', '.join([f'*l{level - 1}'] * 9)}]")
+    return "\n".join(lines) + "\n"
+
+
+def test_a_billion_laughs_config_is_refused_without_expanding_it(tmp_path):
+    path = tmp_path / "laughs.yaml"
+    path.write_text(_billion_laughs())
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert str(path) in message and "expands to more than" in message and "\n" not in message
+
+
+def test_a_recursive_alias_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "loop.yaml"
+    path.write_text("name: tiny\nloop: &a [*a]\n")
+    with pytest.raises(ConfigError, match="refers to itself"):
+        load_config(path)
+
+
+def test_yaml_nested_past_the_parsers_depth_is_one_config_error(tmp_path):
+    path = tmp_path / "deep.yaml"
+    path.write_text("name: " + "[" * 3000 + "]" * 3000 + "\n")
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_config(path)
+
+
+def test_modest_aliases_still_load_and_expand(tmp_path):
+    text = yaml.safe_dump(tiny_config(tmp_path / "out"), sort_keys=False)
+    # One anchored epoch count reused: what a user writes to keep two sections in step.
+    text = text.replace("  epochs: 1\n  lr: 0.05", "  epochs: &epochs 3\n  lr: 0.05", 1)
+    text = text.replace("  epochs: 1\n  lr: 0.01", "  epochs: *epochs\n  lr: 0.01", 1)
+    path = tmp_path / "aliases.yaml"
+    path.write_text(text)
+    assert "*epochs" in text
+    config = load_config(path)
+    assert config.finetune.epochs == config.base_training.epochs == 3
+
+
+def test_expanded_size_counts_each_alias_use():
+    shared = ["a", "b", "c"]  # a list of 3 values: 4 nodes
+    assert check_expanded_size({"x": shared, "y": shared}) == 1 + 2 + 2 * 4
+    with pytest.raises(ConfigError, match="more than 10 values"):
+        check_expanded_size({"x": shared, "y": shared, "z": shared}, limit=10)
+
+
+def test_config_that_is_not_utf8_is_one_cli_line_naming_the_file(tmp_path, capsys):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(yaml.safe_dump(tiny_config(tmp_path / "out")).encode() + "name: caf\u00e9\n".encode("latin-1"))
+    code = main(["validate", str(path)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and str(path) in err and "not valid UTF-8 text at byte" in err

@@ -45,7 +45,12 @@ def test_residual_adds_couple_a_whole_stage_into_one_group(groups):
 
 def test_ignored_head_keeps_its_outputs_and_forms_no_group(model, groups):
     assert all(g.name != "fc" for g in groups)
-    assert len(find_groups(model, X)) == len(groups) + 1
+    assert len(find_groups(model, X, allow_output_pruning=True)) == len(groups) + 1
+
+
+def test_the_head_is_found_and_kept_without_being_ignored(model, groups):
+    assert [g.name for g in find_groups(model, X)] == [g.name for g in groups]
+    assert autoprune.engine.find_output_layers(model, X) == ["fc"]
 
 
 def test_apply_plan_prunes_a_copy_and_leaves_the_base_untouched(model, groups):

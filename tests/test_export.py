@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import onnxruntime
 import pytest
@@ -12,7 +17,7 @@ import autoprune
 from autoprune.config import config_from_dict
 from autoprune.export import ArtifactContext, ExportError, Selection, export_model, write_artifacts
 from autoprune.models import build_model
-from conftest import run_cli, tiny_config, write_config
+from conftest import REPO, run_cli, tiny_config, write_config
 
 FILES = {"model.pt", "weights.pt", "plan.json", "architecture.json", "model.ts", "model.onnx", "export.json", "config.resolved.yaml"}
 
@@ -73,7 +78,8 @@ def test_export_writes_every_artifact_and_each_reloads_to_the_same_outputs(searc
     assert set(record["metric"]) >= {"base", "pruned", "search_finetuned", "recovered"} and record["metric"]["split"] == "test"
     # The re-created trial scores on validation exactly what the search recorded: nothing to warn about.
     assert record["metric"]["recreated_validation"] == record["metric"]["search_validation"] == trial.values[0]
-    assert not [line for line in lines if line.startswith("warning")]
+    # (The 16x16-trained base model scores near chance on these 8x8 inputs, which warns about the base, not this.)
+    assert not [line for line in lines if line.startswith("warning") and "chance level" not in line]
     assert record["latency"]["threads"] == 1 and record["latency"]["batch"] == 1 and record["latency"]["after_ms"] > 0
     assert set(record["versions"]) >= {"torch", "torch_pruning", "autoprune"} and len(record["config_hash"]) == 16
     for name, artifact in record["artifacts"].items():
@@ -163,3 +169,51 @@ def test_export_warns_when_the_trial_no_longer_reproduces(searched, tmp_path):
         line.startswith("warning: trial 1 scored accuracy") and f"its re-creation scores {recreated:.4f}" in line
         for line in lines
     ), lines
+
+
+def test_a_killed_exports_temporary_folder_is_removed_by_the_next_export_and_a_live_ones_is_kept(searched, tmp_path):
+    root, raw, _ = searched
+    path = write_config(tmp_path / "c.yaml", raw)
+    out = tmp_path / "t1"
+    export = subprocess.Popen(
+        [sys.executable, "-m", "autoprune", "export", str(path), "--trial", "1", "--out", str(out)],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        while not (leftovers := [p for p in tmp_path.iterdir() if p.name.startswith(".t1.tmp-")]):
+            assert export.poll() is None, "the export ended before its temporary folder was seen"
+            time.sleep(0.002)
+        export.send_signal(signal.SIGKILL)  # while it writes the artifacts
+        export.wait()
+    finally:
+        if export.poll() is None:
+            export.kill()
+    (killed,) = leftovers
+    assert killed.is_dir() and not out.exists()  # what a killed export leaves
+    assert f".{export.pid}-" in killed.name  # the folder names its owner
+    live = tmp_path / killed.name.replace(f".{export.pid}-", f".{os.getpid()}-")  # this process is alive
+    live.mkdir()
+    elsewhere = tmp_path / ".t1.tmp-otherhost.1-abc"  # another machine's, on a shared disk: judged by age
+    elsewhere.mkdir()
+    aged = tmp_path / ".t1.tmp-otherhost.2-abc"
+    aged.mkdir()
+    os.utime(aged, (time.time() - 2 * 86400,) * 2)
+
+    lines: list[str] = []
+    export_model(config_from_dict(raw), Selection("trial", 1), out, log=lines.append)
+    assert {p.name for p in out.iterdir()} == FILES
+    assert not killed.exists() and not aged.exists()
+    assert live.is_dir() and elsewhere.is_dir()
+    assert any(line.startswith(f"removed {killed.name}") for line in lines), lines
+
+
+def test_an_out_folder_that_cannot_be_created_is_one_line_before_any_model_work(searched, tmp_path):
+    root, raw, _ = searched
+    path = write_config(tmp_path / "c.yaml", raw)
+    (tmp_path / "a_file").write_text("x")
+    for out, cause in ((tmp_path / "a_file" / "export", "is a file, not a folder"), (tmp_path / "a_file", "is not a folder")):
+        result = run_cli("export", str(path), "--trial", "1", "--out", str(out), "--force")
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "--out" in lines[0] and str(out) in lines[0] and cause in lines[0], result.stderr
+        assert "selected trial" not in result.stderr and "epoch" not in result.stderr  # found before the fine-tune

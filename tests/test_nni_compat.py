@@ -174,3 +174,69 @@ def test_autopruner_refuses_bad_search_options(resnet):
         AutoPruner(model, [{"op_types": ["Conv2d"]}], evaluator, X, search={"n_trial": 3})
     with pytest.raises(ConfigError, match="did you mean 'fpgm'"):
         AutoPruner(model, [{"op_types": ["Conv2d"]}], evaluator, X, search={"criteria": ["fgpm"]})
+
+
+@pytest.mark.parametrize(
+    "search, key, message",
+    [
+        ({"sampler": "tpee"}, "search.sampler", "did you mean 'tpe'"),
+        ({"storage": "nosuchdb://x"}, "search.storage", "nosuchdb"),
+        ({"study_name": ""}, "search.study_name", "at least 1"),
+    ],
+)
+def test_autopruner_refuses_a_bad_search_option_at_construction_naming_it(resnet, search, key, message):
+    model, _ = resnet
+    evaluator = Evaluator(evaluating_func=lambda m: 0.0)
+    with pytest.raises(ConfigError) as info:
+        AutoPruner(model, [{"op_types": ["Conv2d"]}], evaluator, X, search={"n_trials": 1, **search})
+    assert info.value.key == key and message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_autopruner_refuses_a_gradient_criterion_without_gradient_batches_at_construction(resnet):
+    model, _ = resnet
+    evaluator = Evaluator(evaluating_func=lambda m: 0.0)
+    with pytest.raises(ConfigError, match="'taylor'.*gradient_batches") as info:
+        AutoPruner(model, [{"op_types": ["Conv2d"]}], evaluator, X, search={"criteria": ["l1", "taylor"]})
+    assert info.value.key == "evaluator.gradient_batches"
+
+
+@pytest.mark.parametrize(
+    "args, key",
+    [
+        ({"model": "resnet"}, "model"),
+        ({"evaluator": lambda m: 0.0}, "evaluator"),
+        ({"search": ["n_trials", 3]}, "search"),
+    ],
+)
+def test_autopruner_refuses_a_bad_constructor_argument_naming_it(resnet, args, key):
+    model, _ = resnet
+    kwargs = {"model": model, "config_list": [{"op_types": ["Conv2d"]}], "evaluator": Evaluator(lambda m: 0.0), "dummy_input": X}
+    with pytest.raises(ConfigError) as info:
+        AutoPruner(**{**kwargs, **args})
+    assert info.value.key == key
+
+
+@pytest.mark.parametrize(
+    "args, key",
+    [
+        ({"evaluating_func": 0.5}, "evaluating_func"),
+        ({"training_func": "train"}, "training_func"),
+        ({"loss_fn": "cross_entropy"}, "loss_fn"),
+        ({"gradient_batches": 3}, "gradient_batches"),
+    ],
+)
+def test_evaluator_refuses_what_it_cannot_call_naming_the_argument(args, key):
+    with pytest.raises(ConfigError) as info:
+        Evaluator(**{"evaluating_func": lambda m: 0.0, **args})
+    assert info.value.key == key
+
+
+def test_autopruner_with_a_storage_url_keeps_the_study_there(resnet, tmp_path):
+    model, _ = resnet
+    url = f"sqlite:///{tmp_path / 'nni.db'}"
+    pruner = AutoPruner(
+        model, [{"op_types": ["Conv2d"]}], Evaluator(lambda m: 0.0), X, search={"n_trials": 2, "storage": url, "study_name": "s"}
+    )
+    pruner.compress()
+    stored = optuna.load_study(study_name="s", storage=url)
+    assert len(stored.get_trials(states=[optuna.trial.TrialState.COMPLETE])) == 2

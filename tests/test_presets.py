@@ -1,26 +1,47 @@
 from __future__ import annotations
 
-from pathlib import Path
+import sys
+from importlib.resources import files
 
 import optuna
 import pytest
+import yaml
 
 from autoprune.config import SpaceSpec
 from autoprune.errors import ConfigError
 from autoprune.space import SearchSpace, available_presets, load_space_spec
 
-PRESET_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
+# The presets ship inside the package (a wheel install has them): read them the way the package does.
+PRESET_DIR = files("autoprune") / "search_spaces"
+DOCUMENTED_PRESETS = ("uniform", "per_stage", "per_layer", "global_offset")
 GROUPS = ("conv1", "layer1.0.conv1", "layer1.1.conv1", "layer2.0.conv1", "layer2.0.conv2")
 
 
-@pytest.mark.parametrize("path", sorted(PRESET_DIR.glob("*.yaml")), ids=lambda p: p.stem)
-def test_every_preset_file_validates(path):
-    spec = load_space_spec(path.stem)
+@pytest.mark.parametrize("name", sorted(p.name[:-5] for p in PRESET_DIR.iterdir() if p.name.endswith(".yaml")))
+def test_every_preset_file_validates(name):
+    spec = load_space_spec(name)
     assert isinstance(spec, SpaceSpec) and spec.description
 
 
 def test_the_documented_presets_exist():
-    assert {"uniform", "per_stage", "per_layer", "global_offset"} <= set(available_presets())
+    assert set(DOCUMENTED_PRESETS) <= set(available_presets())
+
+
+@pytest.mark.parametrize("name", DOCUMENTED_PRESETS)
+def test_every_documented_preset_loads_from_the_package_resources(name):
+    resource = PRESET_DIR / f"{name}.yaml"
+    assert resource.is_file(), f"{name}.yaml is not package data of autoprune"
+    assert load_space_spec(name) == SpaceSpec.model_validate(yaml.safe_load(resource.read_text()))
+
+
+def test_a_preset_in_the_prefix_share_folder_is_found(tmp_path, monkeypatch):
+    folder = tmp_path / "share" / "autoprune" / "search_spaces"
+    folder.mkdir(parents=True)
+    (folder / "site_wide.yaml").write_text("description: site preset\nratio: shared\ncriterion: shared\n")
+    (folder / "per_layer.yaml").write_text("description: shadow\nratio: shared\ncriterion: shared\n")
+    monkeypatch.setattr(sys, "prefix", str(tmp_path))
+    assert load_space_spec("site_wide").description == "site preset"
+    assert load_space_spec("per_layer").description != "shadow"  # the packaged preset wins
 
 
 def test_unknown_preset_suggests_the_closest(tmp_path):

@@ -149,6 +149,16 @@ def test_report_without_a_study_is_one_line_error_and_creates_nothing(tmp_path, 
     assert list((tmp_path / "run").iterdir()) == []
 
 
+def test_report_out_under_a_file_is_one_line_naming_the_flag(searched, tmp_path, capsys):
+    from autoprune.cli import main
+
+    _, path, _, _ = searched
+    (tmp_path / "a-file").write_text("")
+    assert main(["report", str(path), "--out", str(tmp_path / "a-file" / "report")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--out" in err[0] and "is a file, not a folder" in err[0]
+
+
 def _get(url):
     with urllib.request.urlopen(url, timeout=30) as response:
         return json.loads(response.read())

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import datetime
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import torch
 import autoprune
 from autoprune.config import config_from_dict
 from conftest import REPO, tiny_config, write_config
+from gated_search import assert_interrupted, gated_config, start_gated_search, wait_for_running_trials
 
 TESTS = Path(__file__).resolve().parent
 
@@ -135,40 +137,33 @@ def test_the_search_stops_after_too_many_failures_in_a_row(tmp_path):
     assert [t.state.name for t in study.trials if t.state.is_finished()] == ["FAIL"] * 3
 
 
-def test_sigint_ends_the_current_trial_keeps_the_rest_and_a_rerun_resumes(tmp_path, base_weights):
-    config = tiny_config(tmp_path / "run", base_weights, prune={"criteria": ["l1", "l2"]}, study={"n_trials": 30})
-    path = write_config(tmp_path / "c.yaml", config)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "autoprune", "search", str(path)],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        # A shell's background job ignores SIGINT, and Python keeps an inherited "ignore"; restore the default.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+def test_sigint_ends_the_current_trial_keeps_the_rest_and_a_rerun_resumes(tmp_path):
+    path = write_config(tmp_path / "c.yaml", gated_config(tmp_path))
+    storage = f"sqlite:///{tmp_path / 'run' / 'study.db'}"
+    gate = tmp_path / "gate"
+    proc = start_gated_search(path, gate)
     assert proc.stderr is not None
     seen = []
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        seen.append(line)
-        if line.startswith("trial 2 complete"):
-            break
-    time.sleep(0.5)  # into trial 3
+    while not seen or not seen[-1].startswith("trial 2 complete"):
+        seen.append(proc.stderr.readline())
+        assert seen[-1] or proc.poll() is None, "".join(seen)
+    since = datetime.datetime.now()
+    gate.touch()  # the next trial waits at the gate: the signal is sure to find it running
+    running = wait_for_running_trials(storage, 1, since)
     proc.send_signal(signal.SIGINT)
-    _, rest = proc.communicate(timeout=120)
+    out, rest = proc.communicate(timeout=120)
     stderr = "".join(seen) + rest
     assert proc.returncode == 130, stderr
     assert "interrupted;" in stderr and "run the same command to resume" in stderr
-    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    assert "Pareto front" in out and "Traceback" not in stderr
+    study = assert_interrupted(storage, running, tmp_path / "run")
     complete = [t.number for t in study.trials if t.state.name == "COMPLETE"]
     assert len(complete) >= 3
-    interrupted = [t for t in study.trials if t.state.name == "FAIL"]
-    assert all(t.user_attrs.get("error") == "interrupted" for t in interrupted)
-    assert not [t for t in study.trials if t.state.name == "RUNNING"]
 
+    gate.unlink()
     again = _cli("search", str(path), "--n-trials", str(len(complete) + 2), cwd=tmp_path)
     assert again.returncode == 0, again.stderr
-    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    study = optuna.load_study(study_name="tiny", storage=storage)
     assert [t.number for t in study.trials if t.state.name == "COMPLETE"][: len(complete)] == complete
     assert sum(t.state.name == "COMPLETE" for t in study.trials) == len(complete) + 2
     assert sum(bool(t.user_attrs.get("warm_start")) for t in study.trials) == 6  # 3 ratios x 2 criteria, once

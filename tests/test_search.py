@@ -4,13 +4,13 @@ import optuna
 import pandas as pd
 import pytest
 import yaml
+from conftest import REPO, run_cli, tiny_config, write_config
 
 import autoprune
 from autoprune import PruningPlan
 from autoprune.config import config_from_dict
 from autoprune.space import SearchSpace, load_space_spec
 from autoprune.study import pareto_frame
-from conftest import run_cli, tiny_config, write_config
 
 CRITERIA = ["l1", "fpgm"]
 
@@ -126,3 +126,76 @@ def test_bad_flag_is_one_line_exit_2(tmp_path, base_weights):
     result = run_cli("search", str(path), "--n-trials", "-3")
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and "--n-trials" in result.stderr
+
+
+def _user_config(tmp_path, **sections):
+    """SmallNet on 64 random samples (tests/user_models.py): a whole search takes a second or two."""
+    config = {
+        "name": "tiny",
+        "output": str(tmp_path / "run"),
+        "model": {"factory": "user_models:small_net", "input_shape": [1, 16, 16]},
+        "data": {"factory": "user_models:tiny_data"},
+        "base_training": {"epochs": 1, "lr": 0.01},
+        "prune": {"ignore": ["fc"], "search_space": "uniform", "ratio": [0.0, 0.5], "criteria": ["l1"]},
+        "finetune": {"epochs": 0, "bn_recalibration_batches": 1},
+        "study": {"n_trials": 2, "sampler": "random"},
+    }
+    for key, value in sections.items():
+        config[key] = {**config[key], **value} if isinstance(value, dict) else value
+    return config
+
+
+CHANGES = {
+    "model": (
+        {"model": {"factory": "user_models:zero_net"}},
+        "model.factory",
+        "another model: user_models:small_net -> user_models:zero_net",
+    ),
+    "criteria": ({"prune": {"criteria": ["l1", "fpgm"]}}, "prune.criteria", "another search space: [l1] -> [l1, fpgm]"),
+    "objectives": ({"objectives": ["metric", "params"]}, "objectives", "another objectives: [metric, macs] -> [metric, params]"),
+}
+
+
+@pytest.mark.parametrize("change", list(CHANGES))
+def test_resuming_with_a_changed_config_is_refused_in_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys, change):
+    from autoprune.cli import main
+
+    monkeypatch.syspath_prepend(str(REPO / "tests"))
+    sections, key, what = CHANGES[change]
+    path = write_config(tmp_path / "c.yaml", _user_config(tmp_path))
+    assert main(["search", str(path)]) == 0
+    capsys.readouterr()
+    output = tmp_path / "run"
+    record = {name: (output / name).read_bytes() for name in ("config.resolved.yaml", "base.pt", "trials.csv")}
+    trials = len(_load_study(output).trials)
+
+    changed = write_config(tmp_path / "c.yaml", _user_config(tmp_path, **sections))
+    assert main(["search", str(changed), "--n-trials", "4"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert f"{changed}: {key}: study 'tiny' in {output} was started with {what}" in lines[0]
+    assert "--study-name" in lines[0]
+    assert {name: (output / name).read_bytes() for name in record} == record  # byte-identical
+    assert len(_load_study(output).trials) == trials
+
+
+def test_study_name_starts_a_new_study_beside_the_old_one(tmp_path, monkeypatch, capsys):
+    from autoprune.cli import main
+
+    monkeypatch.syspath_prepend(str(REPO / "tests"))
+    path = write_config(tmp_path / "c.yaml", _user_config(tmp_path))
+    assert main(["search", str(path)]) == 0
+    output = tmp_path / "run"
+    first = {name: (output / name).read_bytes() for name in ("config.resolved.yaml", "trials.csv")}
+    changed = write_config(tmp_path / "other.yaml", _user_config(tmp_path, prune={"criteria": ["l1", "fpgm"]}))
+    assert main(["search", str(changed), "--study-name", "other"]) == 0, capsys.readouterr().err
+    storage = f"sqlite:///{output / 'study.db'}"
+    assert sorted(optuna.get_all_study_names(storage)) == ["other", "tiny"]
+    other = optuna.load_study(study_name="other", storage=storage)
+    assert other.user_attrs["definition"]["search space"]["prune.criteria"] == ["l1", "fpgm"]
+    assert {name: (output / name).read_bytes() for name in first} == first  # the first study's record is kept
+    assert yaml.safe_load((output / "config.other.resolved.yaml").read_text())["study"]["name"] == "other"
+    assert len(pd.read_csv(output / "trials.other.csv")) == len(other.trials)
+    # and each resumes with its own config
+    assert main(["search", str(path), "--n-trials", "3"]) == 0
+    assert len(_load_study(output).trials) == 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -111,6 +112,52 @@ def _start(*args):
     )
 
 
+# Opens the storage and creates (or loads) the study once per round, at the moment the test names.
+RACER = """
+import json, sys, time
+import optuna
+from autoprune.study import create_or_load_study, open_storage
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+print("ready", flush=True)
+for line in sys.stdin:
+    url, at = line.split()
+    while time.time() < float(at):
+        pass
+    try:
+        created = create_or_load_study(open_storage(url), "race")[1]
+        print(json.dumps({"created": created}), flush=True)
+    except Exception as exc:
+        print(json.dumps({"error": f"{type(exc).__name__}: {exc}"[:300]}), flush=True)
+"""
+
+
+def test_two_processes_opening_an_empty_postgres_database_at_once_both_succeed(pg):
+    """Creating Optuna's schema on an empty database races (a UniqueViolation on pg_type for the loser)."""
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACER], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, text=True,
+        )
+        for _ in range(2)
+    ]
+    try:
+        assert [r.stdout.readline().strip() for r in racers] == ["ready", "ready"]
+        for round_ in range(6):
+            url = pg.create_database(f"schema_race_{round_}")
+            at = time.time() + 0.5
+            for racer in racers:
+                racer.stdin.write(f"{url} {at}\n")
+                racer.stdin.flush()
+            results = [json.loads(r.stdout.readline()) for r in racers]
+            assert all("error" not in r for r in results), (round_, results)
+            assert sorted(r["created"] for r in results) == [False, True]
+            assert [s.study_name for s in open_storage(url).get_all_studies()] == ["race"]
+    finally:
+        for racer in racers:
+            racer.kill()
+            racer.wait()
+
+
 def test_a_killed_workers_trial_fails_after_the_grace_period_and_the_other_finishes(tmp_path, base_weights, pg):
     url = pg.create_database("killed_worker")
     config = _config(tmp_path, base_weights, 5, workers={"heartbeat_interval": 1, "grace_period": 2})
@@ -145,6 +192,43 @@ def test_a_killed_workers_trial_fails_after_the_grace_period_and_the_other_finis
     assert not study.get_trials(states=(TrialState.RUNNING,))
     finished = _assert_one_complete_study(study, 5)
     assert 0 in {t.user_attrs["worker"]["index"] for t in finished}
+
+
+def test_a_database_that_dies_mid_search_is_one_line_and_a_restart_resumes_without_loss(tmp_path, base_weights):
+    config = _config(tmp_path, base_weights, 30, workers={"heartbeat_interval": 1, "grace_period": 2})
+    path = write_config(tmp_path / "c.yaml", config)
+    with postgres_cluster() as cluster:  # its own server: this test stops it
+        cluster.create_database("dies")
+        url = cluster.url("dies").replace("postgres@", "postgres:s3cret@")  # trust auth ignores the password
+        search = _start("search", str(path), "--storage", url)
+        try:
+            seen = []
+            while not seen or not seen[-1].startswith("trial 1 complete"):
+                seen.append(search.stderr.readline())
+                assert seen[-1] or search.poll() is None, "".join(seen)
+            cluster.stop()
+            _, rest = search.communicate(timeout=300)
+        finally:
+            if search.poll() is None:
+                search.kill()
+        err = "".join(seen) + rest
+        assert search.returncode == 2, err
+        last = err.strip().splitlines()[-1]
+        assert last.startswith("autoprune: error: storage 'postgresql") and "connection lost" in last, err
+        assert f"postgres:***@127.0.0.1:{cluster.port}/dies" in last and "s3cret" not in err
+        assert "Traceback" not in err
+
+        cluster.start()
+        study = _study(cluster.url("dies"))
+        complete = [t.number for t in study.trials if t.state == TrialState.COMPLETE]
+        assert len(complete) >= 2
+        time.sleep(3)  # past the grace period: the trial the server's death cut short is stale
+        again = run_cli("search", str(path), "--storage", url, "--n-trials", str(len(complete) + 1), timeout=600)
+        assert again.returncode == 0, again.stderr
+        study = _study(cluster.url("dies"))
+        assert [t.number for t in study.trials if t.state == TrialState.COMPLETE][: len(complete)] == complete
+        assert sum(t.state == TrialState.COMPLETE for t in study.trials) == len(complete) + 1
+        assert not study.get_trials(states=(TrialState.RUNNING,))
 
 
 def test_two_processes_on_a_journal_file_train_the_base_once_and_share_the_study(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import random
 import warnings
 
@@ -12,7 +13,7 @@ from torch import nn
 import autoprune
 from autoprune import PruningPlan, apply_plan, find_groups
 from autoprune.config import config_from_dict
-from autoprune.engine import UnsupportedGroupWarning
+from autoprune.engine import UnsupportedGroupWarning, find_output_layers
 from autoprune.models import build_model
 from conftest import tiny_config
 
@@ -55,6 +56,17 @@ def test_every_zoo_model_has_groups_and_warns_only_about_what_it_cannot_prune(zo
     assert warned == EXPECTED_UNSUPPORTED.get(name, set())
     assert not warned & {g.name for g in groups}
     assert all(g.channels > 1 for g in groups)
+
+
+def test_every_zoo_head_is_found_as_the_output_layer_and_ignoring_it_changes_no_group(zoo):
+    name, model, groups, _ = zoo
+    head = ZOO[name][0]
+    outputs = find_output_layers(model, X)
+    assert len(outputs) == 1 and fnmatch.fnmatchcase(outputs[0], head)
+    unignored = find_groups(model, X, check=False)  # the dry run's exclusions are the same either way
+    assert [g.name for g in unignored if g.name not in EXPECTED_UNSUPPORTED.get(name, set())] == [g.name for g in groups]
+    with_head = find_groups(model, X, check=False, allow_output_pruning=True)
+    assert [g.name for g in with_head if g.name != outputs[0]] == [g.name for g in unignored]
 
 
 @pytest.mark.parametrize("ratio", [0.25, 0.5])

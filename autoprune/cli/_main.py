@@ -5,6 +5,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from autoprune._version import __version__
 from autoprune.cli import _dashboard, _export, _report, _search, _validate
 from autoprune.cli._common import config_parent
 from autoprune.errors import AutopruneError, ConfigError
@@ -24,7 +25,9 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="autoprune", description="Automatic per-layer structured pruning with Optuna.")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser.add_argument("--version", action="version", version=f"autoprune {__version__}")
+    # Not required=True: a bare `autoprune` gets the usage and the version (see main), not only an error.
+    commands = parser.add_subparsers(dest="command", parser_class=_Parser)
     parent = config_parent()
     for command in COMMANDS:
         command.register(commands, parent)
@@ -32,7 +35,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        names = ", ".join(command.__name__.rsplit("._", 1)[-1] for command in COMMANDS)
+        parser.exit(
+            2,
+            f"{parser.format_usage()}autoprune {__version__}\n"
+            f"autoprune: error: a command is required: one of {names}; `autoprune COMMAND --help` for its options\n",
+        )
     debug = bool(getattr(args, "debug", False))
     import optuna
 

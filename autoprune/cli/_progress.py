@@ -12,13 +12,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from autoprune.cli._console import ConsoleProgress
+from autoprune.cli._console import ConsoleProgress, status_column
 from autoprune.config import Config
 from autoprune.study import FRONT_COLUMNS, Task, metric_names
 
 __all__ = ["DEFAULT_BUDGET", "SearchProgress", "print_front"]
 
 DEFAULT_BUDGET = 0.5  # relative MACs under which the best metric is shown when no constraint is set
+INFEASIBLE = "infeasible (raw, not fine-tuned)"
 
 
 class SearchProgress(ConsoleProgress):
@@ -48,7 +49,7 @@ class SearchProgress(ConsoleProgress):
             TimeElapsedColumn(),
             TextColumn("left"),
             TimeRemainingColumn(),
-            TextColumn("{task.fields[status]}"),
+            status_column("{task.fields[status]}"),
         )
 
     def on_ready(self, study: optuna.Study, task: Task) -> None:
@@ -87,6 +88,9 @@ class SearchProgress(ConsoleProgress):
             self._progress.update(self._bar, completed=min(self._done, self.config.study.n_trials), status=self._status())
         else:
             values = f"{self.metric} {trial.values[0]:.4f}, cost {trial.values[1]:.3f}" if trial.values else trial.state.name
+            if trial.values and trial.user_attrs.get("feasible") is False:
+                # Over max_macs: scored as pruned, never fine-tuned, so its metric is not comparable.
+                values += f", {INFEASIBLE}"
             elapsed = time.monotonic() - self._started
             print(
                 f"trial {trial.number} {trial.state.name.lower()}: {values} | "

@@ -22,10 +22,12 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from autoprune.report import open_existing_study, write_report
+    from autoprune.study import check_output_writable
 
     config = load_with_overrides(args)
+    out, key = (Path(args.out), "--out") if args.out else (config.output, "output")
+    check_output_writable(out, key=key)  # before the storage is opened: a typo costs nothing
     study = open_existing_study(config)
-    out = Path(args.out) if args.out else config.output
-    for path in write_report(study, out, max_macs=config.constraints.max_macs):
+    for path in write_report(study, out, max_macs=config.constraints.max_macs, key=key):
         print(path)
     return 0

@@ -27,7 +27,7 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from autoprune.cli._progress import SearchProgress, print_front
-    from autoprune.study import SearchInterrupted, pareto_frame, search
+    from autoprune.study import SearchInterrupted, guard_storage, pareto_frame, search
 
     config = load_with_overrides(
         args,
@@ -42,7 +42,9 @@ def run(args: argparse.Namespace) -> int:
     # A scheduler's SIGTERM ends the search as Ctrl-C does: the current trial fails as "interrupted", the rest stay.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        with SearchProgress(config) as progress:
+        # A database that goes away outside the trial loop (while the study is joined, or the results written)
+        # is the same one line as inside it.
+        with guard_storage(config.storage_url), SearchProgress(config) as progress:
             study = search(
                 config,
                 log=progress.log,

@@ -19,6 +19,7 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from autoprune.engine import find_output_layers
     from autoprune.study import resolve
 
     config = load_with_overrides(args)
@@ -28,6 +29,11 @@ def run(args: argparse.Namespace) -> int:
     found = []
     if config.prune.structured:
         found.append(f"{len(resolved.groups)} prunable groups: {', '.join(g.name for g in resolved.groups)}")
+        outputs = find_output_layers(resolved.model, resolved.example_inputs)
+        if outputs:
+            allowed = config.prune.allow_output_pruning
+            kept = "prunable: prune.allow_output_pruning is true" if allowed else "never pruned"
+            found.append(f"output layers ({kept}): {', '.join(outputs)}")
     if config.prune.unstructured_mode:
         found.append(f"{len(resolved.layers)} layers to sparsify: {', '.join(resolved.layers)}")
     print(f"{args.config}: OK; {'; '.join(found)}")

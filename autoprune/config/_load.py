@@ -10,18 +10,33 @@ from pydantic import BaseModel, ValidationError
 from autoprune.config._schema import Config
 from autoprune.errors import ConfigError, did_you_mean
 
-__all__ = ["apply_overrides", "config_from_dict", "dump_config", "load_config", "load_yaml", "validation_error"]
+__all__ = [
+    "MAX_CONFIG_VALUES",
+    "apply_overrides",
+    "check_expanded_size",
+    "config_from_dict",
+    "dump_config",
+    "load_config",
+    "load_yaml",
+    "validation_error",
+]
 
 
 def load_yaml(path: str | Path, *, what: str = "config") -> dict[str, Any]:
     """Read a YAML mapping with the safe loader; a missing, unreadable or malformed file is a ConfigError."""
     path = Path(path)
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{what} file not found", source=str(path)) from None
+    except IsADirectoryError:
+        raise ConfigError(f"{what} path is a directory, not a file", source=str(path)) from None
     except OSError as exc:
         raise ConfigError(f"cannot read {what} file: {exc.strerror}", source=str(path)) from None
+    try:
+        text = raw.decode("utf-8")  # YAML is UTF-8 whatever the locale says
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not valid UTF-8 text at byte {exc.start}", source=str(path)) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -29,11 +44,55 @@ def load_yaml(path: str | Path, *, what: str = "config") -> dict[str, Any]:
         where = f" at line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"invalid YAML{where}: {problem}", source=str(path)) from None
+    except RecursionError:  # PyYAML's parser recurses once per nesting level
+        raise ConfigError("invalid YAML: nested too deeply", source=str(path)) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"expected a mapping at the top level, found {type(data).__name__}", source=str(path))
+    check_expanded_size(data, source=str(path))
     return data
+
+
+# Far above any real config (a few hundred values), far below what hangs validation.
+MAX_CONFIG_VALUES = 100_000
+MAX_CONFIG_DEPTH = 64
+
+
+def check_expanded_size(data: Any, *, limit: int = MAX_CONFIG_VALUES, source: str | None = None) -> int:
+    """The number of values ``data`` holds once every YAML alias is expanded; a ConfigError over ``limit``.
+
+    YAML aliases share one object, so a few lines can stand for billions of values ("billion laughs") that
+    copying or validating would expand. The count is memoised per shared container, so it takes time linear in
+    the distinct objects, not in the expansion. A container that holds itself (``a: &a [*a]``) is refused too.
+    """
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()
+
+    def size(node: Any, depth: int) -> int:
+        if not isinstance(node, (dict, list)):
+            return 1
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        if id(node) in open_:
+            raise ConfigError("config refers to itself (a recursive YAML alias)", source=source)
+        if depth > MAX_CONFIG_DEPTH:
+            raise ConfigError(f"config is nested more than {MAX_CONFIG_DEPTH} levels deep", source=source)
+        open_.add(id(node))
+        children = [*node.keys(), *node.values()] if isinstance(node, dict) else node
+        total = 1
+        for child in children:
+            total += size(child, depth + 1)
+            if total > limit:
+                raise ConfigError(
+                    f"config expands to more than {limit} values (YAML aliases nested too deep?)", source=source
+                )
+        open_.discard(id(node))
+        sizes[id(node)] = total
+        return total
+
+    return size(data, 0)
 
 
 def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -72,7 +131,9 @@ def config_from_dict(data: Mapping[str, Any], *, source: str | None = None) -> C
 def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Config:
     """Load, override and validate a YAML config; any problem is one ConfigError naming the key path."""
     data = apply_overrides(load_yaml(path), overrides or {})
-    return config_from_dict(data, source=str(path))
+    config = config_from_dict(data, source=str(path))
+    config._source = Path(path).resolve()  # factories named "module:fn" are imported from beside the file too
+    return config
 
 
 def dump_config(config: Config) -> str:

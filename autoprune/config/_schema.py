@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from autoprune.criteria import CRITERIA
 from autoprune.errors import did_you_mean
@@ -31,6 +31,15 @@ __all__ = [
 
 Granularity = Literal["shared", "per_stage", "per_group"]
 SAMPLERS = ("tpe", "nsga2", "random", "gp")
+
+
+def _known_sampler(name: str) -> str:
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}{did_you_mean(name, SAMPLERS)}; known: {', '.join(SAMPLERS)}")
+    return name
+
+
+Sampler = Annotated[str, AfterValidator(_known_sampler)]  # an Optuna sampler autoprune knows by name
 PruneMode = Literal["structured", "unstructured"]
 
 
@@ -58,6 +67,7 @@ class ModelConfig(_Strict):
     weights: Path | None = None
     input_shape: list[int] | None = Field(default=None, min_length=1)
     num_classes: int | None = Field(default=None, gt=0)
+    options: dict[str, Any] = Field(default_factory=dict)  # keyword arguments for the factory (or built-in builder)
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelConfig:
@@ -246,6 +256,8 @@ class PruneConfig(_Strict):
     mode: tuple[PruneMode, ...] = ("structured",)
     unstructured: UnstructuredConfig = Field(default_factory=UnstructuredConfig)
     ignore: list[str] = Field(default_factory=list)
+    # Layers whose channels reach a model output (classifier, segmentation head) are never pruned unless true.
+    allow_output_pruning: bool = False
     round_to: int = Field(default=1, ge=1)
     search_space: str | SpaceSpec = "per_layer"
     ratio: tuple[Ratio, Ratio] = (0.0, 0.9)
@@ -293,20 +305,13 @@ class ConstraintsConfig(_Strict):
 
 
 class StudyConfig(_Strict):
-    sampler: str = "tpe"
+    sampler: Sampler = "tpe"
     n_trials: int = Field(default=40, gt=0)
     timeout: float | None = Field(default=None, gt=0)
     seed: int = 0
     storage: str | None = None
     name: str | None = None
     max_consecutive_failures: int = Field(default=5, gt=0)
-
-    @field_validator("sampler")
-    @classmethod
-    def _known_sampler(cls, v: str) -> str:
-        if v not in SAMPLERS:
-            raise ValueError(f"unknown sampler {v!r}{did_you_mean(v, SAMPLERS)}; known: {', '.join(SAMPLERS)}")
-        return v
 
 
 class ScheduleConfig(_Strict):
@@ -377,6 +382,15 @@ class Config(_Strict):
     study: StudyConfig = Field(default_factory=StudyConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     workers: WorkersConfig = Field(default_factory=WorkersConfig)
+    # The YAML file this config was loaded from (set by load_config); its folder is on the factories' import path.
+    _source: Path | None = PrivateAttr(default=None)
+
+    @property
+    def source(self) -> Path | None:
+        return self._source
+
+    def __eq__(self, other: object) -> bool:  # where a config was loaded from is not part of it
+        return type(other) is type(self) and self.__dict__ == other.__dict__
 
     @model_validator(mode="before")
     @classmethod

@@ -12,6 +12,7 @@ or, from an installed package, with an entry point in the group ``autoprune.crit
 
 from __future__ import annotations
 
+from autoprune.criteria import _builtin  # noqa: F401  (registers l1, l2, fpgm, taylor, lamp, bn_scale, random)
 from autoprune.criteria._base import (
     CRITERIA,
     ENTRY_POINT_GROUP,
@@ -21,7 +22,6 @@ from autoprune.criteria._base import (
     needs_gradients,
     register_criterion,
 )
-from autoprune.criteria import _builtin  # noqa: F401  (registers l1, l2, fpgm, taylor, lamp, bn_scale, random)
 
 __all__ = [
     "CRITERIA",

@@ -11,7 +11,15 @@ from autoprune.engine._apply import (
     group_seed,
     select_removed,
 )
-from autoprune.engine._check import UnsupportedGroup, UnsupportedGroupWarning, find_unsupported
+from autoprune.engine._check import UnsupportedGroup, UnsupportedGroupWarning, check_output_shapes, find_unsupported
+from autoprune.engine._graph import (
+    Group,
+    ModelGraph,
+    check_ignore_globs,
+    count_macs_params,
+    find_output_layers,
+    matching_modules,
+)
 from autoprune.engine._sparsify import (
     SPARSIFIERS,
     Sparsifier,
@@ -24,7 +32,6 @@ from autoprune.engine._sparsify import (
     refresh_masked_weights,
     sparsifiable_layers,
 )
-from autoprune.engine._graph import Group, ModelGraph, check_ignore_globs, count_macs_params, matching_modules
 
 __all__ = [
     "Group",
@@ -42,8 +49,10 @@ __all__ = [
     "compressed_bytes",
     "count_nonzero_params",
     "check_ignore_globs",
+    "check_output_shapes",
     "count_macs_params",
     "find_groups",
+    "find_output_layers",
     "find_unsupported",
     "group_seed",
     "layer_sparsity",

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from autoprune.criteria import get_criterion, needs_gradients
-from autoprune.engine._check import UnsupportedGroupWarning, find_unsupported
+from autoprune.engine._check import UnsupportedGroupWarning, check_output_shapes, find_unsupported
 from autoprune.engine._graph import Group, ModelGraph, count_macs_params
 from autoprune.engine._sparsify import apply_sparsity, count_nonzero_params, refresh_masked_weights
 from autoprune.errors import PruningError, did_you_mean
@@ -73,17 +73,27 @@ class PruneReport:
 
 
 def find_groups(
-    model: nn.Module, example_inputs: Any, ignore: Sequence[str] = (), *, check: bool = True
+    model: nn.Module,
+    example_inputs: Any,
+    ignore: Sequence[str] = (),
+    *,
+    check: bool = True,
+    allow_output_pruning: bool = False,
 ) -> list[Group]:
     """The prunable groups of ``model``, in model order; modules matching an ``ignore`` glob keep all outputs.
 
-    With ``check`` (the default) each group's pruning is dry-run on a scratch copy; a group that fails is left
-    out with one :class:`UnsupportedGroupWarning` naming it, its layer type and the ``ignore`` glob that
-    silences it. A model left with no prunable group is a PruningError.
+    So do the output layers (whose channels reach a model output: the classifier, a segmentation head), found
+    on the traced graph, unless ``allow_output_pruning``. With ``check`` (the default) each group's pruning is
+    dry-run on a scratch copy; a group that fails (or, without ``allow_output_pruning``, changes an output's
+    shape) is left out with one :class:`UnsupportedGroupWarning` naming it, its layer type and the ``ignore``
+    glob that silences it. A model left with no prunable group is a PruningError.
     """
-    groups = ModelGraph(copy.deepcopy(model), example_inputs, ignore).groups
+    graph = ModelGraph(copy.deepcopy(model), example_inputs, ignore, allow_output_pruning=allow_output_pruning)
+    groups = graph.groups
     if check:
-        unsupported = find_unsupported(model, example_inputs, groups, ignore)
+        unsupported = find_unsupported(
+            model, example_inputs, groups, ignore, allow_output_pruning=allow_output_pruning
+        )
         for item in unsupported:
             warnings.warn(item.message(), UnsupportedGroupWarning, stacklevel=2)
         excluded = {item.group.name for item in unsupported}
@@ -91,9 +101,11 @@ def find_groups(
         if not groups and unsupported:
             raise PruningError(f"no group of {type(model).__name__} can be pruned: all {len(excluded)} fail the dry run")
     if not groups:
+        protected = [] if allow_output_pruning else graph.output_layers()
         raise PruningError(
             f"{type(model).__name__} has no prunable group: no conv or linear layer whose outputs may be removed"
             + (f" outside the ignore globs {list(ignore)}" if ignore else "")
+            + (f" (output layers {protected} are never pruned without allow_output_pruning)" if protected else "")
         )
     return groups
 
@@ -113,16 +125,18 @@ def group_seed(plan: PruningPlan, name: str) -> int:
 def accumulate_gradients(model: nn.Module, batches: Iterable[tuple[Any, Any]], loss_fn: LossFn) -> int:
     """Fill every parameter's ``.grad`` with the loss gradient averaged over ``batches``; returns their count.
 
-    Runs in training mode (as the gradient criteria assume), with a fixed random seed, and puts the
-    BatchNorm running statistics and the mode back afterwards, so only ``.grad`` changes.
+    Runs in evaluation mode, the network that is pruned: BatchNorm uses its running statistics. In training
+    mode a conv followed by BatchNorm is scale-invariant, so ``sum(grad * weight)`` over each of its filters is
+    zero in exact arithmetic and a Taylor ranking would be round-off. A fixed random seed covers any op that
+    still draws at random; the buffers and the mode are put back afterwards, so only ``.grad`` changes.
     """
     was_training = model.training
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
     model.zero_grad(set_to_none=True)
-    model.train()
+    model.eval()
     count = 0
     try:
-        # A fixed seed for whatever draws at random in training mode (dropout): the same plan, the same scores.
+        # A fixed seed for whatever draws at random: the same plan, the same scores.
         with torch.random.fork_rng(devices=[]), torch.enable_grad():
             torch.manual_seed(0)
             for inputs, targets in batches:
@@ -166,7 +180,8 @@ def apply_plan(
     if not plan.groups:
         # Nothing to remove: no dependency graph to build (unstructured pruning alone keeps every channel).
         return _finish(model, pruned, example_inputs, plan, {}, base_counts, {"graph": 0.0, "prune": 0.0}, time.perf_counter())
-    graph = ModelGraph(pruned, example_inputs)
+    # Every group, output ones included: a plan naming an output group asks for it explicitly.
+    graph = ModelGraph(pruned, example_inputs, allow_output_pruning=True)
     known = {g.name: g for g in graph.groups}
     for name in plan.groups:
         if name not in known:
@@ -215,6 +230,8 @@ def apply_plan(
                 f"of {known[name].channels}"
             )
         channels_report[name] = (known[name].channels, after)
+    if not any(graph.reaches_output(name) for name in removals):
+        check_output_shapes(model, example_inputs, pruned, graph.output_shapes, removals)
 
     seconds = {"graph": graph_done - started, "prune": pruned_done - graph_done}
     return _finish(model, pruned, example_inputs, plan, channels_report, base_counts, seconds, pruned_done)

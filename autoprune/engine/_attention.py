@@ -10,6 +10,7 @@ from the head layout, as torch-pruning's ``num_heads`` support does in its MetaP
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -29,7 +30,8 @@ class AttentionSite:
 
     @property
     def num_heads(self) -> int:
-        return int(self.owner.num_heads)
+        heads: Any = self.owner.num_heads  # a plain int; torch types Module attributes as Tensor | Module
+        return int(heads)
 
     @property
     def head_dim(self) -> int:
@@ -58,9 +60,9 @@ class AttentionSite:
 
     def after_pruning(self, unit: str, removed: int) -> None:
         if unit == "heads":
-            self.owner.num_heads = int(self.owner.num_heads) - removed
+            self.owner.num_heads = self.num_heads - removed  # type: ignore[assignment]  # an int attribute
         if isinstance(getattr(self.owner, "head_dim", None), int):
-            self.owner.head_dim = self.qkv.out_features // (3 * int(self.owner.num_heads))
+            self.owner.head_dim = self.qkv.out_features // (3 * self.num_heads)  # type: ignore[assignment]
 
 
 def find_attention_sites(model: nn.Module) -> dict[str, AttentionSite]:

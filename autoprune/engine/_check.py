@@ -2,22 +2,27 @@
 
 An unknown custom layer (a per-channel buffer torch-pruning does not know to shrink) or an op that breaks
 DepGraph's index mapping (some forms of channel shuffle) shows up here as an exception, a wrong channel count
-or a failing forward. Such groups are excluded from the search, each with one warning.
+or a failing forward. Such groups are excluded from the search, each with one warning. So is a group whose
+pruning changes the shape of a model output that DepGraph did not see as one, unless output pruning is allowed.
+
+After a plan is applied, :func:`check_output_shapes` is the safety net: an output that changed shape without
+the plan pruning an output group explicitly is an error naming the group that did it.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from autoprune.engine._graph import Group, ModelGraph
+from autoprune.engine._graph import Group, ModelGraph, call_model, output_tensors
+from autoprune.errors import PruningError
 
-__all__ = ["UnsupportedGroup", "UnsupportedGroupWarning", "find_unsupported"]
+__all__ = ["UnsupportedGroup", "UnsupportedGroupWarning", "check_output_shapes", "find_unsupported"]
 
 
 class UnsupportedGroupWarning(UserWarning):
@@ -38,25 +43,36 @@ class UnsupportedGroup:
 
 
 def find_unsupported(
-    model: nn.Module, example_inputs: Any, groups: Sequence[Group], ignore: Sequence[str] = ()
+    model: nn.Module,
+    example_inputs: Any,
+    groups: Sequence[Group],
+    ignore: Sequence[str] = (),
+    *,
+    allow_output_pruning: bool = False,
 ) -> list[UnsupportedGroup]:
     """Prune half of each group's channels (every other one) on a scratch copy and check the result.
 
     Groups are tried one after another on the same scratch copy; a failure is confirmed on a fresh copy with
-    that group alone, so one bad group never blames the next.
+    that group alone, so one bad group never blames the next. Without ``allow_output_pruning`` a changed
+    output shape is a failure too.
     """
     found: list[UnsupportedGroup] = []
     scratch: ModelGraph | None = None
     used = False
+    expected = None if allow_output_pruning else _output_shapes(model, example_inputs)
+
+    def fresh() -> ModelGraph:
+        return ModelGraph(copy.deepcopy(model), example_inputs, ignore, allow_output_pruning=allow_output_pruning)
+
     for group in groups:
         if group.channels < 2:
             continue
         if scratch is None:
-            scratch, used = ModelGraph(copy.deepcopy(model), example_inputs, ignore), False
-        problem = _try_group(scratch, group, example_inputs)
+            scratch, used = fresh(), False
+        problem = _try_group(scratch, group, example_inputs, expected)
         if problem is not None and used:
-            scratch = ModelGraph(copy.deepcopy(model), example_inputs, ignore)
-            problem = _try_group(scratch, group, example_inputs)
+            scratch = fresh()
+            problem = _try_group(scratch, group, example_inputs, expected)
         if problem is not None:
             found.append(UnsupportedGroup(group, problem[0], problem[1]))
             scratch = None  # half-pruned in an unknown way: start the next group on a fresh copy
@@ -65,10 +81,12 @@ def find_unsupported(
     return found
 
 
-def _try_group(graph: ModelGraph, group: Group, example_inputs: Any) -> tuple[str, str] | None:
+def _try_group(
+    graph: ModelGraph, group: Group, example_inputs: Any, expected: list[tuple[int, ...]] | None
+) -> tuple[str, str] | None:
     """``(layer type, reason)`` when pruning ``group`` fails, else None.
 
-    A changed output shape is not a failure: that is an output head the user chose not to ignore.
+    A changed output shape is a failure only given the ``expected`` shapes (output pruning not allowed).
     """
     remove = list(range(1, group.channels, 2))
     try:
@@ -106,7 +124,41 @@ def _try_group(graph: ModelGraph, group: Group, example_inputs: Any) -> tuple[st
         if failed_in is not None:
             return type(failed_in).__name__, f"{reason} (in {names.get(failed_in) or 'the model'})"
         return group.layer_type, reason
+    if expected is not None and shapes != expected:
+        return group.layer_type, (
+            f"pruning it changes the model's output shape from {_shapes(expected)} to {_shapes(shapes)} "
+            "(its channels reach the output)"
+        )
     return None
+
+
+def check_output_shapes(
+    model: nn.Module,
+    example_inputs: Any,
+    pruned: nn.Module,
+    expected: list[tuple[int, ...]],
+    removals: Mapping[str, Sequence[int]],
+) -> None:
+    """Raise a PruningError naming the group when ``pruned``'s outputs no longer have the ``expected`` shapes.
+
+    ``removals`` are the channels the plan removed per group, in the order they were removed; to name the
+    culprit they are removed again from a fresh copy of ``model``, one group at a time (only on failure).
+    """
+    after = _output_shapes(pruned, example_inputs)
+    if after == expected:
+        return
+    scratch = ModelGraph(copy.deepcopy(model), example_inputs, allow_output_pruning=True)
+    culprit = None
+    for name, remove in removals.items():
+        scratch.prune(name, remove)
+        if _output_shapes(scratch.model, example_inputs) != expected:
+            culprit = name
+            break
+    which = f"group {culprit!r}" if culprit else f"the plan (groups {', '.join(map(repr, removals))})"
+    raise PruningError(
+        f"{which} changes the model's output shape from {_shapes(expected)} to {_shapes(after)}: its channels "
+        "reach the output; add it to prune.ignore"
+    )
 
 
 @torch.no_grad()
@@ -114,20 +166,14 @@ def _output_shapes(model: nn.Module, example_inputs: Any) -> list[tuple[int, ...
     was_training = model.training
     model.eval()
     try:
-        out = model(*example_inputs) if isinstance(example_inputs, (tuple, list)) else model(example_inputs)
+        out = call_model(model, example_inputs)
     finally:
         model.train(was_training)
-    return [tuple(t.shape) for t in _tensors(out)]
+    return [tuple(t.shape) for t in output_tensors(out)]
 
 
-def _tensors(value: Any) -> list[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, dict):
-        return [t for v in value.values() for t in _tensors(v)]
-    if isinstance(value, (tuple, list)):
-        return [t for v in value for t in _tensors(v)]
-    return []
+def _shapes(shapes: list[tuple[int, ...]]) -> str:
+    return ", ".join(str(list(s)) for s in shapes)
 
 
 def _short(exc: BaseException) -> str:

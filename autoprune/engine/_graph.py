@@ -9,7 +9,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch_pruning as tp
@@ -19,7 +19,16 @@ from autoprune.criteria import GroupTensors
 from autoprune.engine._attention import HEADS_SUFFIX, AttentionSite, find_attention_sites
 from autoprune.errors import PruningError
 
-__all__ = ["Group", "ModelGraph", "check_ignore_globs", "count_macs_params", "matching_modules"]
+__all__ = [
+    "Group",
+    "ModelGraph",
+    "call_model",
+    "check_ignore_globs",
+    "count_macs_params",
+    "find_output_layers",
+    "matching_modules",
+    "output_tensors",
+]
 
 _ROOT_TYPES = (tp.ops.TORCH_CONV, tp.ops.TORCH_LINEAR)
 
@@ -59,7 +68,16 @@ def matching_modules(model: nn.Module, globs: Sequence[str]) -> dict[str, list[s
 class ModelGraph:
     """The DepGraph of one model instance; pruning through it changes that instance in place."""
 
-    def __init__(self, model: nn.Module, example_inputs: Any, ignore: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        example_inputs: Any,
+        ignore: Sequence[str] = (),
+        *,
+        allow_output_pruning: bool = False,
+    ) -> None:
+        """``allow_output_pruning`` False (the default) leaves out every group whose channels reach a model
+        output (see :meth:`output_layers`), as if its layers were ignored; True keeps them, named like the rest."""
         self.model = model
         self.example_inputs = example_inputs
         self._names = {m: n for n, m in model.named_modules()}
@@ -70,26 +88,70 @@ class ModelGraph:
         self._attention = find_attention_sites(model)
         unwrapped = _unwrapped_parameters(model)
         self._param_names = {id(p): n for n, p in model.named_parameters() if any(p is q for q, _ in unwrapped)}
+        outputs: list[Any] = []
         was_training = model.training
         model.eval()
+        handle = model.register_forward_hook(lambda _m, _args, out: outputs.append(out))
         try:
+            # forward_fn: DepGraph's own first try, model(*inputs), would unpack a lone tensor's batch dimension.
             self.graph = tp.DependencyGraph().build_dependency(
-                model, example_inputs=example_inputs, unwrapped_parameters=unwrapped
+                model, example_inputs=example_inputs, forward_fn=call_model, unwrapped_parameters=unwrapped
             )
         except Exception as exc:
             raise PruningError(f"cannot trace the model's dependency graph: {type(exc).__name__}: {exc}") from exc
         finally:
+            handle.remove()
             model.train(was_training)
+        out = output_tensors(outputs[-1]) if outputs else []
+        self.output_shapes: list[tuple[int, ...]] = [tuple(t.shape) for t in out]
+        self._output_nodes = _output_nodes(self.graph, out)
         self._roots: dict[str, nn.Module] = {}
         self._groups: list[Group] = []
+        self._output_groups: set[str] = set()
         for tp_group in self.graph.get_all_groups(ignored_layers=self._ignored, root_module_types=_ROOT_TYPES):
+            reaches_output = self._reaches_output(tp_group)
+            if reaches_output and not allow_output_pruning:
+                continue
             group = self._describe(tp_group)
             found = self._attention_groups(group.name) if group.name in self._attention else [group]
             for item in found:
                 if not any(fnmatch.fnmatchcase(item.name, glob) for glob in ignore):
                     self._roots[item.name] = modules[group.name]
                     self._groups.append(item)
+                    if reaches_output:
+                        self._output_groups.add(item.name)
         self._groups.sort(key=lambda g: (self._order[self._roots[g.name]], g.name))
+
+    # -- model outputs -----------------------------------------------------------------------------------
+
+    def _reaches_output(self, tp_group: Any) -> bool:
+        """Whether pruning ``tp_group`` removes channels of a model output (its shape would change)."""
+        return any(
+            dep.target in self._output_nodes
+            and (dep.target.type == tp.ops.OPTYPE.OUTPUT or self.graph.is_out_channel_pruning_fn(dep.handler))
+            for dep, _ in tp_group
+        )
+
+    def output_layers(self) -> list[str]:
+        """The conv/linear layers whose output channels reach a model output, ignored or not, in model order.
+
+        A layer counts when removing its output channels would change the shape of a model output: the
+        classifier, a segmentation head, every layer coupled to an output through residual adds, a trailing
+        BatchNorm, a flatten or a concat, and the producers of every tensor of a tuple/dict output.
+        """
+        found: set[nn.Module] = set()
+        for tp_group in self.graph.get_all_groups(ignored_layers=[], root_module_types=_ROOT_TYPES):
+            if self._reaches_output(tp_group):
+                found.update(
+                    dep.target.module
+                    for dep, _ in tp_group
+                    if isinstance(dep.target.module, _ROOT_TYPES) and self.graph.is_out_channel_pruning_fn(dep.handler)
+                )
+        return [self._names[m] for m in sorted(found & set(self._names), key=lambda m: self._order[m])]
+
+    def reaches_output(self, name: str) -> bool:
+        """Whether group ``name`` (present only with ``allow_output_pruning``) removes output channels."""
+        return name in self._output_groups
 
     # -- enumeration -------------------------------------------------------------------------------------
 
@@ -169,7 +231,7 @@ class ModelGraph:
         with torch.no_grad():
             bn_scale = self._bn_scale(tp_group, root, channels, scope)
             if scope == "layer":
-                grad = root.weight.grad
+                grad = getattr(root.weight, "grad", None)
                 return GroupTensors(
                     name,
                     _out_rows(root).detach().clone(),
@@ -189,7 +251,10 @@ class ModelGraph:
                 grad = getattr(module.weight, "grad", None)
                 with_grads = with_grads and grad is not None
                 if with_grads:
-                    grads.append(_scatter_rows(_rows_of(module, list(idxs), out, grad), at, channels))
+                    grad_rows = _rows_of(module, list(idxs), out, grad)
+                    with_grads = grad_rows is not None
+                    if grad_rows is not None:
+                        grads.append(_scatter_rows(grad_rows, at, channels))
             return GroupTensors(
                 name,
                 torch.cat(weights, dim=1),
@@ -238,6 +303,46 @@ class ModelGraph:
         site.after_pruning(unit, len(remove))
 
 
+def call_model(model: nn.Module, example_inputs: Any) -> Any:
+    """``model`` on ``example_inputs``: a tuple or list is positional arguments, a dict keywords, else one input
+    (as torch-pruning's MAC counter calls it)."""
+    if isinstance(example_inputs, (tuple, list)):
+        return model(*example_inputs)
+    if isinstance(example_inputs, dict):
+        return model(**example_inputs)
+    return model(example_inputs)
+
+
+def output_tensors(value: Any) -> list[torch.Tensor]:
+    """Every tensor of a model output: a tensor, or tuples, lists and dicts (``ModelOutput``) of them."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in output_tensors(v)]
+    if isinstance(value, (tuple, list)):
+        return [t for v in value for t in output_tensors(v)]
+    return []
+
+
+def _output_nodes(graph: Any, outputs: list[torch.Tensor]) -> set[Any]:
+    """The DepGraph nodes that produce the model's outputs.
+
+    DepGraph makes an ``_OutputOp`` node of an output computed by a function (interpolate, flatten, add); an
+    output returned straight from a layer (``return self.head(x)``) is that layer's node, found by its grad_fn.
+    """
+    grad_fns = {t.grad_fn for t in outputs if t.grad_fn is not None}
+    return {
+        node
+        for node in graph.module2node.values()
+        if node.type == tp.ops.OPTYPE.OUTPUT or (node.grad_fn is not None and node.grad_fn in grad_fns)
+    }
+
+
+def find_output_layers(model: nn.Module, example_inputs: Any) -> list[str]:
+    """The conv/linear layers whose output channels reach a model output (see :meth:`ModelGraph.output_layers`)."""
+    return ModelGraph(model, example_inputs, allow_output_pruning=True).output_layers()
+
+
 def _unwrapped_parameters(model: nn.Module) -> list[tuple[nn.Parameter, int]]:
     """Parameters outside any layer torch-pruning knows (a ViT's class token and position embedding), each
     with the dimension that holds channels: the last one longer than 1, as for ``[1, tokens, dim]``."""
@@ -263,7 +368,8 @@ def _scatter_rows(rows: torch.Tensor, at: torch.Tensor, channels: int) -> torch.
 
 def _out_rows(module: nn.Module, weight: torch.Tensor | None = None) -> torch.Tensor:
     """Output-channel rows of ``weight`` (default: the module's weight; pass ``.grad`` for its gradient)."""
-    weight = module.weight if weight is None else weight
+    if weight is None:
+        weight = cast(torch.Tensor, module.weight)  # torch types Module attributes as Tensor | Module
     if isinstance(module, nn.modules.conv._ConvTransposeNd):
         return weight.transpose(0, 1).flatten(1)
     return weight.flatten(1)

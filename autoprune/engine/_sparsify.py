@@ -53,7 +53,7 @@ def sparsifiable_layers(model: nn.Module, ignore: Sequence[str] = ()) -> list[st
 def _zeros(module: nn.Module) -> int:
     """Weights of ``module`` that are zero now: masked out, or zero in a plain weight."""
     mask = getattr(module, f"{PARAM}_mask", None)
-    weight = getattr(module, f"{PARAM}_orig", None) if mask is not None else getattr(module, PARAM)
+    weight = getattr(module, f"{PARAM}_orig") if mask is not None else getattr(module, PARAM)
     effective = weight * mask if mask is not None else weight
     return int(effective.numel() - torch.count_nonzero(effective))
 

@@ -18,7 +18,7 @@ def fixed_batches(loader: Iterable[Any], count: int) -> list[Any]:
         return []
     if isinstance(loader, DataLoader) and loader.batch_size is not None:
         loader = DataLoader(loader.dataset, batch_size=loader.batch_size, shuffle=False, collate_fn=loader.collate_fn)
-    batches = []
+    batches: list[Any] = []
     for batch in loader:
         if len(batches) >= count:
             break

@@ -28,7 +28,17 @@ class Evaluator:
     def recalibrate(self, model: nn.Module, batches: int, seed: int) -> int:
         return recalibrate_bn(model, self.train_loader, batches, seed)
 
-    def finetune(self, model: nn.Module, *, epochs: int, lr: float, momentum: float, weight_decay: float, seed: int, on_epoch: Callable[[int, float], None] | None = None) -> float:
+    def finetune(
+        self,
+        model: nn.Module,
+        *,
+        epochs: int,
+        lr: float,
+        momentum: float,
+        weight_decay: float,
+        seed: int,
+        on_epoch: Callable[[int, float], None] | None = None,
+    ) -> float:
         reseed(self.train_loader, seed)  # a user's train_fn gets the same pass for the same seed as ours
         return self.train_fn(
             model,

@@ -99,7 +99,7 @@ def recalibrate_bn(model: nn.Module, loader: Iterable[Any], batches: int, seed: 
             break
         model(inputs)
         used += 1
-    for m, momentum in zip(norms, saved):
+    for m, momentum in zip(norms, saved, strict=True):
         m.momentum = momentum
     model.eval()
     return used

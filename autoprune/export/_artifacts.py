@@ -60,7 +60,7 @@ def _quiet() -> Iterator[None]:
             warnings.simplefilter("ignore")
             yield
     finally:
-        for lg, level in zip(loggers, levels):
+        for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
 
 
@@ -149,7 +149,8 @@ def write_onnx(model: nn.Module, ctx: ArtifactContext) -> dict[str, Any]:
         onnx.checker.check_model(str(path))
     except Exception as exc:  # the exporters raise many types; the export goes on without ONNX
         path.unlink(missing_ok=True)
-        return {"status": "failed", "exporter": ctx.onnx_exporter, "detail": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]}
+        detail = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+        return {"status": "failed", "exporter": ctx.onnx_exporter, "detail": detail}
     record: dict[str, Any] = {"status": "ok", "exporter": ctx.onnx_exporter, "bytes": _size(ctx, "model.onnx")}
     try:
         import onnxruntime

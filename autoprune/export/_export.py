@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
+import os
+import re
 import shutil
+import socket
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
@@ -15,24 +20,25 @@ from typing import Any
 
 import torch
 
-import autoprune
+from autoprune._version import __version__
 from autoprune.config import Config, dump_config
+from autoprune.engine import PruneReport, compressed_bytes, count_nonzero_params
 from autoprune.errors import ConfigError
 from autoprune.export._artifacts import ArtifactContext, write_artifacts
 from autoprune.export._measure import cpu_latency_ms
-from autoprune.engine import PruneReport, compressed_bytes, count_nonzero_params
 from autoprune.export._recover import EpochHook, Recovered, recover
 from autoprune.export._select import Selection, select_trial
 from autoprune.plan import PruningPlan
-from autoprune.study import Task, base_point, open_study, prepare_task
+from autoprune.study import Task, base_point, check_output_writable, open_study, prepare_task
 
-__all__ = ["EXPORT_FILE", "ExportResult", "check_out_dir", "config_hash", "export_model"]
+__all__ = ["EXPORT_FILE", "ExportResult", "check_out_dir", "config_hash", "export_model", "remove_stale_tmp", "tmp_prefix"]
 
 EXPORT_FILE = "export.json"
 PROBE_SIZE = 16
 # A re-created trial normally scores exactly what the search recorded; other torch thread counts can move a
 # prediction or two, more than that means the inputs changed.
 REPRODUCE_TOLERANCE = 0.01
+STALE_TMP_S = 24 * 3600  # a temporary folder exists only while the artifacts are written: minutes, not a day
 
 
 @dataclass(frozen=True)
@@ -67,11 +73,53 @@ def config_hash(config: Config) -> str:
 
 
 def check_out_dir(out: Path, force: bool) -> None:
-    """Refuse an existing ``out`` unless ``force``; never silently overwrite an export."""
+    """Refuse an existing ``out`` unless ``force`` (never silently overwrite an export), and one that cannot be
+    created; checked before any model work, so a typo does not cost a fine-tune."""
     if out.exists() and not force:
         raise ConfigError(f"{str(out)!r} already exists; choose another folder or pass --force to replace it", key="--out")
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{str(out)!r} exists and is not a folder", key="--out")
+    check_output_writable(out, key="--out")
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "_", socket.gethostname())
+
+
+def tmp_prefix(out: Path) -> str:
+    """``.NAME.tmp-HOST.PID-``: the temporary folder names whose export it is, so a later one can tell a
+    killed export's leftovers from a running one's."""
+    return f".{out.name}.tmp-{_host()}.{os.getpid()}-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_tmp(out: Path) -> list[Path]:
+    """Remove the temporary folders that killed exports to ``out`` left beside it (``.NAME.tmp-*``, and
+    ``.NAME.old-*`` from a kill while replacing): those of a process that no longer runs on this host, and any
+    older than ``STALE_TMP_S`` (another host's on a shared disk). Returns the removed folders."""
+    mine = re.compile(rf"^\.{re.escape(out.name)}\.(tmp|old)-")
+    owner = re.compile(r"\.tmp-(?P<host>[A-Za-z0-9_-]*)\.(?P<pid>\d+)-")
+    removed = []
+    for path in out.parent.glob(f".{glob.escape(out.name)}.*-*"):
+        if not mine.match(path.name) or not path.is_dir():
+            continue
+        found = owner.search(path.name)
+        dead = found is not None and found["host"] == _host() and not _pid_alive(int(found["pid"]))
+        try:
+            old = time.time() - path.stat().st_mtime > STALE_TMP_S
+        except FileNotFoundError:  # another export removed it just now
+            continue
+        if dead or old:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def _versions() -> dict[str, str]:
@@ -85,7 +133,7 @@ def _versions() -> dict[str, str]:
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "torch_pruning": version("torch-pruning"),
-        "autoprune": autoprune.__version__,
+        "autoprune": __version__,
         "onnx": version("onnx"),
         "onnxruntime": version("onnxruntime"),
     }
@@ -103,6 +151,7 @@ def _architecture(task: Task, channels: dict[str, int]) -> dict[str, Any]:
     return {
         "builtin": cfg.model.builtin,
         "factory": cfg.model.factory,
+        "options": dict(cfg.model.options),
         "torchvision": cfg.model.torchvision,
         "file": str(cfg.model.file) if cfg.model.file is not None else None,
         "in_channels": int(task.example_inputs.shape[1]),
@@ -184,7 +233,9 @@ def export_model(
     before, after = cpu_latency_ms(task.base_model, example, **timing), cpu_latency_ms(model, example, **timing)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    for path in remove_stale_tmp(out):
+        log(f"removed {path.name}, left beside {out.name} by an export that was killed")
+    tmp = Path(tempfile.mkdtemp(prefix=tmp_prefix(out), dir=out.parent))
     try:
         probe = _probe(task, eval_loader)
         with torch.no_grad():

@@ -67,6 +67,7 @@ def load(out_dir: str | Path, *, trust_pickle: bool = False) -> nn.Module:
         trust_pickle=trust_pickle,
         in_channels=int(arch["in_channels"]),
         num_classes=int(arch["num_classes"]),
+        options=arch.get("options") or {},
     )
     example = torch.zeros(1, *arch["input_shape"])
     with torch.enable_grad():  # the dependency graph is traced through autograd

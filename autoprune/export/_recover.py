@@ -25,7 +25,7 @@ from autoprune.engine import (
 from autoprune.errors import PruningError
 from autoprune.plan import PruningPlan, kept_channels
 from autoprune.schedules import SCHEDULES, step_fractions
-from autoprune.study import Task
+from autoprune.study import Task, trial_seed
 
 __all__ = [
     "SCHEDULES",
@@ -99,7 +99,7 @@ def prune_gradually(
 
 def search_finetune_seed(task: Task, trial_number: int) -> int:
     """The seed the search fine-tuned this trial with (see study/_objective.py)."""
-    return task.config.study.seed * 100_003 + trial_number
+    return trial_seed(task.config.study.seed, trial_number)
 
 
 @dataclass

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from autoprune._registry import Registry, import_object
+from autoprune._registry import Registry, call_user, import_object
 from autoprune.errors import ConfigError
 from autoprune.models._chain import conv_chain
 from autoprune.models._deeplab import deeplab_small
@@ -66,8 +67,17 @@ def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
     return MODELS.register(name)
 
 
-def build_model(name: str, *, in_channels: int, num_classes: int) -> nn.Module:
-    return MODELS.get(name, key="model.builtin")(in_channels=in_channels, num_classes=num_classes)
+def build_model(name: str, *, in_channels: int, num_classes: int, options: Mapping[str, Any] | None = None) -> nn.Module:
+    """The built-in (or registered) model ``name``; ``options`` are further keyword arguments of its builder."""
+    return call_user(
+        MODELS.get(name, key="model.builtin"),
+        what=f"built-in model {name!r}",
+        key="model.builtin",
+        options=options or {},
+        options_key="model.options",
+        in_channels=in_channels,
+        num_classes=num_classes,
+    )
 
 
 def load_model(
@@ -80,13 +90,18 @@ def load_model(
     file: Path | None = None,
     trust_pickle: bool = False,
     torchvision: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    search_paths: Iterable[str | Path] = (),
 ) -> nn.Module:
     """The base model from exactly one source, then ``weights`` (a state_dict) if given.
 
-    Sources: the zoo (``builtin``), a ``"pkg.module:function"`` factory, a whole module saved with
-    ``torch.save(model)`` (``file``, only with ``trust_pickle``), or a torchvision architecture by name
-    (``torchvision``; the optional extra). ``num_classes`` 0 keeps torchvision's own default head.
+    Sources: the zoo (``builtin``), a ``"pkg.module:function"`` factory (imported from ``search_paths`` first),
+    a whole module saved with ``torch.save(model)`` (``file``, only with ``trust_pickle``), or a torchvision
+    architecture by name (``torchvision``; the optional extra). ``num_classes`` 0 keeps torchvision's own default
+    head. ``options`` are keyword arguments for the builder, the factory or torchvision's ``get_model``; anything a
+    builder raises is a ConfigError naming its key.
     """
+    options = dict(options or {})
     sources = {"builtin": builtin, "factory": factory, "file": file, "torchvision": torchvision}
     chosen = [k for k, v in sources.items() if v is not None]
     if len(chosen) != 1:
@@ -94,21 +109,23 @@ def load_model(
             f"set exactly one of model.builtin, model.factory, model.file, model.torchvision; found {chosen or 'none'}",
             key="model",
         )
+    if file is not None and options:
+        raise ConfigError("a whole pickled module (model.file) takes no options", key="model.options")
     if builtin is not None:
-        model = build_model(builtin, in_channels=in_channels, num_classes=num_classes)
+        model = build_model(builtin, in_channels=in_channels, num_classes=num_classes, options=options)
     elif factory is not None:
-        fn = import_object(factory, key="model.factory")
+        fn = import_object(factory, key="model.factory", search_paths=search_paths)
         if not callable(fn):
             raise ConfigError(f"{factory!r} is not callable", key="model.factory")
-        model = fn()
-        if not isinstance(model, nn.Module):
-            raise ConfigError(
-                f"factory {factory!r} returned {type(model).__name__}; expected a torch.nn.Module", key="model.factory"
-            )
+        model = call_user(fn, what=f"model factory {factory!r}", key="model.factory", options=options, options_key="model.options")
     elif file is not None:
         model = load_pickled_model(file, trust_pickle=trust_pickle)
     else:
-        model = _torchvision_model(str(torchvision), num_classes)
+        model = _torchvision_model(str(torchvision), num_classes, options)
+    if not isinstance(model, nn.Module):
+        source = f"factory {factory!r}" if factory is not None else f"built-in model {builtin or torchvision!r}"
+        key = "model.factory" if factory is not None else "model.builtin" if builtin is not None else "model.torchvision"
+        raise ConfigError(f"{source} returned {type(model).__name__}; expected a torch.nn.Module", key=key)
     if weights is not None:
         load_weights(model, weights)
     return model
@@ -133,7 +150,7 @@ def load_pickled_model(path: Path, *, trust_pickle: bool) -> nn.Module:
     return model
 
 
-def _torchvision_model(name: str, num_classes: int) -> nn.Module:
+def _torchvision_model(name: str, num_classes: int, options: Mapping[str, Any]) -> nn.Module:
     try:
         models = importlib.import_module("torchvision.models")
     except ImportError:
@@ -146,8 +163,17 @@ def _torchvision_model(name: str, num_classes: int) -> nn.Module:
         raise ConfigError(f"torchvision is installed but does not import: {exc}".splitlines()[0], key="model.torchvision") from None
     if name not in models.list_models():
         raise ConfigError(f"torchvision has no model {name!r}", key="model.torchvision")
-    options = {"num_classes": num_classes} if num_classes > 0 else {}
-    return models.get_model(name, weights=None, **options)
+    fixed = {"num_classes": num_classes} if num_classes > 0 else {}
+    return call_user(
+        models.get_model,
+        what=f"torchvision model {name!r}",
+        key="model.torchvision",
+        options=options,
+        options_key="model.options",
+        name=name,
+        weights=None,
+        **fixed,
+    )
 
 
 def load_weights(model: nn.Module, path: Path, *, key: str = "model.weights") -> None:

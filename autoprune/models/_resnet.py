@@ -39,7 +39,7 @@ class ResNet(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         stages: list[nn.Module] = []
         in_planes = widths[0]
-        for index, (count, width) in enumerate(zip(blocks, widths)):
+        for index, (count, width) in enumerate(zip(blocks, widths, strict=True)):
             stride = 1 if index == 0 else 2
             layers = []
             for b in range(count):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -12,12 +12,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from torch import nn
 
 from autoprune.config import SpaceSpec, validation_error
-from autoprune.criteria import CRITERIA
+from autoprune.config._schema import Sampler
+from autoprune.criteria import CRITERIA, needs_gradients
 from autoprune.engine import LossFn, apply_plan, count_macs_params, find_groups
 from autoprune.errors import ConfigError, did_you_mean
 from autoprune.plan import PruningPlan
 from autoprune.space import SearchSpace, config_list_bounds, load_space_spec, parse_config_list
-from autoprune.study import make_sampler
+from autoprune.study import make_sampler, open_storage
 
 __all__ = ["AutoPruner", "Evaluator", "SearchOptions"]
 
@@ -35,6 +36,19 @@ class Evaluator:
     training_func: Callable[[nn.Module], Any] | None = None
     gradient_batches: Sequence[Any] | None = None
     loss_fn: LossFn | None = None
+
+    def __post_init__(self) -> None:
+        # Checked here, not at the first trial of compress(): a typo should fail where it was written.
+        for name, optional in (("evaluating_func", False), ("training_func", True), ("loss_fn", True)):
+            value = getattr(self, name)
+            if not callable(value) and not (optional and value is None):
+                expected = "a callable or None" if optional else "a callable"
+                raise ConfigError(f"expected {expected}, found {type(value).__name__}", key=name)
+        if self.gradient_batches is not None and not isinstance(self.gradient_batches, Iterable):
+            raise ConfigError(
+                f"expected an iterable of (inputs, targets) batches, found {type(self.gradient_batches).__name__}",
+                key="gradient_batches",
+            )
 
 
 _Ratio = Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -54,10 +68,10 @@ class SearchOptions(BaseModel):
     round_to: int = Field(default=1, ge=1)
     objective: Literal["macs", "params"] = "macs"
     max_macs: float | None = Field(default=None, gt=0.0, le=1.0)  # relative to the unpruned model
-    sampler: str = "tpe"
+    sampler: Sampler = "tpe"
     seed: int = 0
     storage: str | None = None  # an Optuna storage URL; None keeps the study in memory
-    study_name: str = "autoprune-nni"
+    study_name: str = Field(default="autoprune-nni", min_length=1)
 
     @field_validator("ratio")
     @classmethod
@@ -93,15 +107,28 @@ class AutoPruner:
         dummy_input: Any,
         search: Mapping[str, Any] | SearchOptions | None = None,
     ) -> None:
+        # Every argument is checked here, each error naming it, so that compress() fails only on what a search
+        # finds (no trial within max_macs), never on a typo made at construction.
+        if not isinstance(model, nn.Module):
+            raise ConfigError(f"expected a torch.nn.Module, found {type(model).__name__}", key="model")
         if not isinstance(evaluator, Evaluator):
             raise ConfigError(
                 f"expected autoprune.nni.Evaluator(evaluating_func, training_func), found {type(evaluator).__name__}",
                 key="evaluator",
             )
+        if search is not None and not isinstance(search, (Mapping, SearchOptions)):
+            raise ConfigError(f"expected a mapping of search options, found {type(search).__name__}", key="search")
         try:
             self.options = search if isinstance(search, SearchOptions) else SearchOptions.model_validate(dict(search or {}))
         except ValidationError as exc:
             raise validation_error(exc, SearchOptions, prefix="search") from None
+        gradient_users = [c for c in self.options.criteria if needs_gradients(c)]
+        if gradient_users and evaluator.gradient_batches is None:
+            raise ConfigError(
+                f"criterion {gradient_users[0]!r} in search.criteria needs gradients: "
+                "pass Evaluator(gradient_batches=[(inputs, targets), ...])",
+                key="evaluator.gradient_batches",
+            )
         self.model = model
         self.evaluator = evaluator
         self.dummy_input = dummy_input
@@ -120,6 +147,7 @@ class AutoPruner:
             bounds=bounds,
         )
         self.base_counts = count_macs_params(model, dummy_input)
+        self.storage = None if opts.storage is None else _open_storage(opts.storage)
         self.study: optuna.Study | None = None
         self._best: tuple[float, float, nn.Module, PruningPlan] | None = None
 
@@ -158,7 +186,7 @@ class AutoPruner:
             self.study = optuna.create_study(
                 directions=["maximize", "minimize"],
                 sampler=make_sampler(opts.sampler, opts.seed),
-                storage=opts.storage,
+                storage=self.storage,
                 study_name=opts.study_name,
                 load_if_exists=opts.storage is not None,
             )
@@ -171,6 +199,14 @@ class AutoPruner:
                 key="search.max_macs",
             )
         return self._best[2], self._best[3]
+
+
+def _open_storage(url: str) -> optuna.storages.BaseStorage:
+    """The storage, connected now: a bad URL or a missing driver is an error of ``search.storage`` at construction."""
+    try:
+        return open_storage(url)
+    except ConfigError as exc:
+        raise ConfigError(exc.detail, key="search.storage") from None
 
 
 class _quiet_optuna:

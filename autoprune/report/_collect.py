@@ -51,11 +51,12 @@ class ReportData:
 
     def hypervolume(self) -> float:
         feasible = self.feasible
-        return hypervolume(zip(feasible["metric"], feasible["cost"]), REFERENCE_POINT)
+        return hypervolume(zip(feasible["metric"], feasible["cost"], strict=True), REFERENCE_POINT)
 
     def hypervolume_history(self) -> list[tuple[int, float]]:
         feasible = self.feasible
-        return hypervolume_history(zip(feasible["number"], feasible["metric"], feasible["cost"]), REFERENCE_POINT)
+        points = zip(feasible["number"], feasible["metric"], feasible["cost"], strict=True)
+        return hypervolume_history(points, REFERENCE_POINT)
 
     def best_under(self, budget: float) -> pd.Series | None:
         """The feasible completed trial with the best metric at or below ``budget`` of the relative cost

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import io
+import math
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from autoprune.errors import ConfigError
 from autoprune.report._collect import ReportData
 from autoprune.report._hypervolume import REFERENCE_POINT
 from autoprune.study import atomic_write_bytes
 
-__all__ = ["plot_hypervolume", "plot_pareto", "plot_ratios"]
+__all__ = ["pareto_figure", "pareto_x_scale", "plot_hypervolume", "plot_pareto", "plot_ratios"]
+
+XScale = Literal["auto", "linear", "log"]
+LOG_SPAN = 10.0  # a front whose costs span more than this factor gets a log cost axis ("auto")
+LABEL_GAP_PX = (34.0, 13.0)  # a front label is skipped when its point is this close (x, y) to a labelled one
 
 FRONT_COLOR = "#d62728"
 TRIAL_COLOR = "#1f77b4"
@@ -35,10 +43,31 @@ def _empty(axes, message: str) -> None:
     axes.set_yticks([])
 
 
-def plot_pareto(data: ReportData, path: Path) -> Path:
-    """The metric against relative cost: trials faint, uniform baselines, infeasible greyed, the front, the base."""
+def pareto_x_scale(front_costs: Iterable[float], x_scale: XScale = "auto") -> str:
+    """``linear`` or ``log``; ``auto`` is ``log`` when the front's costs span more than a decade (max/min > 10)."""
+    if x_scale in ("linear", "log"):
+        return x_scale
+    if x_scale != "auto":
+        raise ConfigError(f"x_scale must be 'auto', 'linear' or 'log', found {x_scale!r}", key="x_scale")
+    positive = [float(c) for c in front_costs if math.isfinite(float(c)) and float(c) > 0.0]
+    return "log" if positive and max(positive) / min(positive) > LOG_SPAN else "linear"
+
+
+def plot_pareto(data: ReportData, path: Path, *, x_scale: XScale = "auto") -> Path:
+    """Write :func:`pareto_figure` as a PNG."""
+    return _save(pareto_figure(data, x_scale=x_scale), path)
+
+
+def pareto_figure(data: ReportData, *, x_scale: XScale = "auto") -> Figure:
+    """The metric against relative cost: trials faint, uniform baselines, infeasible greyed, the front, the base.
+
+    ``x_scale`` ``auto`` draws cost on a log axis when the front spans more than a decade, where a linear axis
+    piles the cheap end of the front (and its labels) into one corner.
+    """
     figure = Figure(figsize=(7.5, 5.0))
+    FigureCanvasAgg(figure)
     axes = figure.add_subplot()
+    scale = pareto_x_scale(data.front_trials["cost"] if not data.front_trials.empty else [], x_scale)
     scored = data.scored
     if not scored.empty:
         feasible, warm = scored["feasible"].astype(bool), scored["warm_start"].astype(bool)
@@ -57,25 +86,41 @@ def plot_pareto(data: ReportData, path: Path) -> Path:
     front = data.front_trials
     if not front.empty:
         axes.plot(front["cost"], front["metric"], "-o", color=FRONT_COLOR, ms=6, lw=1.8, zorder=4, label="Pareto front")
-        # One label per point (trials with equal objectives share it), alternating above and below the line.
-        labels: dict[tuple[float, float], list[str]] = {}
-        for row in front.itertuples(index=False):
-            labels.setdefault((row.cost, row.metric), []).append(f"#{int(row.number)}")
-        for index, ((cost, metric), names) in enumerate(labels.items()):
-            axes.annotate(
-                ",".join(names), (cost, metric), textcoords="offset points", xytext=(5, 6 if index % 2 else -11),
-                fontsize=7, color=FRONT_COLOR, zorder=6,
-            )  # fmt: skip
     axes.scatter([1.0], [data.base["metric"]], s=160, marker="*", color="black", zorder=5, label="base model")
     if data.max_macs is not None and data.cost_name.lower().startswith("macs"):  # the limit is on this axis
         axes.axvline(data.max_macs, color=INFEASIBLE_COLOR, ls="--", lw=1, label=f"max_macs {data.max_macs:g}")
-    axes.set_xlim(0.0, 1.05)
-    axes.set_xlabel(data.cost_name)
+    axes.set_xscale(scale)
+    if scale == "log":
+        costs = [float(c) for c in data.scored["cost"] if float(c) > 0.0] if not data.scored.empty else []
+        axes.set_xlim(min([*costs, 1.0]) / 1.25, 1.25)
+    else:
+        axes.set_xlim(0.0, 1.05)
+    if not front.empty:
+        _label_front(axes, front)
+    axes.set_xlabel(data.cost_name + (" (log scale)" if scale == "log" else ""))
     axes.set_ylabel(data.metric_name)
     axes.set_title(f"{data.study_name}: {data.metric_name} vs {data.cost_name}")
     axes.grid(alpha=0.3)
     axes.legend(loc="best", fontsize=8, framealpha=0.9)
-    return _save(figure, path)
+    return figure
+
+
+def _label_front(axes, front) -> None:
+    """``#n`` beside front points, alternating above and below the line; a point too close to one already
+    labelled (in screen pixels, so on either axis scale) goes without, rather than overprint it."""
+    labels: dict[tuple[float, float], list[str]] = {}  # trials with equal objectives share one label
+    for number, cost, metric in zip(front["number"], front["cost"], front["metric"], strict=True):
+        labels.setdefault((float(cost), float(metric)), []).append(f"#{int(number)}")
+    placed: list[tuple[float, float]] = []
+    for index, ((cost, metric), names) in enumerate(labels.items()):
+        x, y = axes.transData.transform((cost, metric))
+        if any(abs(x - px) < LABEL_GAP_PX[0] and abs(y - py) < LABEL_GAP_PX[1] for px, py in placed):
+            continue
+        placed.append((x, y))
+        axes.annotate(
+            ",".join(names), (cost, metric), textcoords="offset points", xytext=(5, 6 if index % 2 else -11),
+            fontsize=7, color=FRONT_COLOR, zorder=6,
+        )  # fmt: skip
 
 
 def plot_ratios(data: ReportData, path: Path) -> Path:
@@ -108,7 +153,8 @@ def plot_ratios(data: ReportData, path: Path) -> Path:
             axes.text(c, r, f"{short}\n{value:.2f}", ha="center", va="center", fontsize=6.5, color=color)
     axes.set_xticks(range(len(groups)), groups, rotation=60, ha="right", fontsize=7)
     labels = [
-        f"#{int(t.number)}  {t.metric:.3f} @ {t.cost:.2f}" for t in front.itertuples(index=False)
+        f"#{int(number)}  {metric:.3f} @ {cost:.2f}"
+        for number, metric, cost in zip(front["number"], front["metric"], front["cost"], strict=True)
     ]
     axes.set_yticks(range(rows), labels, fontsize=7)
     axes.set_ylabel(f"front trial  ({data.metric_name} @ {data.cost_name})", fontsize=8)
@@ -126,7 +172,7 @@ def plot_hypervolume(data: ReportData, path: Path) -> Path:
     if not history:
         _empty(axes, "no feasible completed trial yet")
         return _save(figure, path)
-    numbers, volumes = zip(*history)
+    numbers, volumes = zip(*history, strict=True)
     axes.step(numbers, volumes, where="post", color=FRONT_COLOR, lw=1.8)
     axes.plot(numbers, volumes, "o", color=FRONT_COLOR, ms=3)
     axes.set_xlabel("trial number")

@@ -10,12 +10,11 @@ from typing import Any
 import optuna
 import pandas as pd
 
-from autoprune.errors import ConfigError
 from autoprune.plan import summarize_plan
 from autoprune.report._collect import BUDGETS, ReportData, collect
 from autoprune.report._hypervolume import REFERENCE_POINT
 from autoprune.report._plots import plot_hypervolume, plot_pareto, plot_ratios
-from autoprune.study import FRONT_COLUMNS, atomic_write_bytes
+from autoprune.study import FRONT_COLUMNS, atomic_write_bytes, check_output_writable
 
 __all__ = ["REPORT_FILES", "render_markdown", "write_report"]
 
@@ -23,11 +22,14 @@ REPORT_FILES = ("pareto.png", "ratios.png", "hypervolume.png", "trials.csv", "pa
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 
 
-def write_report(study: optuna.Study, out_dir: str | Path, *, max_macs: float | None = None) -> list[Path]:
-    """Write every file in ``REPORT_FILES`` to ``out_dir``; works on a study that is still running."""
+def write_report(
+    study: optuna.Study, out_dir: str | Path, *, max_macs: float | None = None, key: str = "out_dir"
+) -> list[Path]:
+    """Write every file in ``REPORT_FILES`` to ``out_dir``; works on a study that is still running.
+
+    ``key`` names ``out_dir`` in an error (the flag or config key it came from)."""
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out} exists and is not a folder", key="out")
+    check_output_writable(out, key=key)
     out.mkdir(parents=True, exist_ok=True)
     data = collect(study, max_macs=max_macs)
     atomic_write_bytes(out / "trials.csv", data.trials.to_csv(index=False).encode())
@@ -93,7 +95,7 @@ def render_markdown(data: ReportData) -> str:
 
     budget_name = cost.removesuffix(" (relative)")
     lines += ["", f"## Best under a {budget_name} budget", ""]
-    budget_rows = []
+    budget_rows: list[tuple[Any, ...]] = []
     for budget in BUDGETS:
         best = data.best_under(budget)
         if best is None:

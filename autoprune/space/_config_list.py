@@ -22,8 +22,10 @@ __all__ = ["config_list_bounds", "parse_config_list", "plan_to_config_list"]
 
 
 class GroupLike(Protocol):
-    name: str
-    layer_type: str
+    @property
+    def name(self) -> str: ...
+    @property
+    def layer_type(self) -> str: ...
 
 
 def parse_config_list(raw: Sequence[Any], *, key: str = "config_list") -> list[NNIConfigEntry]:

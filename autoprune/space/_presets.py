@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import sys
+from importlib.resources import as_file, files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -11,17 +13,18 @@ from autoprune.errors import ConfigError, did_you_mean
 __all__ = ["available_presets", "load_space_spec", "preset_dirs"]
 
 
-def preset_dirs() -> list[Path]:
-    """Where presets live: the repo's ``search_spaces/`` (editable install) or the installed data files."""
-    here = Path(__file__).resolve()
-    return [here.parents[2] / "search_spaces", Path(sys.prefix) / "share" / "autoprune" / "search_spaces"]
+def preset_dirs() -> list[Traversable]:
+    """Where presets live, first wins: the package's own ``autoprune/search_spaces`` (read through
+    ``importlib.resources``, so a wheel install has them), then ``<prefix>/share/autoprune/search_spaces``."""
+    return [files("autoprune") / "search_spaces", Path(sys.prefix) / "share" / "autoprune" / "search_spaces"]
 
 
-def available_presets() -> dict[str, Path]:
-    found: dict[str, Path] = {}
+def available_presets() -> dict[str, Traversable]:
+    found: dict[str, Traversable] = {}
     for folder in reversed(preset_dirs()):
         if folder.is_dir():
-            found.update({p.stem: p for p in sorted(folder.glob("*.yaml"))})
+            yamls = sorted((p for p in folder.iterdir() if p.name.endswith(".yaml")), key=lambda p: p.name)
+            found.update({p.name.removesuffix(".yaml"): p for p in yamls})
     return found
 
 
@@ -31,15 +34,19 @@ def load_space_spec(value: str | SpaceSpec, *, key: str = "prune.search_space") 
         return value
     if value.endswith((".yaml", ".yml")):
         path = Path(value)
+        data = load_yaml(path, what="search-space preset")
     else:
         presets = available_presets()
+        if not presets:  # a broken install, not a bad config: say where we looked
+            looked = ", ".join(str(folder) for folder in preset_dirs())
+            raise ConfigError(f"no search-space presets are installed (looked in {looked})", key=key)
         if value not in presets:
+            known = ", ".join(sorted(presets))
             raise ConfigError(
-                f"unknown search-space preset {value!r}{did_you_mean(value, presets)}; known: {', '.join(sorted(presets))}",
-                key=key,
+                f"unknown search-space preset {value!r}{did_you_mean(value, presets)}; known: {known}", key=key
             )
-        path = presets[value]
-    data = load_yaml(path, what="search-space preset")
+        with as_file(presets[value]) as path:  # a real file even when the package is zipped
+            data = load_yaml(path, what="search-space preset")
     try:
         return SpaceSpec.model_validate(data)
     except ValidationError as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from autoprune.study._frame import FRONT_COLUMNS, base_point, pareto_frame, trials_frame
 from autoprune.study._heartbeat import JournalHeartbeatStorage, fail_stale
 from autoprune.study._loop import FINISHED, WORKER_ATTR, run_trials
-from autoprune.study._objective import PHASES, Objective, PlanResult, evaluate_plan
+from autoprune.study._objective import PHASES, Objective, PlanResult, evaluate_plan, trial_seed
 from autoprune.study._search import (
     SearchAborted,
     SearchInterrupted,
@@ -16,7 +16,15 @@ from autoprune.study._search import (
     search,
     write_outputs,
 )
-from autoprune.study._storage import create_or_load_study, make_sampler, open_storage, open_study, worker_seed
+from autoprune.study._storage import (
+    StorageLost,
+    create_or_load_study,
+    guard_storage,
+    make_sampler,
+    open_storage,
+    open_study,
+    worker_seed,
+)
 from autoprune.study._task import Resolved, Task, atomic_write_bytes, check_output_writable, prepare_task, resolve
 from autoprune.study._workers import search_with_workers, threads_per_worker
 
@@ -30,6 +38,7 @@ __all__ = [
     "Resolved",
     "SearchAborted",
     "SearchInterrupted",
+    "StorageLost",
     "PlanResult",
     "Task",
     "atomic_write_bytes",
@@ -38,6 +47,7 @@ __all__ = [
     "create_or_load_study",
     "enqueue_warm_start",
     "fail_stale",
+    "guard_storage",
     "join_study",
     "evaluate_plan",
     "make_sampler",
@@ -52,6 +62,7 @@ __all__ = [
     "search",
     "search_with_workers",
     "threads_per_worker",
+    "trial_seed",
     "trials_frame",
     "worker_seed",
     "write_outputs",

@@ -20,6 +20,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
 from autoprune.study._heartbeat import beating, fail_stale
+from autoprune.study._storage import guard_storage
 
 __all__ = ["FINISHED", "WORKER_ATTR", "run_trials"]
 
@@ -83,7 +84,45 @@ def run_trials(
     failing any whose heartbeat has lapsed, and runs a replacement for each. No trial starts after ``timeout``
     seconds, nor once ``stop()`` is true (checked after each trial's callbacks; ``study.stop()`` only works
     inside ``study.optimize``). ``catch`` is ``study.optimize``'s: those exceptions fail the trial, not the loop.
+    A lost database connection is one ``StorageLost`` error naming the storage.
     """
+    with guard_storage(storage):
+        return _loop(study, storage, objective, n_trials, timeout, callbacks, worker, catch, stop, poll_s)
+
+
+def _claim(
+    study: optuna.Study, storage: BaseStorage, study_id: int, trial: optuna.Trial, n_trials: int, worker: Mapping[str, Any] | None
+) -> int | None:
+    """The asked trial's id if it fits the study's total (then it carries ``worker``); else None, and the trial
+    is back in the queue. Ctrl-C here fails the trial as "interrupted", as it would inside the objective."""
+    try:
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        finished, running = _counts(storage, study_id)
+        if finished + running > n_trials:
+            storage.set_trial_state_values(trial_id, TrialState.WAITING)
+            return None
+        if worker is not None:
+            trial.set_user_attr(WORKER_ATTR, dict(worker))
+        return trial_id
+    except KeyboardInterrupt:
+        if storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
+            trial.set_user_attr("error", "interrupted")
+            study.tell(trial, state=TrialState.FAIL)
+        raise
+
+
+def _loop(
+    study: optuna.Study,
+    storage: BaseStorage,
+    objective: Objective,
+    n_trials: int,
+    timeout: float | None,
+    callbacks: Sequence[StudyCallback],
+    worker: Mapping[str, Any] | None,
+    catch: tuple[type[Exception], ...],
+    stop: Callable[[], bool],
+    poll_s: float,
+) -> int:
     deadline = None if timeout is None else time.monotonic() + timeout
     study_id = storage.get_study_id_from_name(study.study_name)
     ran = 0
@@ -99,14 +138,10 @@ def run_trials(
             # Optuna warns that heartbeats are meant for study.optimize; this loop records them itself.
             warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
             trial = study.ask()
-        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
-        finished, running = _counts(storage, study_id)
-        if finished + running > n_trials:
-            storage.set_trial_state_values(trial_id, TrialState.WAITING)
+        trial_id = _claim(study, storage, study_id, trial, n_trials, worker)
+        if trial_id is None:
             time.sleep(random.uniform(0.05, 0.5))  # a racing worker did the same; try again out of step
             continue
-        if worker is not None:
-            trial.set_user_attr(WORKER_ATTR, dict(worker))
         frozen = _run_one(study, storage, trial, trial_id, objective, catch)
         ran += 1
         for callback in callbacks:

@@ -13,11 +13,25 @@ from autoprune.engine import PruneReport, check_sparsity_held, compressed_bytes
 from autoprune.plan import PruningPlan
 from autoprune.study._task import Task
 
-__all__ = ["MAX_MACS_CONSTRAINT", "Objective", "PHASES", "PhaseHook", "PlanResult", "evaluate_plan", "failure_reason"]
+__all__ = [
+    "MAX_MACS_CONSTRAINT",
+    "Objective",
+    "PHASES",
+    "PhaseHook",
+    "PlanResult",
+    "evaluate_plan",
+    "failure_reason",
+    "trial_seed",
+]
 
 PHASES = ("prune", "recalibrate", "finetune", "evaluate")
 PhaseHook = Callable[[int, str], None]
 MAX_MACS_CONSTRAINT = "max_macs"
+
+
+def trial_seed(study_seed: int, number: int) -> int:
+    """The seed trial ``number`` of a study seeded ``study_seed`` fine-tunes with; export and sweeps repeat it."""
+    return study_seed * 100_003 + number
 
 
 @dataclass(frozen=True)
@@ -111,7 +125,7 @@ class Objective:
         result = evaluate_plan(
             task,
             plan,
-            seed=cfg.study.seed * 100_003 + trial.number,
+            seed=trial_seed(cfg.study.seed, trial.number),
             on_phase=lambda phase: self.on_phase(trial.number, phase),
         )
         report = result.report

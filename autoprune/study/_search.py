@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import socket
@@ -15,12 +14,14 @@ import torch
 from optuna.storages import BaseStorage
 
 from autoprune.config import Config, dump_config
-from autoprune.errors import AutopruneError, ConfigError
-from autoprune.study._frame import BASE_ATTR, trials_frame
+from autoprune.errors import AutopruneError
+from autoprune.study._frame import trials_frame
+from autoprune.study._io import RESOLVED_CONFIG, run_file, write_run_file
 from autoprune.study._loop import FINISHED, run_trials
 from autoprune.study._objective import Objective, PhaseHook
+from autoprune.study._record import DEFINITION_ATTR, check_base, check_definition, record_base, record_definition
 from autoprune.study._storage import create_or_load_study, make_sampler, open_storage, worker_seed
-from autoprune.study._task import Log, Task, atomic_write_bytes, prepare_task, resolve
+from autoprune.study._task import Log, Task, prepare_task, resolve
 
 __all__ = [
     "FINISHED",
@@ -90,8 +91,9 @@ def enqueue_warm_start(study: optuna.Study, task: Task) -> int:
 
 
 def write_outputs(config: Config, study: optuna.Study) -> None:
-    """``trials.csv`` in the output folder, written whole then renamed."""
-    atomic_write_bytes(config.output / "trials.csv", trials_frame(study).to_csv(index=False).encode())
+    """``trials.csv`` in the output folder (``trials.<study>.csv`` for a second study there), written whole then
+    renamed."""
+    write_run_file(run_file(config, "trials.csv"), trials_frame(study).to_csv(index=False).encode())
 
 
 def open_config_storage(config: Config) -> BaseStorage:
@@ -105,37 +107,19 @@ def open_config_storage(config: Config) -> BaseStorage:
     )
 
 
-def _weights_sha256(model: torch.nn.Module) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
+def _existing_storage(config: Config) -> BaseStorage | None:
+    """The config's storage when a study may already be there; None for a default SQLite file not yet created
+    (opening it would create it)."""
+    if config.study.storage is None and not (config.output / "study.db").is_file():
+        return None
+    return open_config_storage(config)
 
 
-def _record_base(study: optuna.Study, task: Task) -> None:
-    """Every worker must prune the same base model: the first records it, the others check theirs against it."""
-    sha = _weights_sha256(task.base_model)
-    recorded = study.user_attrs.get(BASE_ATTR)
-    if isinstance(recorded, dict) and recorded.get("weights_sha256") not in (None, sha):
-        raise ConfigError(
-            f"this worker's base weights differ from those study {study.study_name!r} was started with; "
-            "share the run folder (or model.weights) between machines so the base model is trained once",
-            key="model.weights",
-        )
-    if not isinstance(recorded, dict) or recorded.get("weights_sha256") != sha:
-        base = {
-            "metric": task.base_metric,
-            "macs": task.base_macs,
-            "params": task.base_params,
-            "nonzero_params": task.base_nonzero_params,
-            "weights_sha256": sha,
-        }
-        if task.base_compressed_bytes:
-            base["compressed_bytes"] = task.base_compressed_bytes
-        study.set_user_attr(BASE_ATTR, base)
-    if "groups" not in study.user_attrs:
-        study.set_user_attr("groups", [g.to_dict() for g in task.groups])
+def _existing_study(storage: BaseStorage, name: str) -> optuna.Study | None:
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return None
 
 
 def join_study(
@@ -150,9 +134,14 @@ def join_study(
     trials a sampler sees depends on timing).
     """
     resolved = resolve(config)  # a bad config, model or path fails here, before anything is written
-    storage = open_config_storage(config)
+    groups = [g.name for g in resolved.groups]
+    storage = _existing_storage(config)
+    existing = _existing_study(storage, config.study_name) if storage is not None else None
+    if existing is not None:
+        check_definition(existing, config, groups)  # a changed config is refused before anything is written
     task = prepare_task(config, log, resolved=resolved)
-    atomic_write_bytes(config.output / "config.resolved.yaml", dump_config(config).encode())
+    if storage is None:
+        storage = open_config_storage(config)
     index = 0 if worker_index is None else worker_index
     study, created = create_or_load_study(
         storage,
@@ -164,7 +153,13 @@ def join_study(
         index = random.randrange(1, 2**31)
         study.sampler = make_sampler(config.study.sampler, worker_seed(config.study.seed, index))
         log(f"joined study {config.study_name!r} as worker {index} (pass --worker-index for a fixed sampler seed)")
-    _record_base(study, task)
+    sha = check_base(study, config, task)
+    if not created:
+        check_definition(study, config, groups)  # created meanwhile by another worker
+    if created or DEFINITION_ATTR not in study.user_attrs:
+        record_definition(study, config, groups)
+    record_base(study, task, sha)
+    write_run_file(run_file(config, RESOLVED_CONFIG), dump_config(config).encode())
     if created:
         enqueue_warm_start(study, task)
     return study, storage, task, index
@@ -231,7 +226,7 @@ def search(
     if streak.tripped:
         raise SearchAborted(
             f"stopped after {streak.count} failed trials in a row (last: {streak.last_error}); the model or "
-            f"config is probably broken (see the `error` user attribute of each trial in {config.output / 'trials.csv'})"
+            f"config is probably broken (see the `error` user attribute of each trial in {run_file(config, 'trials.csv')})"
         )
-    log(f"search finished in {time.perf_counter() - started:.1f}s; wrote {config.output / 'trials.csv'}")
+    log(f"search finished in {time.perf_counter() - started:.1f}s; wrote {run_file(config, 'trials.csv')}")
     return study

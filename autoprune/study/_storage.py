@@ -3,30 +3,39 @@
 from __future__ import annotations
 
 import importlib.util
+import random
+import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import optuna
 from optuna.storages import BaseStorage
 
-from autoprune.errors import ConfigError
+from autoprune.errors import AutopruneError, ConfigError
 
 __all__ = [
     "DIRECTIONS",
     "JOURNAL_SCHEME",
+    "StorageLost",
     "create_or_load_study",
+    "describe_storage",
+    "guard_storage",
+    "mask_password",
     "make_sampler",
     "open_storage",
     "open_study",
     "worker_seed",
 ]
 
-DIRECTIONS = ("maximize", "minimize")
+DIRECTIONS: tuple[Literal["maximize"], Literal["minimize"]] = ("maximize", "minimize")
 JOURNAL_SCHEME = "journal://"
 KEY = "study.storage"
 URL_FORMS = "sqlite:///file.db, postgresql://user@host/db, mysql://user@host/db or journal:///path/study.log"
+SCHEMA_ATTEMPTS = 5
 # The Python module a database driver imports -> what to install to get it.
 DRIVERS = {
     "psycopg2": "autoprune[postgres] (psycopg2-binary)",
@@ -87,6 +96,48 @@ def _importable(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and the exceptions it was raised from (Optuna wraps SQLAlchemy's errors in its own)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+
+
+def _schema_race(exc: BaseException) -> bool:
+    """The errors a process gets when another creates Optuna's tables (or its version row) at the same moment:
+    PostgreSQL's UniqueViolation on pg_type or "already exists", SQLite's and MySQL's "already exists"."""
+    import sqlalchemy.exc
+
+    for cause in _causes(exc):
+        if isinstance(cause, sqlalchemy.exc.IntegrityError):
+            return True
+        if isinstance(cause, sqlalchemy.exc.DBAPIError) and "already exists" in str(cause):
+            return True
+    return False
+
+
+def _create_rdb_storage(
+    url: str, engine_kwargs: dict[str, object], interval: int | None, grace: int | None
+) -> optuna.storages.RDBStorage:
+    """``RDBStorage(url)``, which creates Optuna's schema on an empty database. Workers started together race
+    to create it and all but one fail; the table exists by then, so the losers try again and find it."""
+    for attempt in range(1, SCHEMA_ATTEMPTS + 1):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=engine_kwargs, heartbeat_interval=interval, grace_period=grace
+                )
+        except Exception as exc:
+            if attempt == SCHEMA_ATTEMPTS or not _schema_race(exc):
+                raise
+            time.sleep(random.uniform(0.05, 0.25) * attempt)  # out of step with the other losers
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def _rdb(url: str, interval: int | None, grace: int | None) -> BaseStorage:
     import sqlalchemy
     import sqlalchemy.exc
@@ -106,11 +157,7 @@ def _rdb(url: str, interval: int | None, grace: int | None) -> BaseStorage:
     elif backend == "postgresql" and parsed.get_driver_name() in ("psycopg2", "psycopg"):
         engine_kwargs = {"connect_args": {"connect_timeout": 10}}
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                parsed.render_as_string(hide_password=False), engine_kwargs=engine_kwargs, heartbeat_interval=interval, grace_period=grace
-            )
+        return _create_rdb_storage(parsed.render_as_string(hide_password=False), engine_kwargs, interval, grace)
     except ImportError as exc:
         missing = getattr(exc.__cause__, "name", None) or getattr(exc, "name", None) or "a database driver"
         install = DRIVERS.get(str(missing).split(".")[0], str(missing))
@@ -137,6 +184,64 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None, grace_perio
     if url.startswith(JOURNAL_SCHEME):
         return _journal(url, heartbeat_interval, grace_period)
     return _rdb(url, heartbeat_interval, grace_period)
+
+
+class StorageLost(AutopruneError):
+    """The database stopped answering during a search. Finished trials are kept; run the search again once it
+    is back (the interrupted trial fails after its heartbeat's grace period)."""
+
+
+def mask_password(url: str) -> str:
+    """``url`` with its password, if any, shown as ``***``."""
+    import sqlalchemy
+    import sqlalchemy.exc
+
+    if url.startswith(JOURNAL_SCHEME):
+        return url
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError:
+        return url
+
+
+def describe_storage(storage: str | BaseStorage) -> str:
+    """How an error names a storage: its URL, password masked."""
+    if isinstance(storage, str):
+        return mask_password(storage)
+    url = getattr(storage, "url", None)
+    return mask_password(url) if isinstance(url, str) else type(storage).__name__
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it was raised from) says the database connection failed or went away."""
+    import sqlalchemy.exc
+
+    return any(
+        isinstance(cause, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.DisconnectionError))
+        for cause in _causes(exc)
+    )
+
+
+@contextmanager
+def guard_storage(storage: str | BaseStorage) -> Iterator[None]:
+    """Turn a lost database connection inside the block into one ``StorageLost`` line naming the storage,
+    instead of a long traceback that ends in Optuna's "invalid data in the commit"."""
+    import sqlalchemy.exc
+
+    try:
+        yield
+    except AutopruneError:
+        raise
+    except Exception as exc:
+        if not connection_lost(exc):
+            raise
+        driver = next((c for c in _causes(exc) if isinstance(c, sqlalchemy.exc.DBAPIError)), exc)
+        detail = getattr(driver, "orig", None) or driver
+        reason = " ".join(str(detail).split())[:200]
+        raise StorageLost(
+            f"storage {describe_storage(storage)!r}: connection lost ({reason}); the finished trials are kept: "
+            "run the same command again once the database is back"
+        ) from exc
 
 
 def _storage(storage: str | BaseStorage) -> BaseStorage:

@@ -4,23 +4,35 @@ The parent prepares everything once (storage checked, base model trained, study 
 then starts the workers with the ``spawn`` method (no fork of a process that holds torch threads or DB
 connections). Each worker joins the study by name and runs the shared trial loop; the parent watches the study
 and reports each finished trial to its callbacks, so progress shows in one place.
+
+Ctrl-C (which a terminal sends to the whole process group) or a SIGTERM sent to the parent alone stop the
+search as in one process: the parent forwards it, each worker fails its running trial as "interrupted", and
+once they have exited the parent writes trials.csv and raises ``SearchInterrupted``.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.process
 import os
+import signal
+import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import optuna
 import torch
+from optuna.storages import BaseStorage
+from optuna.trial import TrialState
 
 from autoprune.config import Config
 from autoprune.errors import AutopruneError
-from autoprune.study._loop import FINISHED
-from autoprune.study._search import StudyCallback, join_study, search, write_outputs
+from autoprune.study._loop import FINISHED, WORKER_ATTR
+from autoprune.study._search import SearchInterrupted, StudyCallback, join_study, search, write_outputs
+from autoprune.study._storage import guard_storage
 from autoprune.study._task import Log, Task
 
 __all__ = ["cpu_cores", "search_with_workers", "threads_per_worker"]
@@ -38,8 +50,22 @@ def threads_per_worker(workers: int, cores: int | None = None) -> int:
     return max(1, (cores or cpu_cores()) // workers)
 
 
+def _interrupt_once() -> None:
+    """SIGINT (a terminal's Ctrl-C reaches the whole process group) or SIGTERM (forwarded by the parent) raise
+    KeyboardInterrupt once; later ones are ignored, so the interrupted trial is still told FAIL."""
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, interrupt)
+
+
 def _worker_main(config: Config, index: int) -> None:
     """One local worker process: its share of the threads, then the ordinary search loop as worker ``index``."""
+    _interrupt_once()
     torch.set_num_threads(threads_per_worker(config.workers.count))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -63,6 +89,64 @@ def _report_new(study: optuna.Study, seen: set[int], callbacks: Sequence[StudyCa
                 callback(study, trial)
 
 
+class _Interruption:
+    """While the parent watches its workers, SIGINT and SIGTERM only set a flag, so they never land inside a
+    database read (one cut short can hold SQLite's lock and keep the workers from recording their trials).
+    A second signal raises KeyboardInterrupt: stop waiting for the workers."""
+
+    def __init__(self) -> None:
+        self.requested = threading.Event()
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, _signum: int, _frame: object) -> None:
+        if self.requested.is_set():
+            raise KeyboardInterrupt
+        self.requested.set()
+
+    def __enter__(self) -> _Interruption:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+
+
+def _stop(processes: Sequence[multiprocessing.process.BaseProcess], wait_s: float = 60.0) -> None:
+    """Forward the interruption (the workers take SIGTERM as Ctrl-C; after a group-wide Ctrl-C they ignore the
+    second one) and wait for them to record it; a second interruption, or a worker that does not stop within
+    ``wait_s``, kills them (their heartbeat then fails their trials)."""
+    for process in processes:
+        if process.pid is not None and process.is_alive():
+            process.terminate()
+    try:
+        for process in processes:
+            if process.pid is not None:
+                process.join(timeout=wait_s)
+    except KeyboardInterrupt:
+        pass
+    for process in processes:
+        if process.pid is not None and process.is_alive():
+            process.kill()
+            process.join()
+
+
+def _fail_orphans(study: optuna.Study, storage: BaseStorage, pids: Sequence[int]) -> None:
+    """Fail as "interrupted" any trial still RUNNING for one of these (now stopped) workers: one killed before it
+    could record its interruption must not leave its trial running until a heartbeat notices."""
+    host = socket.gethostname()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = trial.user_attrs.get(WORKER_ATTR)
+        if isinstance(worker, dict) and worker.get("host") == host and worker.get("pid") in pids:
+            try:
+                storage.set_trial_user_attr(trial._trial_id, "error", "interrupted")
+                storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass  # it recorded its own end meanwhile
+
+
 def search_with_workers(
     config: Config,
     *,
@@ -73,7 +157,7 @@ def search_with_workers(
 ) -> optuna.Study:
     """``search`` with ``config.workers.count`` local processes; returns the study when they are done."""
     count = config.workers.count
-    study, _storage, task, _index = join_study(config, log=log, worker_index=0)
+    study, storage, task, _index = join_study(config, log=log, worker_index=0)
     finished = len(study.get_trials(deepcopy=False, states=FINISHED))
     log(
         f"study {config.study_name!r}: {len(task.groups)} groups, base {task.base_metric:.4f}; "
@@ -89,20 +173,30 @@ def search_with_workers(
         for index in range(count)
     ]
     started = time.perf_counter()
-    try:
-        for process in processes:
-            process.start()
-        while any(p.is_alive() for p in processes):
-            time.sleep(poll_s)
+    with _Interruption() as interruption, guard_storage(storage):
+        try:
+            for process in processes:
+                process.start()
+            while any(p.is_alive() for p in processes) and not interruption.requested.is_set():
+                interruption.requested.wait(poll_s)
+                _report_new(study, seen, callbacks)
+            if interruption.requested.is_set():
+                raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            log("interrupted: each worker fails its running trial as interrupted (Ctrl-C again to kill them)")
+            _stop(processes)
+            _fail_orphans(study, storage, [p.pid for p in processes if p.pid is not None])
             _report_new(study, seen, callbacks)
-    except BaseException:
-        for process in processes:
-            process.join(timeout=10)
-            if process.is_alive():
-                process.terminate()
-        raise
-    _report_new(study, seen, callbacks)
-    write_outputs(config, study)
+            write_outputs(config, study)
+            raise SearchInterrupted(study) from None
+        except BaseException:
+            for process in processes:
+                process.join(timeout=10)
+                if process.is_alive():
+                    process.terminate()
+            raise
+        _report_new(study, seen, callbacks)
+        write_outputs(config, study)
     done = len(study.get_trials(deepcopy=False, states=FINISHED))
     failed = [(i, p.exitcode) for i, p in enumerate(processes) if p.exitcode != 0]
     for index, code in failed:

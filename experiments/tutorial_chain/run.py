@@ -18,7 +18,7 @@ def main() -> None:
     x = torch.zeros(1, 3, 4, 4)
     model = build_model("conv_chain", in_channels=3, num_classes=4096)
     for ignore in ([], ["conv8"]):
-        groups = find_groups(model, x, ignore=ignore, check=False)
+        groups = find_groups(model, x, ignore=ignore, check=False, allow_output_pruning=not ignore)
         _, report = apply_plan(model, x, PruningPlan.uniform(groups, 0.5, "l1"))
         print(
             f"ignore={ignore}: params {report.params_before:,} -> {report.params_after:,} "
