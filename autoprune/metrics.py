@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -23,6 +23,16 @@ def register_metric(name: str) -> Callable[[Metric], Metric]:
     return METRICS.register(name)
 
 
+def _on_model_device(model: nn.Module, loader: Iterable[Any]) -> Iterator[Any]:
+    """``loader``'s batches, moved to where ``model``'s weights are (autocast stays the caller's)."""
+    from autoprune.evaluate._runtime import model_device, to_device  # evaluate imports this module
+
+    device = model_device(model)
+    non_blocking = device.type == "cuda"
+    for batch in loader:
+        yield to_device(batch, device, non_blocking=non_blocking)
+
+
 @register_metric("accuracy")
 @torch.no_grad()
 def accuracy(model: nn.Module, loader: Iterable[Any]) -> float:
@@ -30,7 +40,7 @@ def accuracy(model: nn.Module, loader: Iterable[Any]) -> float:
     was_training = model.training
     model.eval()
     correct = total = 0
-    for inputs, targets in loader:
+    for inputs, targets in _on_model_device(model, loader):
         correct += int((model(inputs).argmax(dim=1) == targets).sum())
         total += int(targets.numel())
     model.train(was_training)
@@ -55,7 +65,7 @@ def miou(model: nn.Module, loader: Iterable[Any]) -> float:
     was_training = model.training
     model.eval()
     confusion: torch.Tensor | None = None
-    for inputs, targets in loader:
+    for inputs, targets in _on_model_device(model, loader):
         logits = model(inputs)
         batch = confusion_matrix(logits, targets, int(logits.shape[1]))
         confusion = batch if confusion is None else confusion + batch

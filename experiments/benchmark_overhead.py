@@ -28,13 +28,15 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
-def breakdown(config_path: Path, output: Path | None, trials: int, seed: int) -> tuple[str, dict[str, float]]:
+def breakdown(
+    config_path: Path, output: Path | None, trials: int, seed: int, steps: int | None = None
+) -> tuple[str, dict[str, float]]:
     import optuna
 
     from autoprune.config import load_config
     from autoprune.study import enqueue_warm_start, evaluate_plan, make_sampler, prepare_task, trial_seed
 
-    config = load_config(config_path)
+    config = load_config(config_path, {"finetune.steps": steps})
     if output is not None:
         config = config.model_copy(update={"output": output})
     started = time.perf_counter()
@@ -64,7 +66,8 @@ def breakdown(config_path: Path, output: Path | None, trials: int, seed: int) ->
     engine = totals["graph"] + totals["prune"] + totals["count"]
     lines = [
         f"Per-trial time on {config_path} ({trials} trials, sampler {config.study.sampler}, "
-        f"{torch.get_num_threads()} torch thread(s)); task preparation once per process: {prepare:.1f}s",
+        f"{torch.get_num_threads()} torch thread(s), fine-tune budget "
+        f"{f'{steps} steps' if steps else f'{config.finetune.epochs} epoch(s)'}); task preparation once per process: {prepare:.1f}s",
         "",
         "| phase | mean s / trial | share of trial wall |",
         "| --- | --- | --- |",
@@ -220,13 +223,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--parts", nargs="+", choices=["breakdown", "scaling", "memory"],
                         default=["breakdown", "scaling", "memory"])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=None, help="a fine-tune budget in optimizer steps (finetune.steps)")
     parser.add_argument("--out", type=Path, default=Path("runs") / "bench-overhead")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     sections, figures = [], {}
     if "breakdown" in args.parts:
-        text, figures["breakdown"] = breakdown(args.config, args.output, args.trials, args.seed)
+        text, figures["breakdown"] = breakdown(args.config, args.output, args.trials, args.seed, args.steps)
         print(text + "\n", flush=True)
         sections.append(text)
     if "scaling" in args.parts:

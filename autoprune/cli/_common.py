@@ -9,7 +9,9 @@ from typing import Any
 from autoprune.config import Config, load_config
 
 __all__ = [
+    "add_device_flag",
     "config_parent",
+    "device_list",
     "load_with_overrides",
     "non_negative_int",
     "number",
@@ -48,6 +50,21 @@ def positive_float(text: str) -> float:
 
 def number(text: str) -> float:
     return _parse(text, float, lambda v: True, "a number")
+
+
+def device_list(text: str) -> list[int]:
+    """``0,1`` -> ``[0, 1]``: CUDA device indices for ``--devices``."""
+    parts = [p.strip() for p in text.split(",")]
+    if not parts or not all(p.isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"expected CUDA device indices such as 0,1, found {text!r}")
+    return [int(p) for p in parts]
+
+
+def add_device_flag(parser: argparse.ArgumentParser) -> None:
+    """``--device``, for every command that runs a model (overrides ``runtime.device``)."""
+    parser.add_argument(
+        "--device", metavar="DEV", help="auto, cpu, cuda, cuda:N or mps (overrides `runtime.device`)"
+    )
 
 
 def config_parent() -> argparse.ArgumentParser:

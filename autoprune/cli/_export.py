@@ -8,7 +8,14 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
-from autoprune.cli._common import load_with_overrides, number, positive_float, positive_int, trial_number
+from autoprune.cli._common import (
+    add_device_flag,
+    load_with_overrides,
+    number,
+    positive_float,
+    positive_int,
+    trial_number,
+)
 from autoprune.cli._console import ConsoleProgress
 
 __all__ = ["ExportProgress", "register"]
@@ -32,6 +39,7 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--iterative-steps", type=positive_int, metavar="K", help="prune in K steps (overrides `export.schedule.steps`)"
     )
+    add_device_flag(parser)
     parser.set_defaults(handler=run)
 
 
@@ -77,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
     from autoprune.export import export_model
 
     config = load_with_overrides(
-        args, **{"export.epochs": args.epochs, "export.schedule.steps": args.iterative_steps}
+        args,
+        **{"export.epochs": args.epochs, "export.schedule.steps": args.iterative_steps, "runtime.device": args.device},
     )
     with ExportProgress() as progress:
         result = export_model(

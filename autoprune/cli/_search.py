@@ -7,7 +7,14 @@ import signal
 import sys
 from typing import Any
 
-from autoprune.cli._common import load_with_overrides, non_negative_int, positive_float, positive_int
+from autoprune.cli._common import (
+    add_device_flag,
+    device_list,
+    load_with_overrides,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 
 __all__ = ["register"]
 
@@ -21,6 +28,13 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=positive_int, metavar="N", help="local worker processes on the study")
     parser.add_argument(
         "--worker-index", type=non_negative_int, metavar="K", help="this worker's index (seeds its sampler)"
+    )
+    add_device_flag(parser)
+    parser.add_argument(
+        "--devices",
+        type=device_list,
+        metavar="I,J",
+        help="one GPU per worker: worker k runs on cuda:{devices[k mod n]} (overrides `workers.devices`)",
     )
     parser.set_defaults(handler=run)
 
@@ -37,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
             "study.seed": args.seed,
             "study.sampler": args.sampler,
             "workers.count": args.workers,
+            "workers.devices": args.devices,
+            "runtime.device": args.device,
         },
     )
     # A scheduler's SIGTERM ends the search as Ctrl-C does: the current trial fails as "interrupted", the rest stay.

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from autoprune.cli._common import load_with_overrides
+from autoprune.cli._common import add_device_flag, load_with_overrides
 
 __all__ = ["register"]
 
@@ -15,14 +15,17 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
     parser = commands.add_parser(
         "validate", parents=[parent], help="check a config (schema, preset, model, data, globs) without running"
     )
+    add_device_flag(parser)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from autoprune.engine import find_output_layers
+    from autoprune.evaluate import check_worker_devices
     from autoprune.study import resolve
 
-    config = load_with_overrides(args)
+    config = load_with_overrides(args, **{"runtime.device": args.device})
+    check_worker_devices(config.workers.devices, config.runtime)  # as search checks it; export does not use it
     resolved = resolve(config)
     for warning in resolved.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -36,5 +39,6 @@ def run(args: argparse.Namespace) -> int:
             found.append(f"output layers ({kept}): {', '.join(outputs)}")
     if config.prune.unstructured_mode:
         found.append(f"{len(resolved.layers)} layers to sparsify: {', '.join(resolved.layers)}")
+    found.append(f"runtime {resolved.runtime.device} {resolved.runtime.precision}")
     print(f"{args.config}: OK; {'; '.join(found)}")
     return 0

@@ -14,6 +14,8 @@ from autoprune.schedules import SCHEDULES
 
 __all__ = [
     "Config",
+    "DistillConfig",
+    "RuntimeConfig",
     "ConstraintsConfig",
     "DataConfig",
     "ExportConfig",
@@ -120,10 +122,42 @@ class TrainConfig(_Strict):
     weight_decay: float = Field(default=5e-4, ge=0.0)
 
 
+def _known_loss(name: str) -> str:
+    """A registered loss name, or ``"pkg.module:fn"`` (imported when the evaluator is built)."""
+    if ":" in name:
+        module, _, attr = name.partition(":")
+        if not module or not attr:
+            raise ValueError(f"expected a registered loss or 'pkg.module:fn', found {name!r}")
+        return name
+    from autoprune.evaluate._losses import LOSSES  # the registry lives with the training loop; loaded on use
+
+    if name not in LOSSES:
+        known = LOSSES.names()
+        raise ValueError(f"unknown loss {name!r}{did_you_mean(name, known)}; known: {', '.join(known)} or 'pkg.module:fn'")
+    return name
+
+
+LossName = Annotated[str, AfterValidator(_known_loss)]
+OptimizerName = Literal["sgd", "adamw"]
+
+
+class DistillConfig(_Strict):
+    """Knowledge distillation from the unpruned model: ``(1 - weight) * task loss + weight * T^2 * KL`` on logits."""
+
+    weight: float = Field(default=0.5, ge=0.0, le=1.0)
+    temperature: float = Field(default=4.0, gt=0.0)
+
+
 class FinetuneConfig(TrainConfig):
     epochs: int = Field(default=1, ge=0)
     lr: float = Field(default=0.01, gt=0.0)
     bn_recalibration_batches: int = Field(default=20, ge=0)
+    steps: int | None = Field(default=None, ge=1)  # exactly this many optimizer steps (cycling the data); overrides epochs
+    optimizer: OptimizerName = "sgd"
+    loss: LossName = "cross_entropy"  # a registered loss, or "pkg.module:fn" with fn(model, batch) -> loss
+    loss_options: dict[str, Any] = Field(default_factory=dict)  # keyword arguments for the loss
+    distill: DistillConfig | None = None  # null: off
+    val_batches: int | None = Field(default=None, ge=1)  # the search scores the first N validation batches; null: all
 
 
 class SpaceSpec(_Strict):
@@ -347,6 +381,13 @@ class ExportConfig(TrainConfig):
     latency_warmup: int = Field(default=10, ge=0)
     latency_threads: int = Field(default=1, gt=0)
     onnx_exporter: Literal["dynamo", "torchscript", "off"] = "dynamo"
+    # The recovery fine-tune's recipe; optimizer, loss and loss_options are finetune's unless set here
+    # (loss_options: {} when only export.loss is set).
+    steps: int | None = Field(default=None, ge=1)  # the recovery fine-tune in optimizer steps; overrides epochs
+    optimizer: OptimizerName | None = None
+    loss: LossName | None = None
+    loss_options: dict[str, Any] | None = None
+    distill: DistillConfig | None = None  # null: off
 
     @model_validator(mode="before")
     @classmethod
@@ -364,6 +405,16 @@ class WorkersConfig(_Strict):
     count: int = Field(default=1, ge=1)  # local worker processes (`--workers`); more machines: run search again
     heartbeat_interval: int = Field(default=10, gt=0)  # seconds between a running trial's heartbeats
     grace_period: int | None = Field(default=None, gt=0)  # seconds without one before FAIL; null: 2x interval
+    # One GPU per worker: worker i runs on cuda:{devices[i % len(devices)]} (`--devices 0,1`); null: runtime.device
+    devices: list[Annotated[int, Field(ge=0)]] | None = Field(default=None, min_length=1)
+
+
+class RuntimeConfig(_Strict):
+    """Where and how models run: resolved once into ``autoprune.evaluate.Runtime`` and handed down."""
+
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps; auto: cuda if available, else mps, else cpu
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast in fine-tune, recalibration, evaluation
+    channels_last: bool = False
 
 
 class Config(_Strict):
@@ -382,6 +433,10 @@ class Config(_Strict):
     study: StudyConfig = Field(default_factory=StudyConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     workers: WorkersConfig = Field(default_factory=WorkersConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    # A user's evaluator, "pkg.module:factory", called with train_loader=, val_loader=, metric= and these options.
+    evaluator: str | None = None
+    evaluator_options: dict[str, Any] = Field(default_factory=dict)
     # The YAML file this config was loaded from (set by load_config); its folder is on the factories' import path.
     _source: Path | None = PrivateAttr(default=None)
 
@@ -400,6 +455,24 @@ class Config(_Strict):
             if mode == "unstructured" or (isinstance(mode, (list, tuple)) and "unstructured" in mode):
                 return {**data, "objectives": ["metric", "nonzero_params"]}
         return data
+
+    @model_validator(mode="after")
+    def _recipe_is_the_builtin_evaluators(self) -> Config:
+        if self.evaluator is None:
+            if self.evaluator_options:
+                raise ValueError("evaluator_options needs evaluator: 'pkg.module:factory'")
+            return self
+        if self.evaluator.count(":") != 1 or not all(self.evaluator.split(":")):
+            raise ValueError(f"evaluator: expected 'pkg.module:factory', found {self.evaluator!r}")
+        recipe = ("optimizer", "loss", "loss_options", "distill", "val_batches")
+        for section in ("finetune", "export"):
+            given = sorted(set(recipe) & getattr(self, section).model_fields_set)
+            if given:
+                raise ValueError(
+                    f"{section}.{given[0]} configures the built-in evaluator; with evaluator: {self.evaluator!r} "
+                    "the recipe is the evaluator's own (pass it in evaluator_options)"
+                )
+        return self
 
     @model_validator(mode="after")
     def _cost_matches_mode(self) -> Config:

@@ -31,8 +31,24 @@ class FPGM(Criterion):
     """
 
     def __call__(self, tensors: GroupTensors) -> torch.Tensor:
-        w = tensors.weights.double()
-        return torch.cdist(w, w, p=2).sum(dim=1).float()
+        return fpgm_distances(tensors.weights, distance_dtype(tensors.weights.device))
+
+
+def distance_dtype(device: torch.device) -> torch.dtype:
+    """float64 on the CPU; float32 elsewhere, where float64 is many times slower (GPUs)."""
+    return torch.float64 if device.type == "cpu" else torch.float32
+
+
+def fpgm_distances(weights: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Sum of Euclidean distances from each row to every other, computed in ``dtype``.
+
+    In float32 the differences are taken directly (no ``|a|^2 + |b|^2 - 2ab`` matrix-product shortcut, whose
+    cancellation would cost float32 most of its digits) and summed in float64, so the scores agree with
+    float64's to about 1e-6 and rank the filters the same but for sums closer than that (near-ties).
+    """
+    w = weights.to(dtype)
+    mode = "use_mm_for_euclid_dist_if_necessary" if dtype == torch.float64 else "donot_use_mm_for_euclid_dist"
+    return torch.cdist(w, w, p=2, compute_mode=mode).double().sum(dim=1).float()
 
 
 @register_criterion("taylor")
@@ -93,5 +109,8 @@ class Random(Criterion):
     so the same plan removes the same channels every time."""
 
     def __call__(self, tensors: GroupTensors) -> torch.Tensor:
+        # Drawn on the CPU and then moved to the weights' device: the same plan removes the same channels on
+        # every device (a CUDA generator draws another sequence), so export on the CPU re-creates a GPU trial.
         generator = torch.Generator().manual_seed(tensors.seed)
-        return torch.rand(tensors.channels, generator=generator, dtype=torch.float64).float()
+        scores = torch.rand(tensors.channels, generator=generator, dtype=torch.float64).float()
+        return scores.to(tensors.weights.device)

@@ -13,6 +13,7 @@ from torch import nn
 
 from autoprune.criteria import get_criterion, needs_gradients
 from autoprune.engine._check import UnsupportedGroupWarning, check_output_shapes, find_unsupported
+from autoprune.engine._device import rng_devices, to_device, weights_device
 from autoprune.engine._graph import Group, ModelGraph, count_macs_params
 from autoprune.engine._sparsify import apply_sparsity, count_nonzero_params, refresh_masked_weights
 from autoprune.errors import PruningError, did_you_mean
@@ -88,6 +89,7 @@ def find_groups(
     shape) is left out with one :class:`UnsupportedGroupWarning` naming it, its layer type and the ``ignore``
     glob that silences it. A model left with no prunable group is a PruningError.
     """
+    example_inputs = to_device(example_inputs, weights_device(model))
     graph = ModelGraph(copy.deepcopy(model), example_inputs, ignore, allow_output_pruning=allow_output_pruning)
     groups = graph.groups
     if check:
@@ -137,9 +139,11 @@ def accumulate_gradients(model: nn.Module, batches: Iterable[tuple[Any, Any]], l
     count = 0
     try:
         # A fixed seed for whatever draws at random: the same plan, the same scores.
-        with torch.random.fork_rng(devices=[]), torch.enable_grad():
+        device = weights_device(model)
+        with torch.random.fork_rng(devices=rng_devices(model)), torch.enable_grad():
             torch.manual_seed(0)
             for inputs, targets in batches:
+                inputs, targets = to_device((inputs, targets), device)
                 loss_fn(model(inputs), targets).backward()
                 count += 1
     finally:
@@ -176,7 +180,8 @@ def apply_plan(
     """
     started = time.perf_counter()
     refresh_masked_weights(model)  # a masked model (a fine-tuned sparse one) deep-copies only once refreshed
-    pruned = copy.deepcopy(model)
+    pruned = copy.deepcopy(model)  # on the model's device, as every tensor the engine allocates for it
+    example_inputs = to_device(example_inputs, weights_device(model))
     if not plan.groups:
         # Nothing to remove: no dependency graph to build (unstructured pruning alone keeps every channel).
         return _finish(model, pruned, example_inputs, plan, {}, base_counts, {"graph": 0.0, "prune": 0.0}, time.perf_counter())

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from autoprune.engine._device import to_device, weights_device
 from autoprune.engine._graph import Group, ModelGraph, call_model, output_tensors
 from autoprune.errors import PruningError
 
@@ -59,6 +60,7 @@ def find_unsupported(
     found: list[UnsupportedGroup] = []
     scratch: ModelGraph | None = None
     used = False
+    example_inputs = to_device(example_inputs, weights_device(model))
     expected = None if allow_output_pruning else _output_shapes(model, example_inputs)
 
     def fresh() -> ModelGraph:
@@ -144,6 +146,7 @@ def check_output_shapes(
     ``removals`` are the channels the plan removed per group, in the order they were removed; to name the
     culprit they are removed again from a fresh copy of ``model``, one group at a time (only on failure).
     """
+    example_inputs = to_device(example_inputs, weights_device(model))
     after = _output_shapes(pruned, example_inputs)
     if after == expected:
         return

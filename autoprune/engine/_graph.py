@@ -17,6 +17,7 @@ from torch import nn
 
 from autoprune.criteria import GroupTensors
 from autoprune.engine._attention import HEADS_SUFFIX, AttentionSite, find_attention_sites
+from autoprune.engine._device import to_device, weights_device
 from autoprune.errors import PruningError
 
 __all__ = [
@@ -79,7 +80,7 @@ class ModelGraph:
         """``allow_output_pruning`` False (the default) leaves out every group whose channels reach a model
         output (see :meth:`output_layers`), as if its layers were ignored; True keeps them, named like the rest."""
         self.model = model
-        self.example_inputs = example_inputs
+        self.example_inputs = example_inputs = to_device(example_inputs, weights_device(model))
         self._names = {m: n for n, m in model.named_modules()}
         self._order = {m: i for i, (_, m) in enumerate(model.named_modules())}
         ignored_names = {n for hits in matching_modules(model, ignore).values() for n in hits}
@@ -246,7 +247,7 @@ class ModelGraph:
                 rows = _rows_of(module, list(idxs), out)
                 if rows is None:
                     continue
-                at = torch.as_tensor(list(tp_group[i].root_idxs), dtype=torch.long)
+                at = torch.as_tensor(list(tp_group[i].root_idxs), dtype=torch.long, device=rows.device)
                 weights.append(_scatter_rows(rows, at, channels))
                 grad = getattr(module.weight, "grad", None)
                 with_grads = with_grads and grad is not None
@@ -272,9 +273,10 @@ class ModelGraph:
                 continue
             if scope == "layer" and dep.source.module is not root:
                 continue
-            scale = torch.zeros(channels, dtype=torch.float64)
-            at = torch.as_tensor(list(tp_group[i].root_idxs), dtype=torch.long)
-            scale[at] = module.weight.detach()[torch.as_tensor(list(idxs), dtype=torch.long)].abs().double()
+            gamma = module.weight.detach()
+            scale = torch.zeros(channels, dtype=torch.float64, device=gamma.device)
+            at = torch.as_tensor(list(tp_group[i].root_idxs), dtype=torch.long, device=gamma.device)
+            scale[at] = gamma[torch.as_tensor(list(idxs), dtype=torch.long, device=gamma.device)].abs().double()
             total = scale if total is None else total + scale
         return None if total is None else total.float()
 
@@ -361,7 +363,7 @@ def _unwrapped_parameters(model: nn.Module) -> list[tuple[nn.Parameter, int]]:
 
 
 def _scatter_rows(rows: torch.Tensor, at: torch.Tensor, channels: int) -> torch.Tensor:
-    full = torch.zeros(channels, rows.shape[1], dtype=rows.dtype)
+    full = torch.zeros(channels, rows.shape[1], dtype=rows.dtype, device=rows.device)
     full[at] = rows
     return full
 
@@ -383,7 +385,7 @@ def _rows_of(
         weight = getattr(module, "weight", None)
     if not isinstance(weight, torch.Tensor):
         return None
-    index = torch.as_tensor(idxs, dtype=torch.long)
+    index = torch.as_tensor(idxs, dtype=torch.long, device=weight.device)
     if weight.dim() == 1:
         return weight[index].unsqueeze(1).float()
     if isinstance(module, _ROOT_TYPES):
@@ -398,10 +400,11 @@ def _rows_of(
 
 
 def count_macs_params(model: nn.Module, example_inputs: Any) -> tuple[int, int]:
-    """Multiply-accumulates of one forward on ``example_inputs``, and the parameter count."""
+    """Multiply-accumulates of one forward on ``example_inputs`` (moved to the model's device), and the
+    parameter count."""
     was_training = model.training
     try:
-        macs, params = tp.utils.count_ops_and_params(model, example_inputs)
+        macs, params = tp.utils.count_ops_and_params(model, to_device(example_inputs, weights_device(model)))
     finally:
         model.train(was_training)
     return int(macs), int(params)

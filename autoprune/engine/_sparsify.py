@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from autoprune._registry import Registry
+from autoprune.engine._device import rng_devices
 from autoprune.engine._graph import matching_modules
 from autoprune.errors import PruningError, did_you_mean
 from autoprune.plan import SparsityPlan
@@ -81,7 +82,7 @@ class _Local(Sparsifier):
             more = target - _zeros(module)
             if more <= 0:
                 continue
-            with torch.random.fork_rng(devices=[]):
+            with torch.random.fork_rng(devices=rng_devices(module)):
                 torch.manual_seed(seed + index)  # random_unstructured draws: the same plan, the same mask
                 getattr(prune, self.method)(module, PARAM, amount=more)
 

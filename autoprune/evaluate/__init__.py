@@ -2,8 +2,47 @@
 
 from __future__ import annotations
 
-from autoprune.evaluate._batches import fixed_batches
-from autoprune.evaluate._evaluator import Evaluator, TrainFn
+from autoprune.evaluate._batches import FirstBatches, fixed_batches
+from autoprune.evaluate._evaluator import EVALUATOR_METHODS, Evaluator, check_evaluator
+from autoprune.evaluate._factory import build_evaluator, load_user_evaluator
+from autoprune.evaluate._lightning import LightningEvaluator, lightning_evaluator  # lightning: imported on use
+from autoprune.evaluate._losses import LOSSES, Distill, logits_of, register_loss, resolve_loss
+from autoprune.evaluate._runtime import (
+    CPU,
+    Runtime,
+    check_worker_devices,
+    model_device,
+    pin_worker_device,
+    resolve_runtime,
+    to_device,
+    worker_device,
+)
 from autoprune.evaluate._train import recalibrate_bn, reseed, train
 
-__all__ = ["Evaluator", "TrainFn", "fixed_batches", "recalibrate_bn", "reseed", "train"]
+__all__ = [
+    "CPU",
+    "EVALUATOR_METHODS",
+    "LOSSES",
+    "Distill",
+    "FirstBatches",
+    "Evaluator",
+    "LightningEvaluator",
+    "Runtime",
+    "build_evaluator",
+    "check_evaluator",
+    "check_worker_devices",
+    "fixed_batches",
+    "lightning_evaluator",
+    "load_user_evaluator",
+    "logits_of",
+    "model_device",
+    "pin_worker_device",
+    "recalibrate_bn",
+    "register_loss",
+    "reseed",
+    "resolve_loss",
+    "resolve_runtime",
+    "to_device",
+    "train",
+    "worker_device",
+]

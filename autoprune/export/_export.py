@@ -25,7 +25,7 @@ from autoprune.config import Config, dump_config
 from autoprune.engine import PruneReport, compressed_bytes, count_nonzero_params
 from autoprune.errors import ConfigError
 from autoprune.export._artifacts import ArtifactContext, write_artifacts
-from autoprune.export._measure import cpu_latency_ms
+from autoprune.export._measure import cpu_latency_ms, device_latency_ms
 from autoprune.export._recover import EpochHook, Recovered, recover
 from autoprune.export._select import Selection, select_trial
 from autoprune.plan import PruningPlan
@@ -63,9 +63,19 @@ class ExportResult:
             f"search fine-tune {m['search_finetuned']:.4f} | recovered {m['recovered']:.4f}",
             f"  CPU latency (batch 1, {lat['threads']} thread(s), median of {lat['runs']}): "
             f"{lat['before_ms']:.3f} ms -> {lat['after_ms']:.3f} ms ({lat['speedup']:.2f}x)",
+            *_device_line(r.get("latency_on_device")),
             f"  artifacts: {', '.join(ok)}" + (f"; not written: {'; '.join(not_ok)}" if not_ok else ""),
         ]
         return "\n".join(lines)
+
+
+def _device_line(lat: dict[str, Any] | None) -> list[str]:
+    if not lat:
+        return []
+    return [
+        f"  {lat['device']} latency ({lat['precision']}, batch {lat['batch']}, median of {lat['runs']}): "
+        f"{lat['before_ms']:.3f} ms -> {lat['after_ms']:.3f} ms ({lat['speedup']:.2f}x)"
+    ]
 
 
 def config_hash(config: Config) -> str:
@@ -176,6 +186,17 @@ def _sparsity_record(task: Task, model: torch.nn.Module, report: PruneReport, re
     }
 
 
+def _latency_record(before: dict[str, Any], after: dict[str, Any], warmup: int, keep: tuple[str, ...]) -> dict[str, Any]:
+    return {
+        "before_ms": before["median_ms"],
+        "after_ms": after["median_ms"],
+        "speedup": before["median_ms"] / after["median_ms"],
+        "statistic": "median",
+        **{k: before[k] for k in keep},
+        "warmup": warmup,
+    }
+
+
 def _place(tmp: Path, out: Path, force: bool) -> None:
     """Move the finished folder into place; an old export (with ``force``) goes only once the new one is ready."""
     check_out_dir(out, force)
@@ -228,9 +249,18 @@ def export_model(
             f"its re-creation scores {recreated:.4f}: the base weights, data or training code changed since the search")
     model, report, ecfg = recovered.model, recovered.report, config.export
 
-    example = torch.zeros_like(task.example_inputs)
+    runtime = task.runtime
+    example = torch.zeros_like(task.example_inputs, device="cpu")
+    on_device: dict[str, Any] | None = None
+    if runtime.torch_device.type != "cpu":
+        counts = {"runs": ecfg.latency_runs, "warmup": ecfg.latency_warmup}
+        device_before = device_latency_ms(task.base_model, example, runtime, **counts)
+        device_after = device_latency_ms(model, example, runtime, **counts)
+        on_device = _latency_record(device_before, device_after, ecfg.latency_warmup, ("runs", "batch", "device", "precision"))
+    # The artifacts are written from the CPU, where most pruned models are deployed; latency is measured there too.
+    model, base_model = model.cpu(), task.base_model.cpu()
     timing = {"runs": ecfg.latency_runs, "warmup": ecfg.latency_warmup, "threads": ecfg.latency_threads}
-    before, after = cpu_latency_ms(task.base_model, example, **timing), cpu_latency_ms(model, example, **timing)
+    before, after = cpu_latency_ms(base_model, example, **timing), cpu_latency_ms(model, example, **timing)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     for path in remove_stale_tmp(out):
@@ -260,15 +290,9 @@ def export_model(
                 **recovered.metrics,
                 "search_validation": trial.values[0],
             },
-            "latency": {
-                "before_ms": before["median_ms"],
-                "after_ms": after["median_ms"],
-                "speedup": before["median_ms"] / after["median_ms"],
-                "statistic": "median",
-                "device": "cpu",
-                **{k: before[k] for k in ("runs", "threads", "batch")},
-                "warmup": ecfg.latency_warmup,
-            },
+            "latency": {**_latency_record(before, after, ecfg.latency_warmup, ("runs", "threads", "batch")), "device": "cpu"},
+            "latency_on_device": on_device,  # null when the run's device is the CPU
+            "runtime": {"device": runtime.device, "precision": runtime.precision, "channels_last": runtime.channels_last},
             "recovery": {
                 "epochs": ecfg.epochs,
                 "lr": ecfg.lr,

@@ -23,6 +23,7 @@ from autoprune.engine import (
     make_permanent,
 )
 from autoprune.errors import PruningError
+from autoprune.evaluate import Evaluator, build_evaluator
 from autoprune.plan import PruningPlan, kept_channels
 from autoprune.schedules import SCHEDULES, step_fractions
 from autoprune.study import Task, trial_seed
@@ -33,6 +34,7 @@ __all__ = [
     "Recovered",
     "prune_gradually",
     "recover",
+    "recovery_evaluator",
     "search_finetune_seed",
     "step_fractions",
     "step_plan",
@@ -133,19 +135,20 @@ def recover(
     """
     cfg, ecfg = task.config, task.config.export
     hook = on_epoch or (lambda *_: None)
-    evaluator = task.evaluator
+    evaluator = task.evaluator  # the search's: re-creates and scores the trial exactly
+    recovery = recovery_evaluator(task)  # export's recipe (the user's evaluator serves both)
     seconds: dict[str, float] = {}
 
-    def finetune(model: nn.Module, phase: str, epochs: int, lr: float, seed: int, train_cfg: Any) -> None:
+    def finetune(model: nn.Module, phase: str, by: Any, epochs: int, steps: int | None, lr: float, seed: int) -> None:
         started = time.perf_counter()
-        evaluator.finetune(
+        shown = epochs if steps is None else _passes(task, steps)
+        by.finetune(
             model,
             epochs=epochs,
+            steps=steps,
             lr=lr,
-            momentum=train_cfg.momentum,
-            weight_decay=train_cfg.weight_decay,
             seed=seed,
-            on_epoch=lambda epoch, loss: hook(phase, epoch, epochs, loss),
+            on_epoch=lambda epoch, loss: hook(phase, epoch, shown, loss),
         )
         seconds[phase] = seconds.get(phase, 0.0) + time.perf_counter() - started
 
@@ -154,8 +157,9 @@ def recover(
     metrics["pruned"] = evaluator.score(scored, eval_loader)
 
     seed = search_finetune_seed(task, trial_number)
-    evaluator.recalibrate(scored, cfg.finetune.bn_recalibration_batches, seed)
-    finetune(scored, "search fine-tune", cfg.finetune.epochs, cfg.finetune.lr, seed, cfg.finetune)
+    ft = cfg.finetune
+    evaluator.recalibrate(scored, ft.bn_recalibration_batches, seed)
+    finetune(scored, "search fine-tune", evaluator, ft.epochs, ft.steps, ft.lr, seed)
     metrics["search_finetuned"] = evaluator.score(scored, eval_loader)
     metrics["recreated_validation"] = evaluator.score(scored)  # the trial's own score, if it reproduced
 
@@ -167,11 +171,11 @@ def recover(
     else:
 
         def between(k: int, stepped: nn.Module) -> None:
-            evaluator.recalibrate(stepped, ecfg.bn_recalibration_batches, seed + k)
-            finetune(stepped, f"step {k}/{len(fractions)}", schedule.step_epochs, ecfg.lr, seed + k, ecfg)
+            recovery.recalibrate(stepped, ecfg.bn_recalibration_batches, seed + k)
+            finetune(stepped, f"step {k}/{len(fractions)}", recovery, schedule.step_epochs, None, ecfg.lr, seed + k)
 
         model, steps = prune_gradually(task, plan, fractions, between)
-        evaluator.recalibrate(model, ecfg.bn_recalibration_batches, seed + len(fractions))
+        recovery.recalibrate(model, ecfg.bn_recalibration_batches, seed + len(fractions))
         for step in steps:
             log(f"step {step['step']}/{len(fractions)}: {step['fraction']:.3f} of the plan, {step['nonzero_params']} non-zero params")
         if plan.groups:
@@ -182,8 +186,34 @@ def recover(
 
     layers = list(plan.sparsity.amounts) if plan.sparsity is not None else []
     pruned_sparsity = layer_sparsity(model, layers)
-    finetune(model, "recovery", ecfg.epochs, ecfg.lr, seed + len(fractions), ecfg)
+    finetune(model, "recovery", recovery, ecfg.epochs, ecfg.steps, ecfg.lr, seed + len(fractions))
     metrics["recovered"] = evaluator.score(model, eval_loader)
     sparsity = check_sparsity_held(model, pruned_sparsity, during="recovery")
     make_permanent(model)  # plain `weight` tensors holding the zeros; no weight_orig / weight_mask
     return Recovered(model.eval(), report, metrics, split, fractions, seconds, steps, sparsity)
+
+
+def recovery_evaluator(task: Task) -> Any:
+    """The evaluator of export's recovery: the built-in one with ``export``'s recipe (distilling from the base
+    model when ``export.distill`` is set), or the user's evaluator as it is (its recipe is its own)."""
+    searched = task.evaluator
+    if not isinstance(searched, Evaluator):
+        return searched
+    return build_evaluator(
+        task.config,
+        train_loader=searched.train_loader,
+        val_loader=searched.val_loader,
+        metric=searched.metric,
+        runtime=searched.runtime,
+        teacher=task.base_model if task.config.export.distill is not None else None,
+        section="export",
+    )
+
+
+def _passes(task: Task, steps: int) -> int:
+    """How many (partial) passes over the training data ``steps`` optimizer steps make, for progress lines."""
+    try:
+        per_pass = len(task.data.train)  # type: ignore[arg-type]
+    except TypeError:
+        return steps
+    return -(-steps // max(per_pass, 1))

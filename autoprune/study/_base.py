@@ -17,7 +17,7 @@ from autoprune._registry import one_line
 from autoprune.config import Config
 from autoprune.data import DataBundle
 from autoprune.errors import AutopruneError, ConfigError
-from autoprune.evaluate import train
+from autoprune.evaluate import CPU, Runtime, train
 from autoprune.models import load_model, load_weights
 from autoprune.study._io import write_run_file
 
@@ -71,7 +71,7 @@ def build_base_model(
     return model.eval()
 
 
-def _train(config: Config, model: nn.Module, data: DataBundle) -> None:
+def _train(config: Config, model: nn.Module, data: DataBundle, runtime: Runtime) -> None:
     try:
         train(
             model,
@@ -81,6 +81,7 @@ def _train(config: Config, model: nn.Module, data: DataBundle) -> None:
             momentum=config.base_training.momentum,
             weight_decay=config.base_training.weight_decay,
             seed=config.study.seed,
+            runtime=runtime,
         )
     except AutopruneError:
         raise
@@ -89,9 +90,16 @@ def _train(config: Config, model: nn.Module, data: DataBundle) -> None:
 
 
 def trained_base(
-    config: Config, model: nn.Module, data: DataBundle, log: Log, check: Callable[[nn.Module], None]
+    config: Config,
+    model: nn.Module,
+    data: DataBundle,
+    log: Log,
+    check: Callable[[nn.Module], None],
+    *,
+    runtime: Runtime = CPU,
 ) -> nn.Module:
-    """The configured weights (or whole pickled model), else the cached base weights, else train once and cache.
+    """The configured weights (or whole pickled model), else the cached base weights, else train once (on
+    ``runtime``'s device, where ``model`` already is) and cache.
 
     ``check`` sees the base model before it is cached, so a base model it refuses is never written.
     """
@@ -109,7 +117,7 @@ def trained_base(
             check(model)
             return model
         log(f"training the base model for {config.base_training.epochs} epochs")
-        _train(config, model, data)
+        _train(config, model, data, runtime)
         model.eval()
         check(model)
         buffer = io.BytesIO()

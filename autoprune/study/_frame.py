@@ -47,7 +47,7 @@ def _trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
         "warm_start": bool(trial.user_attrs.get("warm_start", False)),
         "duration_s": trial.duration.total_seconds() if trial.duration else None,
     }
-    for key in ("macs", "macs_relative", "params", "params_relative", "metric_before_finetune", "error"):
+    for key in ("macs", "macs_relative", "params", "params_relative", "metric_before_finetune", "device", "precision", "error"):
         row[key] = attrs.get(key)
     # Unstructured pruning: non-zero parameters, the gzip size of the weights, the method, each layer's sparsity.
     for key in ("nonzero_params", "nonzero_params_relative", "compressed_bytes", "compressed_relative"):

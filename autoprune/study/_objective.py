@@ -81,9 +81,8 @@ def evaluate_plan(
     task.evaluator.finetune(
         pruned,
         epochs=cfg.finetune.epochs,
+        steps=cfg.finetune.steps,
         lr=cfg.finetune.lr,
-        momentum=cfg.finetune.momentum,
-        weight_decay=cfg.finetune.weight_decay,
         seed=seed,
     )
     seconds["finetune"] = time.perf_counter() - started
@@ -122,6 +121,8 @@ class Objective:
         self.on_phase(trial.number, "prune")
         plan = task.space.sample(trial)
         trial.set_user_attr("plan", plan.to_dict())
+        trial.set_user_attr("device", task.runtime.device)
+        trial.set_user_attr("precision", task.runtime.precision)
         result = evaluate_plan(
             task,
             plan,

@@ -17,6 +17,7 @@ from autoprune.config import Config, SpaceSpec
 from autoprune.data import DataBundle, load_data
 from autoprune.engine import Group, UnsupportedGroupWarning, check_ignore_globs, find_groups, sparsifiable_layers
 from autoprune.errors import AutopruneError, ConfigError
+from autoprune.evaluate import Runtime, resolve_runtime
 from autoprune.metrics import Metric, resolve_metric
 from autoprune.space import config_list_bounds, load_space_spec
 from autoprune.study._base import build_base_model
@@ -38,6 +39,7 @@ class Resolved:
     bounds: dict[str, tuple[float, float]]  # per-group ratio bounds from an NNI config_list; empty: all groups
     warnings: list[str]
     layers: list[str] = field(default_factory=list)  # sparsifiable layers when prune.mode includes unstructured
+    runtime: Runtime = field(default_factory=Runtime)  # where the model sits (it is already there) and autocast
 
 
 def factory_search_paths(config: Config) -> list[Path]:
@@ -115,8 +117,12 @@ def _check_metric(metric: Metric, spec: str, model: nn.Module, batch: Any) -> No
 
 
 def resolve(config: Config) -> Resolved:
-    """Check everything ``search`` needs (preset, data, metric, model, weights, groups, output folder), running the
-    model and the metric once on real data; writes nothing."""
+    """Check everything ``search`` needs (device, preset, data, metric, model, weights, groups, output folder),
+    running the model and the metric once on real data, on the configured device; writes nothing.
+
+    The runtime is resolved here, once per process: a device that is not there is one line before anything
+    is loaded. The model is placed on it, and the example inputs made there."""
+    runtime = resolve_runtime(config.runtime)
     check_output_writable(config.output)
     spec = load_space_spec(config.prune.search_space)
     paths = factory_search_paths(config)
@@ -132,10 +138,11 @@ def resolve(config: Config) -> Resolved:
     )
     batch = _first_batch(config, data)
     input_shape = _input_shape(config, data, _batch_inputs(batch))
-    model = build_base_model(config, data, input_shape, paths)
-    example_inputs = torch.zeros(1, *input_shape)
-    _check_forward(model, example_inputs)
-    _check_metric(metric, config.metric, model, batch)
+    model = runtime.place(build_base_model(config, data, input_shape, paths))
+    example_inputs = torch.zeros(1, *input_shape, device=runtime.torch_device)
+    with runtime.autocast():
+        _check_forward(model, example_inputs)
+        _check_metric(metric, config.metric, model, runtime.to_device(batch))
     notes = [f"prune.ignore: glob {glob!r} matches no module" for glob in check_ignore_globs(model, config.prune.ignore)]
     layers: list[str] = []
     if config.prune.unstructured_mode:
@@ -143,7 +150,7 @@ def resolve(config: Config) -> Resolved:
         if not layers:
             raise ConfigError("the model has no conv or linear layer to sparsify (check prune.ignore)", key="prune.ignore")
     if not config.prune.structured:
-        return Resolved(spec, data, model, example_inputs, metric, [], {}, notes, layers)
+        return Resolved(spec, data, model, example_inputs, metric, [], {}, notes, layers, runtime)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UnsupportedGroupWarning)
         groups = find_groups(
@@ -160,4 +167,4 @@ def resolve(config: Config) -> Resolved:
     if config.prune.nni_config_list is not None:
         module_types = {n: type(m).__name__ for n, m in model.named_modules() if n}
         bounds = config_list_bounds(config.prune.nni_config_list, groups, module_types, tuple(config.prune.ratio))  # type: ignore[arg-type]
-    return Resolved(spec, data, model, example_inputs, metric, groups, bounds, notes, layers)
+    return Resolved(spec, data, model, example_inputs, metric, groups, bounds, notes, layers, runtime)

@@ -15,6 +15,7 @@ from optuna.storages import BaseStorage
 
 from autoprune.config import Config, dump_config
 from autoprune.errors import AutopruneError
+from autoprune.evaluate import pin_worker_device
 from autoprune.study._frame import trials_frame
 from autoprune.study._io import RESOLVED_CONFIG, run_file, write_run_file
 from autoprune.study._loop import FINISHED, run_trials
@@ -123,7 +124,7 @@ def _existing_study(storage: BaseStorage, name: str) -> optuna.Study | None:
 
 
 def join_study(
-    config: Config, *, log: Log = lambda _: None, worker_index: int | None = None
+    config: Config, *, log: Log = lambda _: None, worker_index: int | None = None, evaluator: object | None = None
 ) -> tuple[optuna.Study, BaseStorage, Task, int]:
     """Open the storage, prepare the task (the base model is trained once, under a file lock), and create or
     load the study; returns it with its storage, the task and this worker's index.
@@ -139,7 +140,7 @@ def join_study(
     existing = _existing_study(storage, config.study_name) if storage is not None else None
     if existing is not None:
         check_definition(existing, config, groups)  # a changed config is refused before anything is written
-    task = prepare_task(config, log, resolved=resolved)
+    task = prepare_task(config, log, resolved=resolved, evaluator=evaluator)
     if storage is None:
         storage = open_config_storage(config)
     index = 0 if worker_index is None else worker_index
@@ -172,8 +173,12 @@ def _what_is_pruned(task: Task) -> str:
     return " and ".join(parts)
 
 
-def worker_record(index: int) -> dict[str, Any]:
-    return {"index": index, "host": socket.gethostname(), "pid": os.getpid(), "threads": torch.get_num_threads()}
+def worker_record(index: int, task: Task | None = None) -> dict[str, Any]:
+    """Which worker ran a trial: index, host, pid, torch threads, and the device it was given."""
+    record: dict[str, Any] = {"index": index, "host": socket.gethostname(), "pid": os.getpid(), "threads": torch.get_num_threads()}
+    if task is not None:
+        record["device"] = task.runtime.device
+    return record
 
 
 def search(
@@ -184,17 +189,25 @@ def search(
     on_phase: PhaseHook | None = None,
     on_ready: Callable[[optuna.Study, Task], None] | None = None,
     worker_index: int | None = None,
+    evaluator: object | None = None,
 ) -> optuna.Study:
     """Run (or resume, or join) the study that ``config`` describes; returns it. What ``autoprune search`` runs.
 
     With ``config.workers.count`` > 1 it starts that many local worker processes on the study. Run the same
     on other machines (with a shared storage) and they join it; ``study.n_trials`` is the study's total.
+    With ``config.workers.devices``, worker ``i`` runs on ``cuda:{devices[i % len(devices)]}`` (a process
+    without ``worker_index`` on the first of them).
+
+    ``evaluator`` (an object with ``recalibrate``, ``finetune`` and ``score``) replaces the config's
+    ``evaluator`` and the built-in one; local worker processes get it pickled.
     """
     if config.workers.count > 1 and worker_index is None:
         from autoprune.study._workers import search_with_workers
 
-        return search_with_workers(config, log=log, callbacks=callbacks, on_ready=on_ready)
-    study, storage, task, index = join_study(config, log=log, worker_index=worker_index)
+        return search_with_workers(config, log=log, callbacks=callbacks, on_ready=on_ready, evaluator=evaluator)
+    # Before any CUDA work: `cuda` and `auto` then resolve to this worker's GPU.
+    pin_worker_device(config.workers.devices, worker_index or 0, config.runtime)
+    study, storage, task, index = join_study(config, log=log, worker_index=worker_index, evaluator=evaluator)
     finished = len(study.get_trials(deepcopy=False, states=FINISHED))
     remaining = max(0, config.study.n_trials - finished)
     log(
@@ -217,7 +230,7 @@ def search(
             catch=(Exception,),
             stop=lambda: streak.tripped,
             callbacks=[streak, *callbacks],
-            worker=worker_record(index),
+            worker=worker_record(index, task),
         )
     except KeyboardInterrupt:
         write_outputs(config, study)

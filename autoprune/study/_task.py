@@ -6,8 +6,9 @@ Resolving a config lives in ``_resolve``, the base model in ``_base``, writing t
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, cast, runtime_checkable
 
 import torch
 from torch import nn
@@ -18,15 +19,16 @@ from autoprune.criteria import needs_gradients
 from autoprune.data import DataBundle
 from autoprune.engine import Group, PruneReport, apply_plan, compressed_bytes, count_macs_params, count_nonzero_params
 from autoprune.errors import AutopruneError, ConfigError
-from autoprune.evaluate import Evaluator, fixed_batches
+from autoprune.evaluate import Runtime, build_evaluator, check_evaluator, fixed_batches, load_user_evaluator
 from autoprune.plan import PruningPlan
 from autoprune.space import SearchSpace, SparsitySpace
 from autoprune.study._base import Log, trained_base
 from autoprune.study._io import atomic_write_bytes, check_output_writable, removed_if_failed
-from autoprune.study._resolve import Resolved, check_metric_value, resolve
+from autoprune.study._resolve import Resolved, check_metric_value, factory_search_paths, resolve
 
 __all__ = [
     "CHANCE_MARGIN",
+    "CandidateEvaluator",
     "Log",
     "Resolved",
     "Task",
@@ -39,6 +41,26 @@ __all__ = [
 CHANCE_MARGIN = 0.05  # a base accuracy within this of 1 / num_classes is warned about
 
 
+@runtime_checkable
+class CandidateEvaluator(Protocol):
+    """What recalibrates, fine-tunes and scores a candidate: the built-in ``Evaluator`` or the user's."""
+
+    def recalibrate(self, model: nn.Module, batches: int, seed: int) -> int: ...
+
+    def finetune(
+        self,
+        model: nn.Module,
+        *,
+        epochs: int,
+        steps: int | None,
+        lr: float,
+        seed: int,
+        on_epoch: Callable[[int, float], None] | None = None,
+    ) -> float: ...
+
+    def score(self, model: nn.Module, loader: Any = None) -> float: ...
+
+
 @dataclass(kw_only=True)
 class Task:
     config: Config
@@ -49,8 +71,9 @@ class Task:
     base_macs: int
     base_params: int
     base_metric: float
-    evaluator: Evaluator
+    evaluator: CandidateEvaluator
     space: SearchSpace
+    runtime: Runtime = field(default_factory=Runtime)  # the base model, its copies and the batches sit on its device
     gradient_batches: list[Any] = field(default_factory=list)  # for criteria that need gradients (taylor)
     layers: list[str] = field(default_factory=list)  # layers unstructured pruning may sparsify
     base_nonzero_params: int = 0
@@ -67,14 +90,15 @@ class Task:
         )
 
 
-def _base_metric(config: Config, evaluator: Evaluator, model: nn.Module) -> float:
-    """The base model's metric on the validation split; a metric that fails or is not finite is refused."""
+def _base_metric(config: Config, evaluator: CandidateEvaluator, model: nn.Module, *, user: bool) -> float:
+    """The base model's metric as the evaluator scores candidates; one that fails or is not finite is refused."""
+    key, what = ("evaluator", "the evaluator") if user else ("metric", f"metric {config.metric!r}")
     try:
-        value = evaluator.metric(model.eval(), evaluator.val_loader)  # as Evaluator.score, before its float()
+        value = evaluator.score(model.eval())
     except AutopruneError:
         raise
     except Exception as exc:  # user code
-        raise ConfigError(f"metric {config.metric!r} raised {one_line(exc)} on the base model", key="metric") from None
+        raise ConfigError(f"{what} raised {one_line(exc)} on the base model", key=key) from None
     metric = check_metric_value(value, config.metric, "the base model")
     if not math.isfinite(metric):
         raise ConfigError(
@@ -98,19 +122,53 @@ def _chance_warning(config: Config, data: DataBundle, metric: float) -> str | No
     )
 
 
-def prepare_task(config: Config, log: Log = lambda _: None, *, resolved: Resolved | None = None) -> Task:
+def _checked(evaluator: object) -> CandidateEvaluator:
+    return cast(CandidateEvaluator, check_evaluator(evaluator, key="evaluator"))
+
+
+def _evaluator(config: Config, resolved: Resolved, evaluator: object | None) -> tuple[CandidateEvaluator, bool]:
+    """The evaluator given, else the config's ``evaluator: "pkg:factory"``, else the built-in one (whose teacher,
+    for distillation, is the base model: ``resolved.model``, trained in place); and whether it is the user's."""
+    if evaluator is not None:
+        return _checked(evaluator), True
+    data = resolved.data
+    common: dict[str, Any] = {"train_loader": data.train, "val_loader": data.val, "metric": resolved.metric}
+    if config.evaluator is not None:
+        user = load_user_evaluator(
+            config.evaluator, dict(config.evaluator_options), search_paths=factory_search_paths(config), **common
+        )
+        return _checked(user), True
+    built = build_evaluator(
+        config, runtime=resolved.runtime, teacher=resolved.model, section="finetune", search_paths=factory_search_paths(config), **common
+    )
+    return _checked(built), False
+
+
+def prepare_task(
+    config: Config, log: Log = lambda _: None, *, resolved: Resolved | None = None, evaluator: object | None = None
+) -> Task:
     """Resolve the config (writing nothing) unless given ``resolved``, then create the run folder and produce
-    the base model. The base model's metric is checked before its weights are cached; if that or its training
-    fails, a run folder this call created is removed again."""
+    the base model, on the configured device. The base model's metric is checked before its weights are
+    cached; if that or its training fails, a run folder this call created is removed again.
+
+    ``evaluator`` (an object with ``recalibrate``, ``finetune`` and ``score``) replaces the config's
+    ``evaluator`` and the built-in one."""
     resolved = resolved or resolve(config)
+    runtime = resolved.runtime
     for warning in resolved.warnings:
         log(f"warning: {warning}")
-    evaluator = Evaluator(train_loader=resolved.data.train, val_loader=resolved.data.val, metric=resolved.metric)
+    task_evaluator, user = _evaluator(config, resolved, evaluator)
     scores: list[float] = []
     with removed_if_failed(config.output):
         base = trained_base(
-            config, resolved.model, resolved.data, log, check=lambda m: scores.append(_base_metric(config, evaluator, m))
+            config,
+            resolved.model,
+            resolved.data,
+            log,
+            check=lambda m: scores.append(_base_metric(config, task_evaluator, m, user=user)),
+            runtime=runtime,
         )
+    base = runtime.place(base)  # trained or loaded where it stands; placed again in case the user's code moved it
     base_metric = scores[-1]
     chance = _chance_warning(config, resolved.data, base_metric)
     if chance is not None:
@@ -129,7 +187,7 @@ def prepare_task(config: Config, log: Log = lambda _: None, *, resolved: Resolve
     )
     # Fixed batches in dataset order, so a gradient criterion scores the same plan the same way every time.
     batches = (
-        fixed_batches(resolved.data.train, config.prune.gradient_batches)
+        [runtime.to_device(b) for b in fixed_batches(resolved.data.train, config.prune.gradient_batches)]
         if any(needs_gradients(c) for c in config.prune.criteria)
         else []
     )
@@ -142,8 +200,9 @@ def prepare_task(config: Config, log: Log = lambda _: None, *, resolved: Resolve
         base_macs=macs,
         base_params=params,
         base_metric=base_metric,
-        evaluator=evaluator,
+        evaluator=task_evaluator,
         space=space,
+        runtime=runtime,
         gradient_batches=batches,
         layers=resolved.layers,
         base_nonzero_params=count_nonzero_params(base),

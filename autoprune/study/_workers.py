@@ -30,6 +30,7 @@ from optuna.trial import TrialState
 
 from autoprune.config import Config
 from autoprune.errors import AutopruneError
+from autoprune.evaluate import pin_worker_device, worker_device
 from autoprune.study._loop import FINISHED, WORKER_ATTR
 from autoprune.study._search import SearchInterrupted, StudyCallback, join_study, search, write_outputs
 from autoprune.study._storage import guard_storage
@@ -63,8 +64,9 @@ def _interrupt_once() -> None:
         signal.signal(sig, interrupt)
 
 
-def _worker_main(config: Config, index: int) -> None:
-    """One local worker process: its share of the threads, then the ordinary search loop as worker ``index``."""
+def _worker_main(config: Config, index: int, evaluator: object | None = None) -> None:
+    """One local worker process: its share of the threads, then the ordinary search loop as worker ``index``
+    (which pins it to its GPU with ``workers.devices``, before any CUDA work)."""
     _interrupt_once()
     torch.set_num_threads(threads_per_worker(config.workers.count))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -73,12 +75,19 @@ def _worker_main(config: Config, index: int) -> None:
         print(f"worker {index}: {message}", file=sys.stderr, flush=True)
 
     try:
-        search(config, log=log, worker_index=index)
+        search(config, log=log, worker_index=index, evaluator=evaluator)
     except AutopruneError as exc:
         print(f"autoprune: worker {index}: error: {exc}", file=sys.stderr, flush=True)
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def _devices_note(config: Config) -> str:
+    devices = config.workers.devices
+    if not devices:
+        return ""
+    return " on " + ", ".join(f"{worker_device(devices, i)}" for i in range(config.workers.count))
 
 
 def _report_new(study: optuna.Study, seen: set[int], callbacks: Sequence[StudyCallback]) -> None:
@@ -154,22 +163,25 @@ def search_with_workers(
     callbacks: Sequence[StudyCallback] = (),
     on_ready: Callable[[optuna.Study, Task], None] | None = None,
     poll_s: float = 1.0,
+    evaluator: object | None = None,
 ) -> optuna.Study:
     """``search`` with ``config.workers.count`` local processes; returns the study when they are done."""
     count = config.workers.count
-    study, storage, task, _index = join_study(config, log=log, worker_index=0)
+    # The parent trains the base model once, on worker 0's GPU when workers.devices pins them.
+    pin_worker_device(config.workers.devices, 0, config.runtime)
+    study, storage, task, _index = join_study(config, log=log, worker_index=0, evaluator=evaluator)
     finished = len(study.get_trials(deepcopy=False, states=FINISHED))
     log(
         f"study {config.study_name!r}: {len(task.groups)} groups, base {task.base_metric:.4f}; "
         f"{finished} trials done, {max(0, config.study.n_trials - finished)} to run on {count} workers "
-        f"x {threads_per_worker(count)} threads"
+        f"x {threads_per_worker(count)} threads{_devices_note(config)}"
     )
     if on_ready is not None:
         on_ready(study, task)
     seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
     context = multiprocessing.get_context("spawn")
     processes = [
-        context.Process(target=_worker_main, args=(config, index), name=f"autoprune-worker-{index}")
+        context.Process(target=_worker_main, args=(config, index, evaluator), name=f"autoprune-worker-{index}")
         for index in range(count)
     ]
     started = time.perf_counter()
