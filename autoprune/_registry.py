@@ -9,13 +9,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from autoprune.errors import AutopruneError, ConfigError, did_you_mean
 
 T = TypeVar("T")
 
-__all__ = ["Registry", "call_user", "import_object", "import_path", "one_line"]
+__all__ = ["Registry", "call_user", "import_callable", "import_object", "import_path", "one_line"]
 
 
 class Registry(Generic[T]):
@@ -127,6 +127,17 @@ def import_object(spec: str, *, key: str | None = None, search_paths: Iterable[s
         return getattr(module, attr)
     except AttributeError:
         raise ConfigError(f"module {module_name!r} has no attribute {attr!r}", key=key) from None
+
+
+def import_callable(
+    spec: str, *, key: str, expected: str, search_paths: Iterable[str | Path] = ()
+) -> Callable[..., Any]:
+    """``import_object`` for what must be called (a factory, a metric, a loss); anything else is a ConfigError
+    at ``key`` saying what was ``expected``."""
+    obj = import_object(spec, key=key, search_paths=search_paths)
+    if not callable(obj):
+        raise ConfigError(f"{spec!r} is {type(obj).__name__}, not callable; expected {expected}", key=key)
+    return cast(Callable[..., Any], obj)
 
 
 def call_user(

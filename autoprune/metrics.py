@@ -9,8 +9,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from autoprune._registry import Registry, import_object
-from autoprune.errors import ConfigError
+from autoprune._registry import Registry, import_callable
 
 __all__ = ["METRICS", "Metric", "accuracy", "confusion_matrix", "miou", "register_metric", "resolve_metric"]
 
@@ -81,8 +80,6 @@ def miou(model: nn.Module, loader: Iterable[Any]) -> float:
 def resolve_metric(spec: str, *, search_paths: Iterable[str | Path] = ()) -> Metric:
     """A registered name, or ``"pkg.module:function"`` (imported from ``search_paths`` first)."""
     if ":" in spec:
-        obj = import_object(spec, key="metric", search_paths=search_paths)
-        if not callable(obj):
-            raise ConfigError(f"{spec!r} is not callable", key="metric")
-        return cast(Metric, obj)
+        fn = import_callable(spec, key="metric", expected="fn(model, loader) -> float", search_paths=search_paths)
+        return cast(Metric, fn)
     return METRICS.get(spec, key="metric")

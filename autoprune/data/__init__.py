@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from autoprune._registry import Registry, call_user, import_object
+from autoprune._registry import Registry, call_user, import_callable
 from autoprune.data._bundle import DataBundle
 from autoprune.data._digits import digits
 from autoprune.data._digits_seg import digits_seg
@@ -53,9 +53,7 @@ def load_data(
         return _checked(bundle, f"built-in data set {builtin!r}", "data.builtin")
     if factory is None:
         raise ConfigError("set one of data.builtin or data.factory", key="data")
-    fn = import_object(factory, key="data.factory", search_paths=search_paths)
-    if not callable(fn):
-        raise ConfigError(f"data factory {factory!r} is not callable", key="data.factory")
+    fn = import_callable(factory, key="data.factory", expected="a data factory", search_paths=search_paths)
     what = f"data factory {factory!r}"
     result = call_user(fn, what=what, key="data.factory", options=options, options_key="data.options")
     if isinstance(result, (tuple, list)) and len(result) in (2, 3):

@@ -8,9 +8,8 @@ from typing import Any, Literal
 
 from torch import nn
 
-from autoprune._registry import call_user, import_object
+from autoprune._registry import call_user, import_callable
 from autoprune.config import Config
-from autoprune.errors import ConfigError
 from autoprune.evaluate._evaluator import Evaluator, check_evaluator
 from autoprune.evaluate._losses import Distill, resolve_loss
 from autoprune.evaluate._runtime import Runtime
@@ -94,9 +93,7 @@ def load_user_evaluator(
     ``"pkg.module:factory"``. A bad spec, an error in the factory, or a result without ``recalibrate``,
     ``finetune`` and ``score`` is a one-line ConfigError at ``evaluator`` (``evaluator_options`` for options the
     factory does not take)."""
-    factory = import_object(spec, key="evaluator", search_paths=search_paths)
-    if not callable(factory):
-        raise ConfigError(f"{spec!r} is {type(factory).__name__}, not a callable factory", key="evaluator")
+    factory = import_callable(spec, key="evaluator", expected="an evaluator factory", search_paths=search_paths)
     evaluator = call_user(
         factory,
         what=f"evaluator factory {spec!r}",

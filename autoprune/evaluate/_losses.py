@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autoprune._registry import Registry, call_user, import_object
+from autoprune._registry import Registry, call_user, import_callable
 from autoprune.errors import ConfigError
 
 __all__ = [
@@ -109,9 +109,7 @@ def resolve_loss(
     ``fn(model, batch, **options)``)."""
     options = dict(options or {})
     if ":" in spec:
-        fn = import_object(spec, key=key, search_paths=search_paths)
-        if not callable(fn):
-            raise ConfigError(f"{spec!r} is not callable; expected fn(model, batch) -> loss", key=key)
+        fn = import_callable(spec, key=key, expected="fn(model, batch) -> loss", search_paths=search_paths)
         _check_binds(fn, spec, options, options_key)
         if not options:
             return cast(StepLoss, fn)

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from autoprune._registry import Registry, call_user, import_object
+from autoprune._registry import Registry, call_user, import_callable
 from autoprune.errors import ConfigError
 from autoprune.models._chain import conv_chain
 from autoprune.models._deeplab import deeplab_small
@@ -114,9 +114,7 @@ def load_model(
     if builtin is not None:
         model = build_model(builtin, in_channels=in_channels, num_classes=num_classes, options=options)
     elif factory is not None:
-        fn = import_object(factory, key="model.factory", search_paths=search_paths)
-        if not callable(fn):
-            raise ConfigError(f"{factory!r} is not callable", key="model.factory")
+        fn = import_callable(factory, key="model.factory", expected="a model factory", search_paths=search_paths)
         model = call_user(fn, what=f"model factory {factory!r}", key="model.factory", options=options, options_key="model.options")
     elif file is not None:
         model = load_pickled_model(file, trust_pickle=trust_pickle)
