@@ -51,23 +51,31 @@ def threads_per_worker(workers: int, cores: int | None = None) -> int:
     return max(1, (cores or cpu_cores()) // workers)
 
 
-def _interrupt_once() -> None:
-    """SIGINT (a terminal's Ctrl-C reaches the whole process group) or SIGTERM (forwarded by the parent) raise
-    KeyboardInterrupt once; later ones are ignored, so the interrupted trial is still told FAIL."""
+def _take_interrupts_from_the_parent() -> None:
+    """The parent owns Ctrl-C and forwards it as SIGTERM, so a worker ignores SIGINT (set before any signal can
+    arrive: switching a handler to SIG_IGN while a second signal is pending makes CPython raise "OSError: Signal
+    ignored due to race condition" wherever the worker happens to be). Each SIGTERM raises KeyboardInterrupt. One
+    that lands in a finalizer is swallowed by Python, so that case is kept quiet and the parent sends SIGTERM
+    again until the worker has gone."""
 
     def interrupt(_signum: int, _frame: object) -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_IGN)
         raise KeyboardInterrupt
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, interrupt)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, interrupt)
+    default_hook = sys.unraisablehook
+
+    def unraisable(info: Any) -> None:
+        if not isinstance(info.exc_value, KeyboardInterrupt):
+            default_hook(info)
+
+    sys.unraisablehook = unraisable
 
 
 def _worker_main(config: Config, index: int, evaluator: object | None = None) -> None:
     """One local worker process: its share of the threads, then the ordinary search loop as worker ``index``
     (which pins it to its GPU with ``workers.devices``, before any CUDA work)."""
-    _interrupt_once()
+    _take_interrupts_from_the_parent()
     torch.set_num_threads(threads_per_worker(config.workers.count))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -123,17 +131,21 @@ class _Interruption:
             signal.signal(sig, previous)
 
 
-def _stop(processes: Sequence[multiprocessing.process.BaseProcess], wait_s: float = 60.0) -> None:
-    """Forward the interruption (the workers take SIGTERM as Ctrl-C; after a group-wide Ctrl-C they ignore the
-    second one) and wait for them to record it; a second interruption, or a worker that does not stop within
-    ``wait_s``, kills them (their heartbeat then fails their trials)."""
-    for process in processes:
-        if process.pid is not None and process.is_alive():
-            process.terminate()
+def _stop(processes: Sequence[multiprocessing.process.BaseProcess], wait_s: float = 60.0, resend_s: float = 5.0) -> None:
+    """Forward the interruption (each worker takes SIGTERM as Ctrl-C), again every ``resend_s`` to a worker still
+    running (an interrupt that landed in a finalizer was lost), and wait for them to record it; a second
+    interruption, or a worker that does not stop within ``wait_s``, kills them (``_fail_orphans`` then fails
+    their trials)."""
+    deadline = time.monotonic() + wait_s
     try:
-        for process in processes:
-            if process.pid is not None:
-                process.join(timeout=wait_s)
+        while time.monotonic() < deadline:
+            alive = [p for p in processes if p.pid is not None and p.is_alive()]
+            if not alive:
+                break
+            for process in alive:
+                process.terminate()
+            for process in alive:
+                process.join(timeout=max(0.0, min(resend_s, deadline - time.monotonic())) / len(alive))
     except KeyboardInterrupt:
         pass
     for process in processes:
