@@ -8,7 +8,7 @@ TORCH := torch==2.13.0
 # `make test` adds the test, lint and optional-feature extras on top. Each re-installs when pyproject.toml changes.
 RUN_STAMP := $(VENV)/.run-stamp
 TEST_STAMP := $(VENV)/.test-stamp
-TEST_EXTRAS := test,lint,nni,postgres,onnx,lightning
+TEST_EXTRAS := test,lint,nni,postgres,onnx,lightning,hf
 
 .PHONY: install install-test run test lint wheel-check clean
 

@@ -20,6 +20,7 @@ from autoprune.engine._graph import (
     find_output_layers,
     matching_modules,
 )
+from autoprune.engine._io import call_model, output_tensors
 from autoprune.engine._sparsify import (
     SPARSIFIERS,
     Sparsifier,
@@ -45,6 +46,7 @@ __all__ = [
     "accumulate_gradients",
     "apply_plan",
     "apply_sparsity",
+    "call_model",
     "check_sparsity_held",
     "compressed_bytes",
     "count_nonzero_params",
@@ -58,6 +60,7 @@ __all__ = [
     "layer_sparsity",
     "make_permanent",
     "matching_modules",
+    "output_tensors",
     "refresh_masked_weights",
     "select_removed",
     "sparsifiable_layers",

@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from autoprune.engine._device import to_device, weights_device
-from autoprune.engine._graph import Group, ModelGraph, call_model, output_tensors
+from autoprune.engine._graph import Group, ModelGraph
+from autoprune.engine._io import call_model, output_tensors
 from autoprune.errors import PruningError
 
 __all__ = ["UnsupportedGroup", "UnsupportedGroupWarning", "check_output_shapes", "find_unsupported"]

@@ -18,17 +18,16 @@ from torch import nn
 from autoprune.criteria import GroupTensors
 from autoprune.engine._attention import HEADS_SUFFIX, AttentionSite, find_attention_sites
 from autoprune.engine._device import to_device, weights_device
+from autoprune.engine._io import call_model, output_tensors
 from autoprune.errors import PruningError
 
 __all__ = [
     "Group",
     "ModelGraph",
-    "call_model",
     "check_ignore_globs",
     "count_macs_params",
     "find_output_layers",
     "matching_modules",
-    "output_tensors",
 ]
 
 _ROOT_TYPES = (tp.ops.TORCH_CONV, tp.ops.TORCH_LINEAR)
@@ -303,27 +302,6 @@ class ModelGraph:
         tp.prune_linear_out_channels(site.qkv, qkv_idxs)
         tp.prune_linear_in_channels(site.proj, proj_idxs)
         site.after_pruning(unit, len(remove))
-
-
-def call_model(model: nn.Module, example_inputs: Any) -> Any:
-    """``model`` on ``example_inputs``: a tuple or list is positional arguments, a dict keywords, else one input
-    (as torch-pruning's MAC counter calls it)."""
-    if isinstance(example_inputs, (tuple, list)):
-        return model(*example_inputs)
-    if isinstance(example_inputs, dict):
-        return model(**example_inputs)
-    return model(example_inputs)
-
-
-def output_tensors(value: Any) -> list[torch.Tensor]:
-    """Every tensor of a model output: a tensor, or tuples, lists and dicts (``ModelOutput``) of them."""
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, dict):
-        return [t for v in value.values() for t in output_tensors(v)]
-    if isinstance(value, (tuple, list)):
-        return [t for v in value for t in output_tensors(v)]
-    return []
 
 
 def _output_nodes(graph: Any, outputs: list[torch.Tensor]) -> set[Any]:

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from autoprune._registry import Registry, call_user, import_callable
+from autoprune.engine import call_model
 from autoprune.errors import ConfigError
 
 __all__ = [
@@ -71,15 +72,6 @@ def logits_of(output: Any) -> torch.Tensor:
     )
 
 
-def _call(model: nn.Module, inputs: Any) -> Any:
-    """``model`` on a batch's inputs: a tuple or list is positional arguments, a dict keywords, else one input."""
-    if isinstance(inputs, (tuple, list)):
-        return model(*inputs)
-    if isinstance(inputs, Mapping):
-        return model(**inputs)
-    return model(inputs)
-
-
 @dataclass(frozen=True)
 class OutputsLoss:
     """A registered criterion on ``(inputs, targets, ...)`` batches: ``criterion(logits(model(inputs)), targets)``."""
@@ -94,11 +86,11 @@ class OutputsLoss:
                 "for other batches set finetune.loss: 'pkg.module:fn' with fn(model, batch) -> loss",
                 key="finetune.loss",
             )
-        return self.criterion(logits_of(_call(model, batch[0])), batch[1])
+        return self.criterion(logits_of(call_model(model, batch[0])), batch[1])
 
     def forward_only(self, model: nn.Module, batch: Any) -> Any:
         """The model's forward on the batch's inputs (BatchNorm recalibration needs no loss)."""
-        return _call(model, batch[0] if isinstance(batch, (tuple, list)) else batch)
+        return call_model(model, batch[0] if isinstance(batch, (tuple, list)) else batch)
 
 
 def resolve_loss(

@@ -1,0 +1,37 @@
+"""The one place that calls a model on an input and turns its output into tensors.
+
+Graph building, the dry run, MAC counting, recalibration, training, metrics, export checks and latency all go
+through these two functions: nothing else unpacks a model's inputs or outputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["call_model", "output_tensors"]
+
+
+def call_model(model: nn.Module, inputs: Any) -> Any:
+    """``model`` on ``inputs``: a tuple or list is positional arguments, a dict (any mapping) keyword arguments,
+    anything else one input (as torch-pruning's ``forward_fn`` and MAC counter call it)."""
+    if isinstance(inputs, (tuple, list)):
+        return model(*inputs)
+    if isinstance(inputs, Mapping):
+        return model(**inputs)
+    return model(inputs)
+
+
+def output_tensors(value: Any) -> list[torch.Tensor]:
+    """Every tensor of a model output, in order: a tensor, or tuples, lists and dicts (Hugging Face's
+    ``ModelOutput`` is one) of them; anything else (None, ints) is skipped."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, Mapping):
+        return [t for v in value.values() for t in output_tensors(v)]
+    if isinstance(value, (tuple, list)):
+        return [t for v in value for t in output_tensors(v)]
+    return []
