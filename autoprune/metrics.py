@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -10,6 +10,8 @@ import torch
 from torch import nn
 
 from autoprune._registry import Registry, import_callable
+from autoprune.engine import call_model
+from autoprune.errors import ConfigError
 
 __all__ = ["METRICS", "Metric", "accuracy", "confusion_matrix", "miou", "register_metric", "resolve_metric"]
 
@@ -32,6 +34,22 @@ def _on_model_device(model: nn.Module, loader: Iterable[Any]) -> Iterator[Any]:
         yield to_device(batch, device, non_blocking=non_blocking)
 
 
+def _logits_and_targets(name: str, model: nn.Module, loader: Iterable[Any]) -> Iterator[tuple[torch.Tensor, Any]]:
+    """The logits (the output tensor, or its ``logits`` entry: Hugging Face classifiers) and the targets of each
+    ``(inputs, targets)`` batch; any other batch is a ConfigError at ``metric``, since only the user knows it."""
+    from autoprune.evaluate._losses import logits_of  # evaluate imports this module
+
+    for batch in _on_model_device(model, loader):
+        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+            keys = f" with keys {', '.join(map(str, batch))}" if isinstance(batch, Mapping) else ""
+            raise ConfigError(
+                f"metric {name!r} takes (inputs, targets) batches, found a {type(batch).__name__}{keys}; "
+                "set metric: 'pkg.module:fn' with fn(model, loader) -> float",
+                key="metric",
+            )
+        yield logits_of(call_model(model, batch[0])), batch[1]
+
+
 @register_metric("accuracy")
 @torch.no_grad()
 def accuracy(model: nn.Module, loader: Iterable[Any]) -> float:
@@ -39,8 +57,8 @@ def accuracy(model: nn.Module, loader: Iterable[Any]) -> float:
     was_training = model.training
     model.eval()
     correct = total = 0
-    for inputs, targets in _on_model_device(model, loader):
-        correct += int((model(inputs).argmax(dim=1) == targets).sum())
+    for logits, targets in _logits_and_targets("accuracy", model, loader):
+        correct += int((logits.argmax(dim=1) == targets).sum())
         total += int(targets.numel())
     model.train(was_training)
     if total == 0:
@@ -64,8 +82,7 @@ def miou(model: nn.Module, loader: Iterable[Any]) -> float:
     was_training = model.training
     model.eval()
     confusion: torch.Tensor | None = None
-    for inputs, targets in _on_model_device(model, loader):
-        logits = model(inputs)
+    for logits, targets in _logits_and_targets("miou", model, loader):
         batch = confusion_matrix(logits, targets, int(logits.shape[1]))
         confusion = batch if confusion is None else confusion + batch
     model.train(was_training)

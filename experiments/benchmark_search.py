@@ -1,28 +1,32 @@
-"""Search quality against hand-picked ratios: uniform sweeps, random search and autoprune, same recipe.
+"""Search quality at equal compute: autoprune's search against the baselines a Torch-Pruning user runs by hand.
 
-    python experiments/benchmark_search.py experiments/digits/config.yaml --budget 20 --seeds 0 1 2 \
-        --presets per_stage per_layer --samplers tpe nsga2 gp --out runs/bench-digits
+    OMP_NUM_THREADS=1 python experiments/benchmark_search.py experiments/digits_jitter/config.yaml --seeds 0 \
+        --ratios 0.3 0.5 0.7 0.78 0.85 --finetune-epochs 3 --search per_layer:tpe --out runs/bench18/jitter-s0
 
-On one task, with the same base weights and the same recalibrate + fine-tune recipe per candidate
-(``autoprune.study.evaluate_plan``, what every trial runs), it compares:
+On one task, with the same base weights and the same recalibrate + fine-tune recipe for every candidate that
+reaches a front (``autoprune.study.evaluate_plan``, what every trial runs), it compares arms that spend the same
+compute, counted in optimizer steps and forward batches:
 
-1. uniform sweeps: ratios 0.1 ... 0.9, one sweep per criterion (what a Torch-Pruning user does by hand);
-2. random search over the per-layer space (no warm start), ``--budget`` trials;
-3. autoprune: each preset x sampler, ``--budget`` trials (the uniform warm-start baselines included).
+1. ``baselines``: the union of the uniform sweeps (``--criteria`` x ``--ratios``) and of global ranking
+   (``--global-criteria`` x ``--global-targets`` relative MACs), every point fine-tuned with the final recipe.
+   Each part is also shown alone (kind ``part``) at its own, smaller compute.
+2. one arm per ``--search PRESET:SAMPLER``: a single-stage search with as many trials as the baselines have
+   points (so exactly their compute), or the staged search when the study provides one (``--search staged``).
+3. ``--random``: random search over ``per_layer`` at the same compute.
 
 Every seed is an independent replicate: its own validation split, base model and sampler seed. It prints and
-writes ``summary.md`` / ``summary.csv`` (mean and spread over seeds), ``results.json`` (every point), and
-``fronts.png`` (every method's front, first seed, overlaid); then checks the issue's targets. Seeds run in
-separate processes are merged with ``benchmark_search.py combine DIR [DIR ...] --out DIR``.
+writes ``summary.md`` / ``summary.csv`` (mean ± standard error over seeds), ``results.json`` (every point) and
+``fronts.png`` (left: each arm's front for the first seed; right: the mean best metric under each MACs budget,
+± standard error), then the issue's targets for every search arm against the baselines. Hypervolume is given on
+the linear MACs axis and on a log-MACs axis (log10 of the relative MACs from 1% to 100%, so the low end counts).
+Seeds run in separate processes are merged with ``benchmark_search.py combine DIR [DIR ...] --out DIR``.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
-import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -31,284 +35,237 @@ from pathlib import Path
 import optuna
 import torch
 
-from autoprune.config import Config, load_config
-from autoprune.plan import PruningPlan
-from autoprune.report import hypervolume
-from autoprune.space import load_space_spec
-from autoprune.study import Objective, Task, enqueue_warm_start, evaluate_plan, make_sampler, prepare_task, trial_seed
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling _bench_report module, when run as a script
+from _bench_report import Run, write_summary  # noqa: E402
 
-BUDGETS = (0.5, 0.25, 0.1, 0.05)
-RATIOS = tuple(round(0.1 * i, 1) for i in range(1, 10))
+from autoprune.config import Config, load_config  # noqa: E402
+from autoprune.engine import global_ranking_plan, importance_table, relative_macs  # noqa: E402
+from autoprune.errors import AutopruneError  # noqa: E402
+from autoprune.plan import PruningPlan  # noqa: E402
+from autoprune.space import load_space_spec  # noqa: E402
+from autoprune.study import (  # noqa: E402
+    Objective,
+    Task,
+    enqueue_warm_start,
+    evaluate_plan,
+    is_final,
+    make_sampler,
+    plan_schedule,
+    prepare_task,
+    run_staged,
+    staged_spend,
+    trial_seed,
+    unit_costs,
+)
+
+RATIOS = (0.3, 0.5, 0.7, 0.78, 0.85)
+GLOBAL_TARGETS = (0.5, 0.25, 0.1, 0.05, 0.025)
 SWEEP_CRITERIA = ("l1", "l2", "fpgm")
-Point = tuple[float, float]  # (metric, relative MACs)
+GLOBAL_CRITERIA = ("l1", "l2")
+Log = Callable[[str], None]
 
 
-@dataclasses.dataclass
-class Run:
-    method: str
-    kind: str  # sweep | random | autoprune
-    seed: int
-    points: list[Point]
-    finetunes: int
-    seconds: float
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """What one fine-tuned candidate costs (the staged search's unit costs): its optimizer steps, and its forward
+    batches (BatchNorm recalibration, then scoring before and after the fine-tune)."""
 
-    @property
-    def hypervolume(self) -> float:
-        return hypervolume(self.points)
+    steps: int
+    forward_batches: int
 
-    def best_at(self, budget: float) -> float:
-        """The best metric among candidates at or under ``budget`` of the base MACs (nan when none)."""
-        fits = [m for m, c in self.points if c <= budget + 1e-12]
-        return max(fits) if fits else math.nan
-
-    def row(self) -> dict[str, float | int | str]:
-        row: dict[str, float | int | str] = {"method": self.method, "kind": self.kind, "seed": self.seed}
-        row["hypervolume"] = self.hypervolume
-        row.update({f"best@{b:g}": self.best_at(b) for b in BUDGETS})
-        row.update({"finetunes": self.finetunes, "seconds": self.seconds})
-        return row
+    @classmethod
+    def of(cls, task: Task) -> Recipe:
+        one = unit_costs(task).standard()
+        return cls(one.train_steps, one.forward_batches)
 
 
-def pareto_front(points: Sequence[Point]) -> list[Point]:
-    """Non-dominated (metric up, cost down) points, by increasing cost."""
-    front: list[Point] = []
-    for metric, cost in sorted(points, key=lambda p: (p[1], -p[0])):
-        if not front or metric > front[-1][0]:
-            front.append((metric, cost))
-    return front
-
-
-def uniform_sweep(task: Task, criterion: str, ratios: Sequence[float], seed: int) -> Run:
+def candidate_runs(task: Task, method: str, kind: str, plans: Sequence[PruningPlan], seed: int, recipe: Recipe) -> Run:
+    """Each plan through the trial recipe, seeded as trial ``index`` of a study seeded ``seed``."""
     started, points = time.perf_counter(), []
-    for index, ratio in enumerate(ratios):
-        plan = PruningPlan.uniform(
-            task.groups, ratio, criterion, round_to=task.config.prune.round_to, scope=task.config.prune.criteria_scope
-        )
+    for index, plan in enumerate(plans):
         result = evaluate_plan(task, plan, seed=trial_seed(seed, index))
         points.append((result.metric, result.cost))
-    return Run(f"sweep-{criterion}", "sweep", seed, points, len(ratios), time.perf_counter() - started)
+    n = len(plans)
+    return Run(method, kind, seed, points, n * recipe.steps, n * recipe.forward_batches, time.perf_counter() - started)
 
 
-def study_run(task: Task, method: str, kind: str, preset: str, sampler: str, budget: int, seed: int) -> Run:
-    """``budget`` trials of an in-memory study with ``preset`` and ``sampler``; the trial objective unchanged."""
+def global_plans(task: Task, criterion: str, targets: Sequence[float], log: Log) -> list[PruningPlan]:
+    """Global ranking's plans (one threshold over per-group normalised importances, Torch-Pruning's global
+    pruning) at each relative-MACs target; a target out of reach is skipped, and said."""
+    prune = task.config.prune
+    plans = []
+    for target in targets:
+        try:
+            plans.append(global_ranking_plan(
+                task.base_model, task.example_inputs, macs=target, criterion=criterion, scope=prune.scopes[0],
+                groups=task.groups, round_to=prune.round_to, gradient_batches=task.gradient_batches or None,
+            ))
+        except AutopruneError as exc:
+            log(f"  global-{criterion} at MACs {target:g}: skipped ({exc})".splitlines()[0])
+    return plans
+
+
+def baseline_runs(task: Task, args: argparse.Namespace, seed: int, recipe: Recipe, log: Log) -> list[Run]:
+    """Each sweep and each global ranking alone (kind ``part``), then their union (kind ``baseline``)."""
+    prune = task.config.prune
+    parts = []
+    for criterion in args.criteria:
+        plans = [PruningPlan.uniform(task.groups, r, criterion, round_to=prune.round_to, scope=prune.scopes[0])
+                 for r in args.ratios]
+        parts.append(candidate_runs(task, f"sweep-{criterion}", "part", plans, seed, recipe))
+        log(parts[-1].line())
+    for criterion in args.global_criteria:
+        plans = global_plans(task, criterion, args.global_targets, log)
+        parts.append(candidate_runs(task, f"global-{criterion}", "part", plans, seed, recipe))
+        log(parts[-1].line())
+    union = Run(
+        "baselines", "baseline", seed, [p for r in parts for p in r.points], sum(r.steps for r in parts),
+        sum(r.forward_batches for r in parts), sum(r.seconds for r in parts),
+    )
+    log(union.line())
+    return [*parts, union]
+
+
+def _arm_task(task: Task, preset: str, *, warm_start: bool = True, **study: object) -> Task:
+    """``task`` with another search space preset and study settings (the base model and data shared)."""
     spec = load_space_spec(preset)
-    if kind == "random":
+    if not warm_start:
         spec = spec.model_copy(update={"warm_start": False})
-    space = dataclasses.replace(task.space, spec=spec)
-    local = dataclasses.replace(task, space=space)
+    config = task.config.model_copy(update={"study": task.config.study.model_copy(update=study)})
+    ranking: dict[str, object] = {}
+    if spec.ratio_schedule == "global_rank" and not task.space.importances:
+        # What prepare_task computes when the config's own preset ranks globally: importances on the base model.
+        prune, batches = config.prune, task.gradient_batches or None
+        ranking["importances"] = importance_table(task.base_model, task.example_inputs, task.groups, prune.criteria,
+                                                  prune.scopes, normalizer=spec.normalizer, gradient_batches=batches)
+        if spec.target == "macs":
+            ranking["macs_of"] = relative_macs(task.base_model, task.example_inputs, task.base_counts,
+                                               gradient_batches=batches)
+    space = dataclasses.replace(task.space, spec=spec, **ranking)  # type: ignore[arg-type]
+    return dataclasses.replace(task, config=config, space=space)
+
+
+def study_run(task: Task, method: str, preset: str, sampler: str, trials: int, seed: int, recipe: Recipe,
+              *, warm_start: bool = True) -> Run:
+    """``trials`` trials of an in-memory single-stage study with ``preset`` and ``sampler``."""
+    local = _arm_task(task, preset, warm_start=warm_start)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=make_sampler(sampler, seed))
     enqueue_warm_start(study, local)
     started = time.perf_counter()
-    study.optimize(Objective(local), n_trials=budget, gc_after_trial=False)
-    trials = [t for t in study.trials if t.values is not None]
-    points = [(t.values[0], t.values[1]) for t in trials]
-    finetunes = sum(1 for t in trials if t.user_attrs.get("feasible"))
-    return Run(method, kind, seed, points, finetunes, time.perf_counter() - started)
+    study.optimize(Objective(local), n_trials=trials, gc_after_trial=False)
+    done = [t for t in study.trials if t.values is not None]
+    points = [(t.values[0], t.values[1]) for t in done]
+    kind = "random" if sampler == "random" and not warm_start else "search"
+    return Run(method, kind, seed, points, len(done) * recipe.steps, len(done) * recipe.forward_batches,
+               time.perf_counter() - started)
 
 
-def seed_config(config: Config, seed: int, out: Path) -> Config:
+def staged_run(task: Task, method: str, preset: str, sampler: str, budget: int, seed: int, log: Log,
+               **stages: object) -> Run:
+    """The staged search (screen, fine-tune the best of each band, promote) in an in-memory study, with
+    ``budget`` batches (optimizer steps + forward batches); only its fine-tuned trials make its front."""
+    settings = task.config.study.stages.model_copy(update={"budget": budget, **stages})
+    local = _arm_task(task, preset, search="staged", stages=settings, sampler=sampler)
+    schedule = plan_schedule(budget, unit_costs(local), settings, local.config)
+    log(f"  {method}: {schedule.describe()}")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage, directions=["maximize", "minimize"], sampler=make_sampler(sampler, seed))
+    enqueue_warm_start(study, local)
+    started = time.perf_counter()
+    run_staged(study, storage, local, schedule, catch=(Exception,))
+    spent = staged_spend(study)
+    final = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)) if is_final(t)]
+    points = [(t.values[0], t.values[1]) for t in final]
+    return Run(method, "search", seed, points, spent.train_steps, spent.forward_batches, time.perf_counter() - started)
+
+
+def _arm(entry: str, config: Config) -> tuple[str, str, str, int]:
+    """``MODE:PRESET:SAMPLER[:RUNGS]`` (``default`` for the config's own), as (mode, preset, sampler, rungs)."""
+    own = [config.study.search, str(config.prune.search_space), config.study.sampler, "0"]
+    given = [] if entry == "default" else entry.split(":")
+    if given and given[0] not in ("single", "staged"):
+        raise SystemExit(f"--search {entry!r}: expected default or single|staged:PRESET:SAMPLER[:RUNGS]")
+    mode, preset, sampler, rungs = [*given, *own[len(given):]][:4]
+    return mode, preset, sampler, int(rungs)
+
+
+def seed_config(config: Config, seed: int, out: Path, args: argparse.Namespace) -> Config:
+    finetune = config.finetune
+    if args.finetune_epochs is not None:
+        finetune = finetune.model_copy(update={"epochs": args.finetune_epochs, "steps": None})
+    if args.finetune_steps is not None:
+        finetune = finetune.model_copy(update={"steps": args.finetune_steps})
     study = config.study.model_copy(update={"seed": seed})
-    return config.model_copy(update={"study": study, "output": out / f"seed{seed}"})
+    return config.model_copy(update={"study": study, "finetune": finetune, "output": out / f"seed{seed}"})
 
 
-def run_seed(config: Config, args: argparse.Namespace, seed: int, log: Callable[[str], None]) -> tuple[Task, list[Run]]:
-    task = prepare_task(seed_config(config, seed, args.out), log)
-    log(f"seed {seed}: base {config.metric} {task.base_metric:.4f}, {len(task.groups)} groups")
-    runs: list[Run] = []
-    for criterion in args.criteria:
-        runs.append(uniform_sweep(task, criterion, args.ratios, seed))
-        log(_line(runs[-1]))
+def run_seed(config: Config, args: argparse.Namespace, seed: int, log: Log) -> tuple[Task, list[Run]]:
+    task = prepare_task(seed_config(config, seed, args.out, args), log)
+    recipe = Recipe.of(task)
+    log(f"seed {seed}: base {config.metric} {task.base_metric:.4f}, {len(task.groups)} groups; a candidate costs "
+        f"{recipe.steps} steps + {recipe.forward_batches} forward batches")
+    if args.budget is None:
+        runs = baseline_runs(task, args, seed, recipe, log)
+        union = runs[-1]
+    else:  # a variant's run: the search arms alone, at the compute of --budget baseline candidates
+        runs, union = [], Run("baselines", "baseline", seed, [], args.budget * recipe.steps,
+                              args.budget * recipe.forward_batches, 0.0)
+    trials = args.budget or len(union.points)
     if args.random:
-        runs.append(study_run(task, "random-per_layer", "random", "per_layer", "random", args.budget, seed))
-        log(_line(runs[-1]))
-    for preset in args.presets:
-        for sampler in args.samplers:
-            method = f"{Path(preset).stem}-{sampler}{args.tag}"  # a preset name or a preset file
-            runs.append(study_run(task, method, "autoprune", preset, sampler, args.budget, seed))
-            log(_line(runs[-1]))
+        runs.append(study_run(task, "random-per_layer", "per_layer", "random", trials, seed, recipe, warm_start=False))
+        log(runs[-1].line())
+    for entry in args.search:
+        mode, preset, sampler, rungs = _arm(entry, config)
+        method = f"{mode}-{Path(preset).stem}-{sampler}{f'-r{rungs}' if rungs else ''}{args.tag}"
+        if mode == "staged":
+            promote = config.study.stages.promote.model_copy(update={"rungs": rungs}) if rungs else None
+            extra = {"promote": promote} if promote is not None else {}
+            runs.append(staged_run(task, method, preset, sampler, union.steps + union.forward_batches, seed, log, **extra))
+        else:
+            runs.append(study_run(task, method, preset, sampler, trials, seed, recipe))
+        log(runs[-1].line())
     return task, runs
-
-
-def _line(run: Run) -> str:
-    best = " ".join(f"<={b:g}:{run.best_at(b):.3f}" for b in BUDGETS)
-    return f"  seed {run.seed} {run.method:<22} hv {run.hypervolume:.4f}  {best}  ft {run.finetunes}  {run.seconds:.0f}s"
-
-
-def summarise(runs: list[Run]) -> list[dict[str, float | int | str]]:
-    """One row per method: the mean and the sample standard deviation over seeds of each figure."""
-    rows = []
-    for method in dict.fromkeys(r.method for r in runs):
-        mine = [r.row() for r in runs if r.method == method]
-        row: dict[str, float | int | str] = {"method": method, "kind": mine[0]["kind"], "seeds": len(mine)}
-        for key in ["hypervolume", *(f"best@{b:g}" for b in BUDGETS), "finetunes", "seconds"]:
-            values = [float(m[key]) for m in mine if not math.isnan(float(m[key]))]
-            row[key] = statistics.fmean(values) if values else math.nan
-            row[f"{key}_sd"] = statistics.stdev(values) if len(values) > 1 else 0.0
-            row[f"{key}_n"] = len(values)  # seeds with a candidate under that budget
-        rows.append(row)
-    return rows
-
-
-def markdown(rows: list[dict[str, float | int | str]]) -> str:
-    head = ["method", "hypervolume", *(f"best @ MACs <= {b:.0%}" for b in BUDGETS), "fine-tunes", "wall s"]
-    keys = ["hypervolume", *(f"best@{b:g}" for b in BUDGETS), "finetunes", "seconds"]
-    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-    for row in rows:
-        cells = [str(row["method"])]
-        for key in keys:
-            value, sd = float(row[key]), float(row[f"{key}_sd"])
-            digits = 0 if key in ("finetunes", "seconds") else 4 if key == "hypervolume" else 3
-            seeds = "" if row[f"{key}_n"] == row["seeds"] else f" ({row[f'{key}_n']}/{row['seeds']} seeds)"
-            cells.append("-" if math.isnan(value) else f"{value:.{digits}f} ± {sd:.{digits}f}{seeds}")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def targets(rows: list[dict[str, float | int | str]]) -> list[str]:
-    """The issue's targets: the best autoprune method (by mean hypervolume) against the best uniform sweep."""
-    sweeps = [r for r in rows if r["kind"] == "sweep"]
-    ours = [r for r in rows if r["kind"] == "autoprune"]
-    if not sweeps or not ours:
-        return ["targets: need at least one sweep and one autoprune method"]
-    best = max(ours, key=lambda r: float(r["hypervolume"]))
-    sweep_hv = max(float(r["hypervolume"]) for r in sweeps)
-    out = [f"best autoprune method: {best['method']}"]
-    ratio = float(best["hypervolume"]) / sweep_hv
-    out.append(f"hypervolume {float(best['hypervolume']):.4f} / best sweep {sweep_hv:.4f} = {ratio:.3f}x "
-               f"(target >= 1.05x): {'MET' if ratio >= 1.05 else 'MISSED'}")
-    for budget in BUDGETS:
-        key = f"best@{budget:g}"
-        uniform = max((float(r[key]) for r in sweeps if not math.isnan(float(r[key]))), default=math.nan)
-        mine = float(best[key])
-        delta = (mine - uniform) * 100
-        verdict = "no candidate" if math.isnan(mine) else ("MET" if delta >= 0 else "WORSE")
-        if budget == 0.1 and not math.isnan(delta):
-            verdict = "MET" if delta > 2 else "MISSED"
-        out.append(f"best at MACs <= {budget:.0%}: {mine:.4f} vs uniform {uniform:.4f} ({delta:+.1f} points"
-                   f"{', target > +2' if budget == 0.1 else ', target >= 0'}): {verdict}")
-    return out
-
-
-def ceilings(runs: list[Run], rows: list[dict[str, float | int | str]]) -> list[str]:
-    """How much hypervolume there is to win at all, per seed then averaged: the union of every candidate any
-    method evaluated (an oracle that keeps the best of all of them), and a perfect front (metric 1.0, the top of
-    accuracy or mIoU) from the smallest MACs any candidate reached up to the base."""
-    sweeps = [r for r in rows if r["kind"] == "sweep"]
-    if not sweeps:
-        return []
-    seeds = sorted({r.seed for r in runs})
-    union = statistics.fmean(hypervolume([p for r in runs if r.seed == s for p in r.points]) for s in seeds)
-    perfect = statistics.fmean(1.0 - min(c for r in runs if r.seed == s for _, c in r.points) for s in seeds)
-    sweep_hv = max(float(r["hypervolume"]) for r in sweeps)
-    return [
-        f"union of every candidate evaluated (oracle): hypervolume {union:.4f} = {union / sweep_hv:.3f}x best sweep",
-        f"perfect front (metric 1.0 down to the smallest MACs reached): {perfect:.4f} = {perfect / sweep_hv:.3f}x "
-        f"best sweep; 1.05x needs {1.05 * sweep_hv:.4f}, a mean metric of {1.05 * sweep_hv / perfect:.3f} over that range",
-    ]
-
-
-def plot(runs: list[Run], base_metric: float, seed: int, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5.5))
-    for run in (r for r in runs if r.seed == seed):
-        front = pareto_front(run.points)
-        style = {"sweep": "--", "random": ":", "autoprune": "-"}[run.kind]
-        xs = [c for _, c in front] + [1.0]
-        ys = [m for m, _ in front] + [front[-1][0]]
-        ax.step(xs, ys, where="post", linestyle=style, marker="o", markersize=3, label=f"{run.method} (hv {run.hypervolume:.3f})")
-    ax.plot([1.0], [base_metric], marker="*", markersize=14, color="black", linestyle="none", label="base")
-    ax.set_xscale("log")
-    ax.set_xlabel("MACs relative to the base (log)")
-    ax.set_ylabel("metric after fine-tuning")
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("config", type=Path)
-    parser.add_argument("--budget", type=int, required=True, help="trials per random / autoprune search")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--out", type=Path, default=None, help="default: runs/bench-<config name>")
-    parser.add_argument("--presets", nargs="*", default=["uniform", "per_stage", "per_layer"])
-    parser.add_argument("--samplers", nargs="*", default=["tpe", "nsga2", "gp"])
     parser.add_argument("--criteria", nargs="*", default=list(SWEEP_CRITERIA), help="one uniform sweep each")
     parser.add_argument("--ratios", type=float, nargs="+", default=list(RATIOS), help="the uniform sweeps' ratios")
-    parser.add_argument("--no-random", dest="random", action="store_false", help="skip the random search")
-    parser.add_argument("--tag", default="", help="a suffix for the autoprune methods' names (a variant's run)")
+    parser.add_argument("--global-criteria", nargs="*", default=list(GLOBAL_CRITERIA), help="one global ranking each")
+    parser.add_argument("--global-targets", type=float, nargs="+", default=list(GLOBAL_TARGETS),
+                        help="global ranking's relative-MACs targets")
+    parser.add_argument("--search", nargs="*", default=["default"],
+                        help="search arms: 'default' (the config's search) or single|staged:PRESET:SAMPLER[:RUNGS]")
+    parser.add_argument("--budget", type=int, default=None,
+                        help="skip the baselines; every arm gets the compute of this many baseline candidates")
+    parser.add_argument("--random", action="store_true", help="add random search over per_layer")
+    parser.add_argument("--finetune-epochs", type=int, default=None, help="override finetune.epochs (every arm)")
+    parser.add_argument("--finetune-steps", type=int, default=None, help="override finetune.steps (every arm)")
+    parser.add_argument("--tag", default="", help="a suffix for the search arms' names (a variant's run)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a loaded machine)")
     args = parser.parse_args(argv)
-    if args.budget < 1:
-        parser.error(f"--budget must be at least 1, found {args.budget}")
+    if args.budget is None and not args.criteria and not args.global_criteria:
+        parser.error("the baselines need at least one of --criteria or --global-criteria (or give --budget)")
     return args
-
-
-def load_runs(folder: Path) -> tuple[dict, list[Run]]:
-    """The runs a previous invocation wrote to ``folder/results.json``."""
-    data = json.loads((folder / "results.json").read_text())
-    runs = [
-        Run(r["method"], r["kind"], int(r["seed"]), [tuple(p) for p in r["points"]], int(r["finetunes"]), float(r["seconds"]))
-        for r in data["runs"]
-    ]
-    return data, runs
-
-
-def write_summary(out: Path, header: str, runs: list[Run], base_metric: float, title: str) -> None:
-    rows = summarise(runs)
-    table, verdict = markdown(rows), targets(rows) + ceilings(runs, rows)
-    print("\n" + header + "\n" + table + "\n\n" + "\n".join(verdict))
-    (out / "summary.md").write_text(header + "\n\n" + table + "\n\n" + "\n".join(f"- {v}" for v in verdict) + "\n")
-    import pandas as pd
-
-    pd.DataFrame(rows).to_csv(out / "summary.csv", index=False)
-    plot(runs, base_metric, min(r.seed for r in runs), out / "fronts.png", title)
-    print(f"wrote {out / 'summary.md'}, summary.csv, fronts.png")
-
-
-def combine(argv: Sequence[str]) -> int:
-    """``benchmark_search.py combine DIR [DIR ...] --out DIR``: one summary over runs made separately
-    (for instance one process per seed)."""
-    parser = argparse.ArgumentParser(prog="benchmark_search.py combine")
-    parser.add_argument("folders", type=Path, nargs="+")
-    parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args(argv)
-    runs: list[Run] = []
-    metas = []
-    for folder in args.folders:
-        meta, found = load_runs(folder)
-        metas.append(meta)
-        runs.extend(found)
-    args.out.mkdir(parents=True, exist_ok=True)
-    first = min(metas, key=lambda m: min(m["seeds"]))
-    seeds = sorted({r.seed for r in runs})
-    header = (f"{first['name']}: budget {first['budget']} trials, seeds {seeds} (combined from "
-              f"{', '.join(str(f) for f in args.folders)}); wall times per seed, {first.get('threads', 1)} torch thread(s)")
-    (args.out / "results.json").write_text(json.dumps(
-        {**first, "seeds": seeds, "runs": [{**r.row(), "points": r.points} for r in runs]}, indent=1))
-    write_summary(args.out, header, runs, first["base_metric"],
-                  f"{first['name']}: fronts, seed {seeds[0]}, {first['budget']} trials per search")
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["combine"]:
+        from _bench_report import combine
+
         return combine(argv[1:])
     args = parse(argv)
     torch.set_num_threads(args.threads)
     config = load_config(args.config)
     args.out = args.out or Path("runs") / f"bench-{config.name}"
     args.out.mkdir(parents=True, exist_ok=True)
-    log = lambda line: print(line, flush=True)  # noqa: E731
+    log: Log = lambda line: print(line, flush=True)  # noqa: E731
     started = time.perf_counter()
     runs: list[Run] = []
     base_metric = math.nan
@@ -316,14 +273,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         task, seed_runs = run_seed(config, args, seed, log)
         base_metric = task.base_metric if seed == args.seeds[0] else base_metric
         runs.extend(seed_runs)
-    header = (f"{config.name}: budget {args.budget} trials, seeds {args.seeds}, uniform ratios {args.ratios}; "
-              f"total wall {time.perf_counter() - started:.0f}s with {args.threads} torch thread(s)")
-    (args.out / "results.json").write_text(json.dumps(
-        {"config": str(args.config), "name": config.name, "budget": args.budget, "seeds": args.seeds,
-         "base_metric": base_metric, "threads": args.threads,
-         "runs": [{**r.row(), "points": r.points} for r in runs]}, indent=1))
-    write_summary(args.out, header, runs, base_metric,
-                  f"{config.name}: fronts, seed {args.seeds[0]}, {args.budget} trials per search")
+    recipe = Recipe.of(task)
+    meta = {"config": str(args.config), "name": config.name, "seeds": args.seeds, "base_metric": base_metric,
+            "threads": args.threads, "recipe": dataclasses.asdict(recipe)}
+    header = (f"{config.name}: seeds {args.seeds}, a candidate = {recipe.steps} steps + {recipe.forward_batches} "
+              f"forward batches, uniform ratios {args.ratios}, global targets {args.global_targets}; total wall "
+              f"{time.perf_counter() - started:.0f}s with {args.threads} torch thread(s)")
+    write_summary(args.out, header, meta, runs)
     return 0
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 
@@ -55,29 +54,69 @@ def test_noisy_digits_differ_from_the_clean_ones_and_bad_noise_is_a_config_error
         digits(noise=-0.5)
 
 
-def test_benchmark_search_runs_on_a_tiny_budget_and_combines(tmp_path, base_weights):
-    raw = tiny_config(tmp_path / "run", base_weights, finetune={"epochs": 0, "bn_recalibration_batches": 2})
+def test_benchmark_search_spends_equal_compute_per_arm_and_combines(tmp_path, base_weights):
+    raw = tiny_config(tmp_path / "run", base_weights, finetune={"epochs": 0, "steps": 2, "bn_recalibration_batches": 2})
     config = write_config(tmp_path / "c.yaml", raw)
     out = tmp_path / "bench"
     done = _script(
-        "experiments/benchmark_search.py", str(config), "--budget", "2", "--seeds", "0", "--presets", "per_stage",
-        "--samplers", "random", "--criteria", "l1", "--ratios", "0.5", "0.8", "--out", str(out),
+        "experiments/benchmark_search.py", str(config), "--seeds", "0", "--search", "single:per_stage:random",
+        "staged:global_rank:random:1", "--criteria", "l1", "--ratios", "0.5", "--global-criteria", "l2",
+        "--global-targets", "0.3", "--random", "--out", str(out),
     )
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((out / "results.json").read_text())
-    methods = {r["method"]: r for r in results["runs"]}
-    assert set(methods) == {"sweep-l1", "random-per_layer", "per_stage-random"}
-    assert methods["sweep-l1"]["finetunes"] == 2 and len(methods["sweep-l1"]["points"]) == 2
-    assert methods["per_stage-random"]["finetunes"] == 2
+    runs = {r["method"]: r for r in results["runs"]}
+    assert set(runs) == {"sweep-l1", "global-l2", "baselines", "random-per_layer", "single-per_stage-random",
+                         "staged-global_rank-random-r1"}
+    union = runs["baselines"]
+    parts = [r for r in results["runs"] if r["kind"] == "part"]
+    assert len(union["points"]) == sum(len(r["points"]) for r in parts) == 2
+    # one candidate = 2 steps + 2 recalibration batches + twice the validation batches (scored before and after)
+    per_candidate = results["recipe"]
+    assert per_candidate["steps"] == 2 and per_candidate["forward_batches"] > 2
+    for arm in ("random-per_layer", "single-per_stage-random"):  # single-stage arms: exactly the baselines' compute
+        assert (runs[arm]["steps"], runs[arm]["forward_batches"]) == (union["steps"], union["forward_batches"])
+        assert len(runs[arm]["points"]) == len(union["points"])
+    # the staged arm: the same budget in batches (steps + forward batches), less than one screen left over,
+    # and only its fine-tuned finalists on its front
+    staged = runs["staged-global_rank-random-r1"]
+    budget = union["steps"] + union["forward_batches"]
+    screen = per_candidate["forward_batches"]  # a screen (recalibrate, score once) costs less than this
+    assert budget - screen < staged["steps"] + staged["forward_batches"] <= budget
+    assert 1 <= len(staged["points"]) <= 2 and staged["steps"] < union["steps"]
     for run in results["runs"]:
-        assert 0.0 < run["hypervolume"] < 1.0
+        assert 0.0 < run["hv"] < 1.0 and 0.0 < run["hv_log"] < 1.0
     assert (out / "fronts.png").stat().st_size > 0
-    assert "hypervolume" in (out / "summary.md").read_text() and "target >= 1.05x" in done.stdout
-    union = float(re.search(r"union of every candidate evaluated \(oracle\): hypervolume ([0-9.]+)", done.stdout)[1])
-    perfect = float(re.search(r"perfect front \(metric 1.0 [^)]*\): ([0-9.]+)", done.stdout)[1])
-    assert max(run["hypervolume"] for run in results["runs"]) <= union + 1e-4 <= perfect + 2e-4
+    assert "HV log-MACs" in (out / "summary.md").read_text() and "target >= 1.05x" in done.stdout
 
     merged = tmp_path / "merged"
     combined = _script("experiments/benchmark_search.py", "combine", str(out), "--out", str(merged))
     assert combined.returncode == 0, combined.stderr[-2000:]
-    assert (merged / "summary.md").read_text().count("| sweep-l1 |") == 1
+    assert (merged / "summary.md").read_text().count("| baselines |") == 1
+
+
+def test_log_macs_axis_spans_one_percent_to_the_base():
+    sys.path.insert(0, str(REPO / "experiments"))
+    from _bench_report import Run, log_macs
+
+    assert log_macs(1.0) == 1.0 and log_macs(0.1) == pytest.approx(0.5) and log_macs(0.001) == 0.0
+    low, high = Run("a", "search", 0, [(0.8, 0.02)], 1, 1, 0.0), Run("b", "search", 0, [(0.8, 0.5)], 1, 1, 0.0)
+    # on the linear axis the two points differ by 0.48 * 0.8; on the log axis the low end weighs far more
+    assert low.hv - high.hv == pytest.approx(0.48 * 0.8)
+    assert low.hv_log - high.hv_log == pytest.approx((log_macs(0.5) - log_macs(0.02)) * 0.8)
+    assert low.hv_log - high.hv_log > low.hv - high.hv
+
+
+def test_allocation_spread_prints_plan_and_seed_spreads_for_plans_of_equal_macs(tmp_path, base_weights):
+    raw = tiny_config(tmp_path / "run", base_weights, finetune={"epochs": 0, "steps": 2, "bn_recalibration_batches": 2})
+    config = write_config(tmp_path / "c.yaml", raw)
+    done = _script(
+        "experiments/allocation_spread.py", str(config), "--bands", "0.3", "--plans", "2", "--seeds", "2",
+        "--out", str(tmp_path / "spread"),
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    plans = [line for line in done.stdout.splitlines() if line.startswith("  band 0.3")]
+    assert len(plans) == 2 and "uniform" in plans[0]
+    for line in plans:  # each plan within 10% of the target MACs
+        assert abs(float(line.split("macs ")[1].split()[0]) - 0.3) <= 0.03
+    assert "plan spread sd" in done.stdout and "seed spread sd" in done.stdout

@@ -17,9 +17,13 @@ import autoprune
 from autoprune.config import config_from_dict
 from autoprune.export import ArtifactContext, ExportError, Selection, export_model, write_artifacts
 from autoprune.models import build_model
+from autoprune.study import FinetuneBudget
 from conftest import REPO, run_cli, tiny_config, write_config
 
-FILES = {"model.pt", "weights.pt", "plan.json", "architecture.json", "model.ts", "model.onnx", "export.json", "config.resolved.yaml"}
+FILES = {
+    "model.pt", "weights.pt", "plan.json", "architecture.json", "example_inputs.pt", "model.ts", "model.onnx", "export.json",
+    "config.resolved.yaml",
+}
 
 
 def _config_dict(tmp_path, base_weights, **export):
@@ -155,12 +159,14 @@ def test_cli_export_refuses_bad_trials_and_existing_folders_and_prunes_gradually
         assert modules[name].out_channels == after < before
 
     no_flag = run_cli("export", str(path), "--out", str(tmp_path / "x"))
-    assert no_flag.returncode == 2 and "one of the arguments --trial --max-macs --max-cost --min-metric --knee is required" in no_flag.stderr
+    required = "one of the arguments --trial --max-macs --max-latency --max-cost --min-metric --knee is required"
+    assert no_flag.returncode == 2 and required in no_flag.stderr
 
 
 def test_export_warns_when_the_trial_no_longer_reproduces(searched, tmp_path):
     root, raw, study = searched
-    changed = config_from_dict({**raw, "finetune": {**raw["finetune"], "epochs": 1}})  # not the search's recipe
+    # No BatchNorm recalibration: not the search's recipe (its fine-tune length is recorded on the trial).
+    changed = config_from_dict({**raw, "finetune": {**raw["finetune"], "bn_recalibration_batches": 0}})
     lines: list[str] = []
     result = export_model(changed, Selection("trial", 1), tmp_path / "t1", log=lines.append)
     recreated = result.record["metric"]["recreated_validation"]
@@ -169,6 +175,23 @@ def test_export_warns_when_the_trial_no_longer_reproduces(searched, tmp_path):
         line.startswith("warning: trial 1 scored accuracy") and f"its re-creation scores {recreated:.4f}" in line
         for line in lines
     ), lines
+
+
+def test_export_repeats_the_fine_tune_recorded_on_the_trial_and_the_configs_for_older_trials(searched, tmp_path):
+    root, raw, study = searched
+    changed = config_from_dict({**raw, "finetune": {**raw["finetune"], "epochs": 1}})  # the search's was 0
+    trial = study.trials[1]
+    assert FinetuneBudget.recorded(trial.user_attrs, changed) == FinetuneBudget(0, None)
+    older = {k: v for k, v in trial.user_attrs.items() if k != "finetune"}  # a trial from before budgets were recorded
+    assert FinetuneBudget.recorded(older, changed) == FinetuneBudget.of(changed) == FinetuneBudget(1, None)
+
+    epochs, lines = [], []
+    result = export_model(
+        changed, Selection("trial", 1), tmp_path / "t1", on_epoch=lambda *a: epochs.append(a[:3]), log=lines.append
+    )
+    assert epochs == [("recovery", 1, 1)]  # no search fine-tune: the trial recorded none
+    assert result.record["metric"]["recreated_validation"] == trial.values[0]
+    assert not any(line.startswith("warning: trial 1") for line in lines), lines
 
 
 def test_a_killed_exports_temporary_folder_is_removed_by_the_next_export_and_a_live_ones_is_kept(searched, tmp_path):

@@ -90,7 +90,7 @@ def test_warm_start_ratios_and_criteria_are_options_of_the_spec():
 def test_an_unknown_ratio_schedule_is_a_config_error_naming_the_key_and_the_choices(tmp_path):
     path = tmp_path / "mine.yaml"
     path.write_text("ratio: per_stage\ncriterion: per_stage\nratio_schedule: global_offst\n")
-    with pytest.raises(ConfigError, match=r"ratio_schedule.*'independent', 'global_offset' or 'depth_linear'"):
+    with pytest.raises(ConfigError, match=r"ratio_schedule.*'independent', 'global_offset', 'depth_linear' or 'global_rank'"):
         load_space_spec(str(path))
 
 

@@ -1,4 +1,4 @@
-"""``autoprune export CONFIG (--trial N | --max-macs F | --min-metric F | --knee) --out DIR [--force]``."""
+"""``autoprune export CONFIG (--trial N | --max-macs F | --max-latency F | --min-metric F | --knee) --out DIR``."""
 
 from __future__ import annotations
 
@@ -29,6 +29,9 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
     choose.add_argument("--trial", type=trial_number, metavar="N", help="export trial N")
     choose.add_argument("--max-macs", type=positive_float, metavar="F", help="best metric with MACs <= F of the base")
     choose.add_argument(
+        "--max-latency", type=positive_float, metavar="F", help="best metric with measured latency <= F of the base"
+    )
+    choose.add_argument(
         "--max-cost", type=positive_float, metavar="F", help="best metric with the cost objective <= F of the base"
     )
     choose.add_argument("--min-metric", type=number, metavar="F", help="lowest cost with metric >= F")
@@ -48,7 +51,7 @@ def selection_from(args: argparse.Namespace) -> Any:
 
     if args.knee:
         return Selection("knee")
-    for rule in ("trial", "max_macs", "max_cost", "min_metric"):
+    for rule in ("trial", "max_macs", "max_latency", "max_cost", "min_metric"):
         value = getattr(args, rule)
         if value is not None:
             return Selection(rule, value)

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from autoprune.cli._console import ConsoleProgress, status_column
 from autoprune.config import Config
-from autoprune.study import FRONT_COLUMNS, Task, metric_names
+from autoprune.study import FRONT_COLUMNS, Task, front_trials, metric_names, staged_schedule
 
 __all__ = ["DEFAULT_BUDGET", "SearchProgress", "print_front"]
 
@@ -39,6 +39,7 @@ class SearchProgress(ConsoleProgress):
         self._best = "-"
         self._phase = ""
         self._done = 0
+        self._total = config.study.n_trials
         self._started = time.monotonic()
 
     def columns(self) -> tuple[Any, ...]:
@@ -55,7 +56,9 @@ class SearchProgress(ConsoleProgress):
     def on_ready(self, study: optuna.Study, task: Task) -> None:
         self._done = len([t for t in study.get_trials(deepcopy=False) if t.state.is_finished()])
         self._started = time.monotonic()  # the timeout counts from here, as Optuna's does
-        total = self.config.study.n_trials
+        # A staged search runs its schedule's screens and finalists, not n_trials trials.
+        total = staged_schedule(task).trials if self.config.study.search == "staged" else self.config.study.n_trials
+        self._total = total
         if self._progress is not None:
             self._bar = self._progress.add_task("search", total=total, completed=min(self._done, total), status="")
 
@@ -79,13 +82,13 @@ class SearchProgress(ConsoleProgress):
         self._done += 1
         if trial.state == optuna.trial.TrialState.FAIL:
             self.log(f"warning: trial {trial.number} failed: {trial.user_attrs.get('error', 'unknown error')}")
-        front = [t for t in study.best_trials if t.values[1] < 1.0]
+        front = [t for t in front_trials(study) if t.values[1] < 1.0]  # fine-tuned trials only, never screens
         self._front = len(front)
         eligible = [t.values[0] for t in front if t.user_attrs.get(self.budget_key, t.values[1]) <= self.budget]
         self._best = f"{max(eligible):.4f}" if eligible else "-"
         self._phase = ""
         if self._progress is not None and self._bar is not None:
-            self._progress.update(self._bar, completed=min(self._done, self.config.study.n_trials), status=self._status())
+            self._progress.update(self._bar, completed=min(self._done, self._total), status=self._status())
         else:
             values = f"{self.metric} {trial.values[0]:.4f}, cost {trial.values[1]:.3f}" if trial.values else trial.state.name
             if trial.values and trial.user_attrs.get("feasible") is False:

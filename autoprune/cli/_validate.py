@@ -22,7 +22,7 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from autoprune.engine import find_output_layers
     from autoprune.evaluate import check_worker_devices
-    from autoprune.study import resolve
+    from autoprune.study import base_source, describe_inputs, resolve
 
     config = load_with_overrides(args, **{"runtime.device": args.device})
     check_worker_devices(config.workers.devices, config.runtime)  # as search checks it; export does not use it
@@ -39,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
             found.append(f"output layers ({kept}): {', '.join(outputs)}")
     if config.prune.unstructured_mode:
         found.append(f"{len(resolved.layers)} layers to sparsify: {', '.join(resolved.layers)}")
+    found.append(f"example inputs: {describe_inputs(resolved.example_inputs)}")
+    found.append(f"base weights: {base_source(config)}")
     found.append(f"runtime {resolved.runtime.device} {resolved.runtime.precision}")
     print(f"{args.config}: OK; {'; '.join(found)}")
     return 0

@@ -172,7 +172,10 @@ def validation_error(
     errors = exc.errors(include_url=False)
     # A union (str | SpaceSpec) reports one error per branch; the most specific one is the deepest.
     error = max(errors, key=lambda e: len(e["loc"]))
-    loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p in ("str", "SpaceSpec")))
+    # Union branches are named by type, or by the validator wrapping it (function-after[..., SpaceSpec]).
+    loc = tuple(
+        p for p in error["loc"] if not (isinstance(p, str) and (p in ("str", "SpaceSpec") or p.startswith("function-")))
+    )
     key = ".".join(p for p in (prefix, _key_path(loc)) if p) or "(top level)"
     if error["type"] == "extra_forbidden":
         allowed = _allowed_keys(root, loc)

@@ -9,15 +9,17 @@ from typing import Any
 from autoprune._registry import Registry, call_user, import_callable
 from autoprune.data._bundle import DataBundle
 from autoprune.data._digits import digits
+from autoprune.data._digits_jitter import digits_jitter
 from autoprune.data._digits_seg import digits_seg
 from autoprune.errors import ConfigError
 
-__all__ = ["DATASETS", "DataBundle", "digits", "digits_seg", "load_data", "register_dataset"]
+__all__ = ["DATASETS", "DataBundle", "digits", "digits_jitter", "digits_seg", "load_data", "register_dataset"]
 
 DataBuilder = Callable[..., DataBundle]
 DATASETS: Registry[DataBuilder] = Registry("built-in data set")
 DATASETS.register("digits")(digits)
 DATASETS.register("digits_seg")(digits_seg)
+DATASETS.register("digits_jitter")(digits_jitter)  # harder: affine-jittered noisy copies
 
 
 def register_dataset(name: str) -> Callable[[DataBuilder], DataBuilder]:

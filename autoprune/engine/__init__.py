@@ -11,7 +11,9 @@ from autoprune.engine._apply import (
     group_seed,
     select_removed,
 )
+from autoprune.engine._attention import ATTENTION_ADAPTERS, AttentionAdapter, Projection, register_attention_adapter
 from autoprune.engine._check import UnsupportedGroup, UnsupportedGroupWarning, check_output_shapes, find_unsupported
+from autoprune.engine._global import channel_importances, global_ranking_plan, importance_table, relative_macs
 from autoprune.engine._graph import (
     Group,
     ModelGraph,
@@ -35,9 +37,12 @@ from autoprune.engine._sparsify import (
 )
 
 __all__ = [
+    "ATTENTION_ADAPTERS",
+    "AttentionAdapter",
     "Group",
     "LossFn",
     "ModelGraph",
+    "Projection",
     "PruneReport",
     "SPARSIFIERS",
     "Sparsifier",
@@ -47,6 +52,7 @@ __all__ = [
     "apply_plan",
     "apply_sparsity",
     "call_model",
+    "channel_importances",
     "check_sparsity_held",
     "compressed_bytes",
     "count_nonzero_params",
@@ -56,12 +62,16 @@ __all__ = [
     "find_groups",
     "find_output_layers",
     "find_unsupported",
+    "global_ranking_plan",
     "group_seed",
+    "importance_table",
     "layer_sparsity",
     "make_permanent",
     "matching_modules",
     "output_tensors",
     "refresh_masked_weights",
+    "register_attention_adapter",
+    "relative_macs",
     "select_removed",
     "sparsifiable_layers",
 ]

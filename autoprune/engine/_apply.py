@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import math
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -12,7 +13,7 @@ import torch
 from torch import nn
 
 from autoprune.criteria import get_criterion, needs_gradients
-from autoprune.engine._check import UnsupportedGroupWarning, check_output_shapes, find_unsupported
+from autoprune.engine._check import UnsupportedGroup, UnsupportedGroupWarning, check_output_shapes, find_unsupported
 from autoprune.engine._device import rng_devices, to_device, weights_device
 from autoprune.engine._graph import Group, ModelGraph, count_macs_params
 from autoprune.engine._sparsify import apply_sparsity, count_nonzero_params, refresh_masked_weights
@@ -92,6 +93,8 @@ def find_groups(
     example_inputs = to_device(example_inputs, weights_device(model))
     graph = ModelGraph(copy.deepcopy(model), example_inputs, ignore, allow_output_pruning=allow_output_pruning)
     groups = graph.groups
+    for group, reason in graph.left_out:  # attention heads no adapter can prune (see engine/_attention)
+        warnings.warn(UnsupportedGroup(group, group.layer_type, reason).message(), UnsupportedGroupWarning, stacklevel=2)
     if check:
         unsupported = find_unsupported(
             model, example_inputs, groups, ignore, allow_output_pruning=allow_output_pruning
@@ -116,6 +119,16 @@ def select_removed(scores: torch.Tensor, keep: int) -> list[int]:
     """Indices of the ``len(scores) - keep`` lowest scores; ties go to the lower index, so it is deterministic."""
     order = torch.argsort(scores.double(), stable=True)
     return sorted(int(i) for i in order[: scores.numel() - keep])
+
+
+def _select_in_parts(scores: torch.Tensor, keep: int, parts: int) -> list[int]:
+    """Like :func:`select_removed`, but removing the same positions from each of ``parts`` equal parts (the
+    channel groups of a grouped conv), ranked by their score averaged over the parts, as torch-pruning does."""
+    if parts == 1:
+        return select_removed(scores, keep)
+    size = scores.numel() // parts
+    positions = select_removed(scores.reshape(parts, size).double().mean(dim=0), keep // parts)
+    return [part * size + i for part in range(parts) for i in positions]
 
 
 def group_seed(plan: PruningPlan, name: str) -> int:
@@ -206,7 +219,9 @@ def apply_plan(
     removals: dict[str, list[int]] = {}
     for name, entry in plan.groups.items():
         channels = known[name].channels
-        keep = kept_channels(channels, entry.ratio, plan.round_to)
+        parts = graph.channel_groups(name)
+        # A grouped conv's parts keep equal sizes: the kept count rounds up to a multiple of their number.
+        keep = min(channels, math.ceil(kept_channels(channels, entry.ratio, plan.round_to) / parts) * parts)
         targets[name] = keep
         if keep == channels:
             continue
@@ -220,7 +235,7 @@ def apply_plan(
                 f"group {name!r}: criterion {entry.criterion!r} returned scores of shape "
                 f"{tuple(scores.shape)} (finite: {bool(torch.isfinite(scores).all())}); expected ({channels},), finite"
             )
-        removals[name] = select_removed(scores, keep)
+        removals[name] = _select_in_parts(scores, keep, parts)
     pruned.zero_grad(set_to_none=True)  # the gradients served the scores; the pruned model carries none
     for name, remove in removals.items():
         graph.prune(name, remove)

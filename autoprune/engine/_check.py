@@ -27,6 +27,9 @@ from autoprune.errors import PruningError
 __all__ = ["UnsupportedGroup", "UnsupportedGroupWarning", "check_output_shapes", "find_unsupported"]
 
 
+_SHUFFLE = "its channels pass through a channel shuffle (view, transpose, view), whose channel order DepGraph cannot map"
+
+
 class UnsupportedGroupWarning(UserWarning):
     """A group was left out of the search because pruning it fails; the message says how to silence it."""
 
@@ -72,6 +75,9 @@ def find_unsupported(
             continue
         if scratch is None:
             scratch, used = fresh(), False
+        if scratch.crosses_shuffle(group.name):
+            found.append(UnsupportedGroup(group, group.layer_type, _SHUFFLE))
+            continue
         problem = _try_group(scratch, group, example_inputs, expected)
         if problem is not None and used:
             scratch = fresh()
@@ -91,8 +97,14 @@ def _try_group(
 
     A changed output shape is a failure only given the ``expected`` shapes (output pruning not allowed).
     """
-    remove = list(range(1, group.channels, 2))
     try:
+        # Every other channel of each part a grouped conv splits the channels into, as apply_plan removes the
+        # same positions from every part (with a whole group as one part, every other channel).
+        parts = graph.channel_groups(group.name)
+        size = group.channels // parts
+        if size < 2:
+            return group.layer_type, f"a grouped layer splits its {group.channels} channels into {parts} parts of one"
+        remove = [part * size + i for part in range(parts) for i in range(1, size, 2)]
         graph.prune(group.name, remove)
         after = graph.channels_of(group.name)
     except Exception as exc:  # torch-pruning fails in many ways on what it cannot map

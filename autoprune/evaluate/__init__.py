@@ -3,8 +3,27 @@
 from __future__ import annotations
 
 from autoprune.evaluate._batches import FirstBatches, fixed_batches
+from autoprune.evaluate._costs import (
+    COSTS,
+    Candidate,
+    Cost,
+    LatencyCache,
+    LatencyMeter,
+    LatencyResult,
+    MemoryCache,
+    needs_latency,
+    register_cost,
+)
 from autoprune.evaluate._evaluator import EVALUATOR_METHODS, Evaluator, check_evaluator
 from autoprune.evaluate._factory import build_evaluator, load_user_evaluator
+from autoprune.evaluate._latency import (
+    LATENCY_BACKENDS,
+    LatencyRun,
+    Measurement,
+    get_latency_backend,
+    measure_latency,
+    register_latency_backend,
+)
 from autoprune.evaluate._lightning import LightningEvaluator, lightning_evaluator  # lightning: imported on use
 from autoprune.evaluate._losses import LOSSES, Distill, logits_of, register_loss, resolve_loss
 from autoprune.evaluate._runtime import (
@@ -20,7 +39,22 @@ from autoprune.evaluate._runtime import (
 from autoprune.evaluate._train import recalibrate_bn, reseed, train
 
 __all__ = [
+    "COSTS",
     "CPU",
+    "LATENCY_BACKENDS",
+    "Candidate",
+    "Cost",
+    "LatencyCache",
+    "LatencyMeter",
+    "LatencyResult",
+    "LatencyRun",
+    "Measurement",
+    "MemoryCache",
+    "get_latency_backend",
+    "measure_latency",
+    "needs_latency",
+    "register_cost",
+    "register_latency_backend",
     "EVALUATOR_METHODS",
     "LOSSES",
     "Distill",

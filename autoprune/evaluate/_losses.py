@@ -68,7 +68,7 @@ def logits_of(output: Any) -> torch.Tensor:
         return cast(torch.Tensor, output.logits)
     raise TypeError(
         f"the model returned {type(output).__name__}; expected a logits tensor or a dict / ModelOutput with 'logits' "
-        "(set finetune.loss: 'pkg.module:fn' to handle other outputs)"
+        "(a 'pkg.module:fn' loss or metric reads any output)"
     )
 
 

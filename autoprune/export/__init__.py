@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from autoprune.export._artifacts import ARTIFACTS, ArtifactContext, ExportError, write_artifacts
 from autoprune.export._export import EXPORT_FILE, ExportResult, check_out_dir, config_hash, export_model
-from autoprune.export._load import load, shape_plan
+from autoprune.export._load import load, load_example_inputs, shape_plan
 from autoprune.export._measure import cpu_latency_ms
 from autoprune.export._recover import SCHEDULES, Recovered, prune_gradually, recover, step_fractions, step_plan
 from autoprune.export._select import (
@@ -36,6 +36,7 @@ __all__ = [
     "export_model",
     "is_exportable",
     "load",
+    "load_example_inputs",
     "pareto_optimal",
     "prune_gradually",
     "recover",

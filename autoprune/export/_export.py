@@ -22,14 +22,25 @@ import torch
 
 from autoprune._version import __version__
 from autoprune.config import Config, dump_config
-from autoprune.engine import PruneReport, compressed_bytes, count_nonzero_params
+from autoprune.engine import PruneReport, call_model, compressed_bytes, count_nonzero_params
 from autoprune.errors import ConfigError
+from autoprune.evaluate import to_device
 from autoprune.export._artifacts import ArtifactContext, write_artifacts
-from autoprune.export._measure import cpu_latency_ms, device_latency_ms
+from autoprune.export._load import EXAMPLE_INPUTS_FILE
+from autoprune.export._measure import cpu_latency_ms, device_latency_ms, remeasure_search_latency, search_latency_line
 from autoprune.export._recover import EpochHook, Recovered, recover
 from autoprune.export._select import Selection, select_trial
 from autoprune.plan import PruningPlan
-from autoprune.study import Task, base_point, check_output_writable, open_study, prepare_task
+from autoprune.study import (
+    FinetuneBudget,
+    Task,
+    base_point,
+    check_output_writable,
+    factory_search_paths,
+    first_channels,
+    open_study,
+    prepare_task,
+)
 
 __all__ = ["EXPORT_FILE", "ExportResult", "check_out_dir", "config_hash", "export_model", "remove_stale_tmp", "tmp_prefix"]
 
@@ -64,6 +75,7 @@ class ExportResult:
             f"  CPU latency (batch 1, {lat['threads']} thread(s), median of {lat['runs']}): "
             f"{lat['before_ms']:.3f} ms -> {lat['after_ms']:.3f} ms ({lat['speedup']:.2f}x)",
             *_device_line(r.get("latency_on_device")),
+            *search_latency_line(r.get("latency_search")),
             f"  artifacts: {', '.join(ok)}" + (f"; not written: {'; '.join(not_ok)}" if not_ok else ""),
         ]
         return "\n".join(lines)
@@ -149,24 +161,77 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _probe(task: Task, loader: Any) -> torch.Tensor:
-    """A fixed batch of real inputs for the reload checks."""
-    for inputs, *_ in loader:
-        return inputs[:PROBE_SIZE].clone()
-    return torch.randn(PROBE_SIZE, *task.example_inputs.shape[1:], generator=torch.Generator().manual_seed(0))
+def _same_form(inputs: Any, example: Any) -> bool:
+    """Whether a batch's ``inputs`` can stand in for the example inputs: the same nesting (tensor, tuple, dict
+    keys) and, tensor by tensor, the same dtype kind and per-sample shape."""
+    if isinstance(example, torch.Tensor):
+        return (
+            isinstance(inputs, torch.Tensor)
+            and inputs.shape[1:] == example.shape[1:]
+            and inputs.is_floating_point() == example.is_floating_point()
+        )
+    if isinstance(example, dict):
+        return isinstance(inputs, dict) and inputs.keys() == example.keys() and all(_same_form(inputs[k], v) for k, v in example.items())
+    if isinstance(example, (tuple, list)):
+        return (
+            isinstance(inputs, (tuple, list))
+            and len(inputs) == len(example)
+            and all(_same_form(a, b) for a, b in zip(inputs, example, strict=True))
+        )
+    return type(inputs) is type(example)
+
+
+def _first_rows(inputs: Any, count: int) -> Any:
+    """The first ``count`` samples of every tensor in ``inputs`` (any nesting), copied to the CPU."""
+    if isinstance(inputs, torch.Tensor):
+        return inputs[:count].detach().cpu().clone()
+    if isinstance(inputs, dict):
+        return {k: _first_rows(v, count) for k, v in inputs.items()}
+    if isinstance(inputs, (tuple, list)):
+        return tuple(_first_rows(v, count) for v in inputs)
+    return inputs
+
+
+def _probe(task: Task, loader: Any) -> Any:
+    """A fixed batch for the reload checks: the first evaluation batch's inputs when they have the example
+    inputs' form (a real ``(inputs, targets)`` batch), else the example inputs themselves."""
+    example = to_device(task.example_inputs, "cpu")
+    for batch in loader:
+        if isinstance(batch, (tuple, list)) and batch and _same_form(batch[0], example):
+            return _first_rows(batch[0], PROBE_SIZE)
+        break
+    if isinstance(example, torch.Tensor) and example.is_floating_point():
+        return torch.randn(PROBE_SIZE, *example.shape[1:], generator=torch.Generator().manual_seed(0))
+    return _first_rows(example, PROBE_SIZE)
+
+
+def _input_shapes(inputs: Any) -> Any:
+    """Each example tensor's shape, in the inputs' own nesting (a list, a list of them, or a dict)."""
+    if isinstance(inputs, torch.Tensor):
+        return list(inputs.shape)
+    if isinstance(inputs, dict):
+        return {k: _input_shapes(v) for k, v in inputs.items()}
+    if isinstance(inputs, (tuple, list)):
+        return [_input_shapes(v) for v in inputs]
+    return type(inputs).__name__
 
 
 def _architecture(task: Task, channels: dict[str, int]) -> dict[str, Any]:
     cfg = task.config
+    example = task.example_inputs
     return {
         "builtin": cfg.model.builtin,
         "factory": cfg.model.factory,
         "options": dict(cfg.model.options),
         "torchvision": cfg.model.torchvision,
         "file": str(cfg.model.file) if cfg.model.file is not None else None,
-        "in_channels": int(task.example_inputs.shape[1]),
+        # Where the factory was imported from (the config's folder, the working directory): autoprune.load looks there.
+        "factory_paths": [str(p.resolve()) for p in factory_search_paths(cfg)] if cfg.model.factory else [],
+        "in_channels": first_channels(example, task.data.input_shape),
         "num_classes": int(cfg.model.num_classes or task.data.num_classes or 0),
-        "input_shape": list(task.example_inputs.shape[1:]),
+        # The shorthand's per-sample shape; null for the inputs of a model.example_inputs factory.
+        "input_shape": list(example.shape[1:]) if cfg.model.example_inputs is None else None,
+        "example_inputs": {"file": EXAMPLE_INPUTS_FILE, "spec": cfg.model.example_inputs, "shapes": _input_shapes(example)},
         "channels": channels,
     }
 
@@ -242,7 +307,16 @@ def export_model(
     else:
         eval_loader, split = task.data.val, "val"
         log("warning: the data has no test split; the export is evaluated on the validation split")
-    recovered = recover(task, plan, trial.number, eval_loader=eval_loader, split=split, on_epoch=on_epoch, log=log)
+    recovered = recover(
+        task,
+        plan,
+        trial.number,
+        eval_loader=eval_loader,
+        split=split,
+        on_epoch=on_epoch,
+        log=log,
+        search_finetune=FinetuneBudget.recorded(trial.user_attrs, config),  # a promoted finalist's longer one
+    )
     recreated = recovered.metrics["recreated_validation"]
     if abs(recreated - trial.values[0]) > REPRODUCE_TOLERANCE:
         log(f"warning: trial {trial.number} scored {config.metric} {trial.values[0]:.4f} on validation in the search, "
@@ -250,13 +324,15 @@ def export_model(
     model, report, ecfg = recovered.model, recovered.report, config.export
 
     runtime = task.runtime
-    example = torch.zeros_like(task.example_inputs, device="cpu")
+    example = to_device(task.example_inputs, "cpu")  # the example inputs in their own form (tensor, tuple, dict)
     on_device: dict[str, Any] | None = None
     if runtime.torch_device.type != "cpu":
         counts = {"runs": ecfg.latency_runs, "warmup": ecfg.latency_warmup}
         device_before = device_latency_ms(task.base_model, example, runtime, **counts)
         device_after = device_latency_ms(model, example, runtime, **counts)
         on_device = _latency_record(device_before, device_after, ecfg.latency_warmup, ("runs", "batch", "device", "precision"))
+    # The search's latency (its backend, device, batch), re-measured for the chosen model, beside the search's figure.
+    search_latency = remeasure_search_latency(config, runtime, task.base_model, model, task.example_inputs, trial)
     # The artifacts are written from the CPU, where most pruned models are deployed; latency is measured there too.
     model, base_model = model.cpu(), task.base_model.cpu()
     timing = {"runs": ecfg.latency_runs, "warmup": ecfg.latency_warmup, "threads": ecfg.latency_threads}
@@ -269,9 +345,11 @@ def export_model(
     try:
         probe = _probe(task, eval_loader)
         with torch.no_grad():
-            expected = model.eval()(probe).float()
+            expected = call_model(model.eval(), probe)  # every output tensor is compared on reload
         channels = {name: after_ for name, (_, after_) in report.channels.items()}
-        ctx = ArtifactContext(tmp, probe, expected, plan, _architecture(task, channels), ecfg.onnx_exporter)
+        ctx = ArtifactContext(
+            tmp, probe, expected, plan, _architecture(task, channels), ecfg.onnx_exporter, example_inputs=example
+        )
         artifacts = write_artifacts(model, ctx)
         (tmp / "config.resolved.yaml").write_text(dump_config(config))
         record = {
@@ -292,6 +370,7 @@ def export_model(
             },
             "latency": {**_latency_record(before, after, ecfg.latency_warmup, ("runs", "threads", "batch")), "device": "cpu"},
             "latency_on_device": on_device,  # null when the run's device is the CPU
+            "latency_search": search_latency,  # null when the search measured no latency
             "runtime": {"device": runtime.device, "precision": runtime.precision, "channels_last": runtime.channels_last},
             "recovery": {
                 "epochs": ecfg.epochs,

@@ -1,8 +1,9 @@
 """``autoprune.load(out_dir)``: rebuild an exported model without unpickling any code.
 
 The base architecture comes from the zoo or the factory named in ``architecture.json``; the plan in
-``plan.json`` gives every group its channel count; the weights come from ``weights.pt`` through
-``torch.load(..., weights_only=True)``.
+``plan.json`` gives every group its channel count, traced on the example inputs saved in ``example_inputs.pt``
+(zeros of ``input_shape`` for exports written before it existed); the weights come from ``weights.pt``. Every
+file is read with ``torch.load(..., weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from autoprune.errors import ConfigError
 from autoprune.models import load_model, load_weights
 from autoprune.plan import PruningPlan
 
-__all__ = ["ARCHITECTURE_FILE", "PLAN_FILE", "WEIGHTS_FILE", "load", "shape_plan"]
+__all__ = ["ARCHITECTURE_FILE", "EXAMPLE_INPUTS_FILE", "PLAN_FILE", "WEIGHTS_FILE", "load", "load_example_inputs", "shape_plan"]
 
 ARCHITECTURE_FILE = "architecture.json"
+EXAMPLE_INPUTS_FILE = "example_inputs.pt"
 PLAN_FILE = "plan.json"
 WEIGHTS_FILE = "weights.pt"
 
@@ -40,6 +42,22 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path.name} is not valid JSON: {exc}", key=str(path)) from None
+
+
+def load_example_inputs(out_dir: str | Path) -> Any:
+    """The example inputs an export was traced on (a tensor, a tuple or a dict of tensors), on the CPU: what
+    ``autoprune.engine.call_model(model, inputs)`` runs the loaded model on."""
+    folder = Path(out_dir)
+    path = folder / EXAMPLE_INPUTS_FILE
+    if path.is_file():
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # an unreadable file fails in many ways inside torch
+            raise ConfigError(f"cannot load {path.name}: {exc}".splitlines()[0], key=str(path)) from None
+    shape = _read_json(folder / ARCHITECTURE_FILE).get("input_shape")
+    if not shape:
+        raise ConfigError(f"{path.name} is missing and architecture.json gives no input_shape", key=str(folder))
+    return torch.zeros(1, *shape)
 
 
 def load(out_dir: str | Path, *, trust_pickle: bool = False) -> nn.Module:
@@ -68,8 +86,9 @@ def load(out_dir: str | Path, *, trust_pickle: bool = False) -> nn.Module:
         in_channels=int(arch["in_channels"]),
         num_classes=int(arch["num_classes"]),
         options=arch.get("options") or {},
+        search_paths=arch.get("factory_paths") or (),
     )
-    example = torch.zeros(1, *arch["input_shape"])
+    example = load_example_inputs(folder)
     with torch.enable_grad():  # the dependency graph is traced through autograd
         pruned, report = apply_plan(model, example, shape_plan(plan))
     expected = {str(k): int(v) for k, v in arch.get("channels", {}).items()}

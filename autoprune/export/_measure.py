@@ -1,82 +1,116 @@
-"""Latency of one forward pass: the median of repeated runs, on the CPU (threads stated) or on the run's device
-(synchronised before each reading of the clock, under the run's autocast)."""
+"""Latency at export: the median of repeated runs on the CPU (threads stated) or on the run's device
+(synchronised before each reading of the clock, under the run's autocast), on any example input (a tensor, a
+tuple, a dict: the model is called through ``call_model``); and the search's latency, re-measured for the model
+chosen, beside what the search recorded."""
 
 from __future__ import annotations
 
 import statistics
-import time
-from collections.abc import Callable
 from typing import Any
 
 import torch
+from optuna.trial import FrozenTrial
 from torch import nn
 
-from autoprune.evaluate import Runtime
+from autoprune.config import Config
+from autoprune.engine import call_model
+from autoprune.evaluate import CPU, LatencyRun, Runtime, measure_latency
+from autoprune.evaluate._latency import _synchronizer, batch_of, time_calls
+from autoprune.study._resolve import factory_search_paths
 
-__all__ = ["cpu_latency_ms", "device_latency_ms"]
-
-
-def _synchronizer(device: torch.device) -> Callable[[], None]:
-    """What waits for the device's queued work: kernels run asynchronously, so the clock alone would lie."""
-    if device.type == "cuda":
-        return lambda: torch.cuda.synchronize(device)
-    if device.type == "mps":
-        return torch.mps.synchronize
-    return lambda: None
+__all__ = ["cpu_latency_ms", "device_latency_ms", "remeasure_search_latency", "search_latency_line"]
 
 
-def _time(model: nn.Module, example: Any, runs: int, warmup: int, sync: Callable[[], None]) -> list[float]:
-    for _ in range(warmup):
-        model(example)
-    sync()
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        model(example)
-        sync()
-        times.append((time.perf_counter() - started) * 1e3)
-    return sorted(times)
-
-
-def _summary(times: list[float], runs: int, batch: int) -> dict[str, Any]:
+def _summary(seconds: list[float], batch: int) -> dict[str, Any]:
+    times = sorted(t * 1e3 for t in seconds)
     return {
         "median_ms": statistics.median(times),
         "p90_ms": times[min(len(times) - 1, int(0.9 * len(times)))],
-        "runs": runs,
+        "runs": len(times),
         "batch": batch,
     }
 
 
-@torch.inference_mode()
-def cpu_latency_ms(model: nn.Module, example: torch.Tensor, *, runs: int, warmup: int, threads: int) -> dict[str, float]:
-    """``{"median_ms", "p90_ms", "runs", "threads", "batch"}`` for ``model(example)`` on the CPU, in eval mode
-    (``model`` and ``example`` must be on the CPU)."""
+def _timed(model: nn.Module, example: Any, runtime: Runtime, runs: int, warmup: int) -> list[float]:
     if runs <= 0:
         raise ValueError(f"latency runs must be positive, found {runs}")
-    saved_threads = torch.get_num_threads()
     was_training = model.training
     model.eval()
+    try:
+        with torch.inference_mode(), runtime.autocast():
+            return time_calls(lambda: call_model(model, example), runs, warmup, _synchronizer(runtime.torch_device))
+    finally:
+        model.train(was_training)
+
+
+def cpu_latency_ms(model: nn.Module, example: Any, *, runs: int, warmup: int, threads: int) -> dict[str, Any]:
+    """``{"median_ms", "p90_ms", "runs", "threads", "batch"}`` for ``model`` on ``example`` on the CPU, in eval
+    mode (``model`` and ``example`` must be on the CPU)."""
+    saved_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        times = _time(model, example, runs, warmup, lambda: None)
+        times = _timed(model, example, CPU, runs, warmup)
     finally:
         torch.set_num_threads(saved_threads)
-        model.train(was_training)
-    return {**_summary(times, runs, int(example.shape[0])), "threads": threads}
+    return {**_summary(times, batch_of(example)), "threads": threads}
 
 
-@torch.inference_mode()
-def device_latency_ms(model: nn.Module, example: torch.Tensor, runtime: Runtime, *, runs: int, warmup: int) -> dict[str, Any]:
-    """``{"median_ms", "p90_ms", "runs", "batch", "device", "precision"}`` for ``model(example)`` on
+def device_latency_ms(model: nn.Module, example: Any, runtime: Runtime, *, runs: int, warmup: int) -> dict[str, Any]:
+    """``{"median_ms", "p90_ms", "runs", "batch", "device", "precision"}`` for ``model`` on ``example`` on
     ``runtime``'s device (where ``model`` is), under its autocast, in eval mode."""
-    if runs <= 0:
-        raise ValueError(f"latency runs must be positive, found {runs}")
-    was_training = model.training
-    model.eval()
-    example = runtime.to_device(example)
-    try:
-        with runtime.autocast():
-            times = _time(model, example, runs, warmup, _synchronizer(runtime.torch_device))
-    finally:
-        model.train(was_training)
-    return {**_summary(times, runs, int(example.shape[0])), "device": runtime.device, "precision": runtime.precision}
+    times = _timed(model, runtime.to_device(example), runtime, runs, warmup)
+    return {**_summary(times, batch_of(example)), "device": runtime.device, "precision": runtime.precision}
+
+
+def remeasure_search_latency(
+    config: Config, runtime: Runtime, base_model: nn.Module, model: nn.Module, example: Any, trial: FrozenTrial
+) -> dict[str, Any] | None:
+    """The chosen ``model`` and the base timed again as the search timed them (``latency:``, on ``runtime``),
+    beside the figures the search recorded for ``trial``; None when the search measured no latency.
+
+    A search figure can be a cached one, measured on another worker or at another moment: the two agree only
+    within the measurement's noise, and the record shows both."""
+    if "latency_relative" not in trial.user_attrs:
+        return None
+    lat = config.latency
+    run = LatencyRun(runtime, lat.runs, lat.warmup, lat.threads, dict(lat.options))
+    paths = factory_search_paths(config)
+    base = measure_latency(base_model, example, run, backend=lat.backend, batch_size=lat.batch_size, search_paths=paths)
+    after = measure_latency(model, example, run, backend=lat.backend, batch_size=lat.batch_size, search_paths=paths)
+    attrs = trial.user_attrs
+    return {
+        "search": {
+            "relative": attrs["latency_relative"],
+            "ms": attrs.get("latency_ms"),
+            "base_ms": attrs.get("latency_base_ms"),
+            "spread": attrs.get("latency_spread"),
+            "cached": attrs.get("latency_cached"),
+        },
+        "export": {
+            "relative": after.median_ms / base.median_ms,
+            "ms": after.median_ms,
+            "base_ms": base.median_ms,
+            "spread": after.spread,
+        },
+        "backend": after.backend,
+        "device": after.device,
+        "precision": after.precision,
+        "batch": after.batch,
+        "threads": after.threads,
+        "runs": after.runs,
+        "warmup": lat.warmup,
+        "statistic": "median",
+    }
+
+
+def search_latency_line(record: dict[str, Any] | None) -> list[str]:
+    """The summary line comparing the search's latency figure with the export's re-measurement."""
+    if not record:
+        return []
+    s, e = record["search"], record["export"]
+    threads = f", {record['threads']} thread(s)" if record.get("threads") else ""
+    return [
+        f"  search latency ({record['backend']} on {record['device']} {record['precision']}, batch {record['batch']}"
+        f"{threads}): in the search {s['ms']:.3f} ms ({s['relative']:.3f} of the base, spread {s['spread'] or 0:.1%}) | "
+        f"re-measured {e['ms']:.3f} ms ({e['relative']:.3f}, spread {e['spread']:.1%})"
+    ]

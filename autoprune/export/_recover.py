@@ -26,7 +26,7 @@ from autoprune.errors import PruningError
 from autoprune.evaluate import Evaluator, build_evaluator
 from autoprune.plan import PruningPlan, kept_channels
 from autoprune.schedules import SCHEDULES, step_fractions
-from autoprune.study import Task, trial_seed
+from autoprune.study import FinetuneBudget, Task, trial_seed
 
 __all__ = [
     "SCHEDULES",
@@ -125,8 +125,12 @@ def recover(
     split: str = "test",
     on_epoch: EpochHook | None = None,
     log: Callable[[str], None] = lambda _: None,
+    search_finetune: FinetuneBudget | None = None,
 ) -> Recovered:
     """Re-create the scored model, then the recovered one, with every pruning mask made permanent.
+
+    ``search_finetune`` is the fine-tune the trial had in the search (a staged search's promoted finalist
+    fine-tuned longer than the config says); None: the config's.
 
     With ``export.schedule.steps`` = 1 the recovery fine-tune continues from the search's fine-tuned model.
     With K > 1 the base model is pruned again in K steps (:func:`prune_gradually`, the schedule's fractions
@@ -158,8 +162,10 @@ def recover(
 
     seed = search_finetune_seed(task, trial_number)
     ft = cfg.finetune
+    searched = search_finetune if search_finetune is not None else FinetuneBudget.of(cfg)
     evaluator.recalibrate(scored, ft.bn_recalibration_batches, seed)
-    finetune(scored, "search fine-tune", evaluator, ft.epochs, ft.steps, ft.lr, seed)
+    if not searched.none:
+        finetune(scored, "search fine-tune", evaluator, searched.epochs, searched.steps, ft.lr, seed)
     metrics["search_finetuned"] = evaluator.score(scored, eval_loader)
     metrics["recreated_validation"] = evaluator.score(scored)  # the trial's own score, if it reproduced
 

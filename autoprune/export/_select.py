@@ -1,4 +1,4 @@
-"""Which trial to export: by number, under a MACs (or cost) budget, above a metric floor, or the front's knee.
+"""Which trial to export: by number, under a MACs, latency (or cost) budget, above a metric floor, or the knee.
 
 Only COMPLETE, feasible trials can be exported. A rule that finds nothing raises a one-line ConfigError that
 says why and lists the nearest valid choices.
@@ -14,6 +14,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autoprune._registry import Registry
 from autoprune.errors import ConfigError
+from autoprune.study import is_final, pareto_optimal
 
 __all__ = [
     "SELECTION_RULES",
@@ -32,7 +33,8 @@ NEAREST = 5  # how many valid choices an error lists
 @dataclass(frozen=True)
 class Selection:
     """``Selection("trial", 17)``, ``Selection("max_macs", 0.3)``, ``Selection("max_cost", 0.1)`` (the study's cost
-    objective: MACs, params or non-zero params), ``Selection("min_metric", 0.97)``, ``Selection("knee")``."""
+    objective: MACs, params, non-zero params or latency), ``Selection("max_latency", 0.5)`` (the latency the search
+    measured, relative to the base), ``Selection("min_metric", 0.97)``, ``Selection("knee")``."""
 
     rule: str
     value: float | None = None
@@ -69,6 +71,8 @@ def why_not_exportable(trial: FrozenTrial) -> str | None:
         return f"its state is {trial.state.name}" + (f" ({reason})" if reason else "")
     if "plan" not in trial.user_attrs:
         return "it records no plan"
+    if not is_final(trial):
+        return "it was only screened (scored after BatchNorm recalibration, never fine-tuned)"
     broken = {k: v for k, v in trial.constraints.items() if v > 0.0}
     if broken or trial.user_attrs.get("feasible") is False:
         detail = ", ".join(f"{k} exceeded by {v:.3f}" for k, v in broken.items())
@@ -82,6 +86,10 @@ def is_exportable(trial: FrozenTrial) -> bool:
 
 def _macs(trial: FrozenTrial) -> float:
     return float(trial.user_attrs["macs_relative"])
+
+
+def _latency(trial: FrozenTrial) -> float:
+    return float(trial.user_attrs["latency_relative"])
 
 
 def _cost(trial: FrozenTrial) -> float:
@@ -101,19 +109,6 @@ def _describe(trials: Sequence[FrozenTrial]) -> str:
 
 def _nearest_by(valid: Sequence[FrozenTrial], key: Callable[[FrozenTrial], float]) -> str:
     return _describe(sorted(valid, key=lambda t: (key(t), t.number))[:NEAREST])
-
-
-def pareto_optimal(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
-    """The trials no other trial beats on both objectives (metric up, cost down), cheapest first."""
-    front = []
-    for t in trials:
-        m, c = t.values
-        dominated = any(
-            (o.values[0] >= m and o.values[1] <= c) and (o.values[0] > m or o.values[1] < c) for o in trials
-        )
-        if not dominated:
-            front.append(t)
-    return sorted(front, key=lambda t: (t.values[1], -t.values[0], t.number))
 
 
 def chord_heights(points: Sequence[tuple[float, float]]) -> list[float]:
@@ -158,6 +153,17 @@ def _best_within(candidates: Candidates, budget: float, cost: Callable[[FrozenTr
 @SELECTION_RULES.register("max_macs")
 def _best_under_budget(candidates: Candidates, selection: Selection) -> FrozenTrial:
     return _best_within(candidates, float(selection.value or 0.0), _macs, "MACs", selection.flag)
+
+
+@SELECTION_RULES.register("max_latency")
+def _best_under_latency(candidates: Candidates, selection: Selection) -> FrozenTrial:
+    if not any("latency_relative" in t.user_attrs for t in candidates.valid):
+        raise ConfigError(
+            "the study measured no latency; search with objectives: [metric, latency] or constraints.max_latency",
+            key=selection.flag,
+        )
+    measured = Candidates([t for t in candidates.trials if "latency_relative" in t.user_attrs], candidates.base_metric)
+    return _best_within(measured, float(selection.value or 0.0), _latency, "latency", selection.flag)
 
 
 @SELECTION_RULES.register("max_cost")

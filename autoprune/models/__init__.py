@@ -20,6 +20,7 @@ from autoprune.models._resnet import resnet_small
 from autoprune.models._resnet_deep import resnet_depth
 from autoprune.models._shufflenet import shufflenet_small
 from autoprune.models._vgg import vgg_bn
+from autoprune.models._vgg_uneven import vgg_uneven
 from autoprune.models._vit import vit_tiny
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "resnet_small",
     "shufflenet_small",
     "vgg_bn",
+    "vgg_uneven",
     "vit_tiny",
 ]
 
@@ -47,6 +49,7 @@ MODELS: Registry[ModelBuilder] = Registry("built-in model")
 for _name, _builder in {
     "resnet_small": resnet_small,  # residual adds
     "vgg_bn": vgg_bn,  # a plain conv + BN chain
+    "vgg_uneven": vgg_uneven,  # a plain chain, narrow layers between wide ones, in named stages
     "mobilenet_small": mobilenet_small,  # inverted residuals, depthwise convs
     "densenet_small": densenet_small,  # concatenation
     "shufflenet_small": shufflenet_small,  # channel split and shuffle

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from torch import nn
 
 from autoprune.config import SpaceSpec, validation_error
-from autoprune.config._schema import Sampler
+from autoprune.config._types import Sampler
 from autoprune.criteria import CRITERIA, needs_gradients
 from autoprune.engine import LossFn, apply_plan, count_macs_params, find_groups
 from autoprune.errors import ConfigError, did_you_mean

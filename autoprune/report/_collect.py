@@ -10,7 +10,7 @@ import pandas as pd
 
 from autoprune.errors import ConfigError
 from autoprune.report._hypervolume import REFERENCE_POINT, hypervolume, hypervolume_history
-from autoprune.study import base_point, pareto_frame, trials_frame
+from autoprune.study import SCREEN, base_point, pareto_frame, trials_frame
 
 __all__ = ["BUDGETS", "ReportData", "collect"]
 
@@ -28,13 +28,45 @@ class ReportData:
     groups: list[str]  # prunable groups in model order
     max_macs: float | None
     wall_seconds: float  # first trial start to last trial end (0 before any trial finished)
+    latency: dict[str, Any] | None = None  # how the study measured latency (backend, device, batch, ...); None: not
+
+    @property
+    def latency_trials(self) -> pd.DataFrame:
+        """Every completed trial whose latency was measured, infeasible ones too (they are measured, not tuned)."""
+        if self.latency is None or "latency_relative" not in self.trials:
+            return self.trials.iloc[0:0]
+        done = self.trials[(self.trials["state"] == "COMPLETE") & self.trials["latency_relative"].notna()]
+        return done[done["macs_relative"].notna()]
+
+    def latency_rank_correlation(self) -> float:
+        """Spearman's rank correlation of relative MACs and relative latency over the measured trials (NaN with
+        fewer than three, or when either does not vary): how far MACs order candidates as latency does."""
+        rows = self.latency_trials
+        if len(rows) < 3:
+            return float("nan")
+        return float(rows["macs_relative"].astype(float).corr(rows["latency_relative"].astype(float), method="spearman"))
+
+    def latency_noise(self) -> dict[str, float]:
+        """The spread (IQR / median) of the measurements the trials made (cache hits reuse one, counted once)."""
+        rows = self.latency_trials
+        fresh = rows[~rows["latency_cached"].astype(bool)] if "latency_cached" in rows else rows
+        spreads = fresh["latency_spread"].astype(float) if "latency_spread" in fresh else pd.Series(dtype=float)
+        span = rows["latency_relative"].astype(float)
+        return {
+            "measurements": float(len(fresh)),
+            "cached": float(len(rows) - len(fresh)),
+            "median_spread": float(spreads.median()) if len(spreads) else float("nan"),
+            "max_spread": float(spreads.max()) if len(spreads) else float("nan"),
+            "range": float(span.max() - span.min()) if len(span) else float("nan"),
+        }
 
     @property
     def scored(self) -> pd.DataFrame:
-        """Completed trials with both objectives."""
+        """Completed trials with both objectives, at final fidelity (a staged search's screened trials are not)."""
         if self.trials.empty:
             return self.trials
-        return self.trials[(self.trials["state"] == "COMPLETE") & self.trials["cost"].notna()]
+        final = self.trials["fidelity"] != SCREEN if "fidelity" in self.trials else True
+        return self.trials[(self.trials["state"] == "COMPLETE") & self.trials["cost"].notna() & final]
 
     @property
     def feasible(self) -> pd.DataFrame:
@@ -58,16 +90,16 @@ class ReportData:
         points = zip(feasible["number"], feasible["metric"], feasible["cost"], strict=True)
         return hypervolume_history(points, REFERENCE_POINT)
 
-    def best_under(self, budget: float) -> pd.Series | None:
-        """The feasible completed trial with the best metric at or below ``budget`` of the relative cost
-        (the study's second objective: MACs, params or non-zero params)."""
+    def best_under(self, budget: float, column: str = "cost") -> pd.Series | None:
+        """The feasible completed trial with the best metric at or below ``budget`` of the relative cost (the
+        study's second objective: MACs, params, non-zero params or latency; or ``column``, e.g. latency_relative)."""
         feasible = self.feasible
-        if feasible.empty:
+        if feasible.empty or column not in feasible:
             return None
-        within = feasible[feasible["cost"] <= budget]
+        within = feasible[feasible[column].astype(float) <= budget]
         if within.empty:
             return None
-        return within.sort_values(["metric", "cost"], ascending=[False, True]).iloc[0]
+        return within.sort_values(["metric", column], ascending=[False, True]).iloc[0]
 
     @property
     def sparse(self) -> bool:
@@ -89,6 +121,7 @@ def collect(study: optuna.Study, *, max_macs: float | None = None) -> ReportData
     starts = [t.datetime_start for t in study.get_trials(deepcopy=False) if t.datetime_start is not None]
     ends = [t.datetime_complete for t in study.get_trials(deepcopy=False) if t.datetime_complete is not None]
     wall = (max(ends) - min(starts)).total_seconds() if starts and ends else 0.0
+    measured = [t.user_attrs["latency"] for t in study.get_trials(deepcopy=False) if isinstance(t.user_attrs.get("latency"), dict)]
     return ReportData(
         study_name=study.study_name,
         metric_name=names[0],
@@ -99,4 +132,5 @@ def collect(study: optuna.Study, *, max_macs: float | None = None) -> ReportData
         groups=groups,
         max_macs=max_macs,
         wall_seconds=wall,
+        latency=dict(measured[0]) if measured else None,
     )

@@ -6,6 +6,8 @@ Rather than write that legacy list into the study too (Optuna reads both formats
 each constraint would count twice, and the GP sampler would model it twice), the dashboard is served through a
 read-side view: trials it returns carry the legacy list, built from the ``constraints:<key>`` values in key
 order. The stored study is left as it is; writes from the dashboard (notes, ...) go to the storage unchanged.
+A staged search's screened trials (``fidelity: screen``) carry no stored constraint, so that the sampler learns
+from them; the view marks them infeasible, so the dashboard greys them and keeps them off its front.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial
 
+from autoprune.study import FIDELITY_ATTR, SCREEN
+
 __all__ = ["DashboardServer", "ConstraintsView", "start_dashboard"]
 
 LEGACY_KEY = "constraints"
@@ -31,10 +35,12 @@ def _with_legacy_constraints(trial: FrozenTrial) -> FrozenTrial:
     if LEGACY_KEY in system_attrs:
         return trial
     keys = sorted(k for k in system_attrs if k.startswith(PREFIX))
-    if not keys:
+    screened = trial.user_attrs.get(FIDELITY_ATTR) == SCREEN
+    if not keys and not screened:
         return trial
     view = copy.copy(trial)  # the storage's cached objects stay untouched
-    view._system_attrs = {**system_attrs, LEGACY_KEY: [float(system_attrs[k]) for k in keys]}
+    legacy = [float(system_attrs[k]) for k in keys] + ([1.0] if screened else [])
+    view._system_attrs = {**system_attrs, LEGACY_KEY: legacy}
     return view
 
 

@@ -17,7 +17,7 @@ from autoprune.report._collect import ReportData
 from autoprune.report._hypervolume import REFERENCE_POINT
 from autoprune.study import atomic_write_bytes
 
-__all__ = ["pareto_figure", "pareto_x_scale", "plot_hypervolume", "plot_pareto", "plot_ratios"]
+__all__ = ["latency_figure", "pareto_figure", "pareto_x_scale", "plot_hypervolume", "plot_latency", "plot_pareto", "plot_ratios"]
 
 XScale = Literal["auto", "linear", "log"]
 LOG_SPAN = 10.0  # a front whose costs span more than this factor gets a log cost axis ("auto")
@@ -184,3 +184,70 @@ def plot_hypervolume(data: ReportData, path: Path) -> Path:
     )
     axes.grid(alpha=0.3)
     return _save(figure, path)
+
+
+def _latency_front(rows) -> list[int]:
+    """Positions (in ``rows``) of the feasible trials no other beats on both metric (up) and latency (down)."""
+    points = [(float(m), float(c)) for m, c in zip(rows["metric"], rows["latency_relative"], strict=True)]
+    keep = [
+        i for i, (m, c) in enumerate(points)
+        if not any(om >= m and oc <= c and (om > m or oc < c) for om, oc in points)
+    ]  # fmt: skip
+    return sorted(keep, key=lambda i: points[i][1])
+
+
+def plot_latency(data: ReportData, path: Path) -> Path:
+    """Write :func:`latency_figure` as a PNG."""
+    return _save(latency_figure(data), path)
+
+
+def latency_figure(data: ReportData) -> Figure:
+    """Left: the metric against measured latency (relative to the base), every measured trial and the front in
+    latency. Right: relative MACs against relative latency for every measured trial, with Spearman's rank
+    correlation: where the points leave the diagonal, MACs mislead about speed."""
+    figure = Figure(figsize=(12.0, 4.8))
+    FigureCanvasAgg(figure)
+    left, right = figure.add_subplot(1, 2, 1), figure.add_subplot(1, 2, 2)
+    rows = data.latency_trials
+    if rows.empty:
+        _empty(left, "no trial with a latency measurement yet")
+        _empty(right, "no trial with a latency measurement yet")
+        return figure
+    feasible = rows[rows["feasible"].astype(bool)]
+    infeasible = rows[~rows["feasible"].astype(bool)]
+    left.scatter(feasible["latency_relative"], feasible["metric"], s=22, color=TRIAL_COLOR, alpha=0.35, lw=0, label="trials")
+    if not infeasible.empty:
+        left.scatter(
+            infeasible["latency_relative"], infeasible["metric"], s=22, marker="x", color=INFEASIBLE_COLOR,
+            label="infeasible, not fine-tuned",
+        )  # fmt: skip
+    if not feasible.empty:
+        front = feasible.iloc[_latency_front(feasible)]
+        left.plot(front["latency_relative"], front["metric"], "-o", color=FRONT_COLOR, ms=6, lw=1.8, zorder=4, label="front in latency")
+    left.scatter([1.0], [data.base["metric"]], s=160, marker="*", color="black", zorder=5, label="base model")
+    left.set_xlabel("latency (relative to the base model)")
+    left.set_ylabel(data.metric_name)
+    settings = data.latency or {}
+    where = f"{settings.get('backend', '?')} on {settings.get('device', '?')}, batch {settings.get('batch', '?')}"
+    left.set_title(f"{data.metric_name} vs measured latency ({where})", fontsize=9)
+    left.grid(alpha=0.3)
+    left.legend(loc="best", fontsize=8, framealpha=0.9)
+
+    rho = data.latency_rank_correlation()
+    spread = rows["latency_spread"].astype(float) if "latency_spread" in rows else None
+    if spread is not None and spread.notna().any():
+        # Error bars of half the IQR each way: how far a measurement could move on a second try.
+        half = 0.5 * spread * rows["latency_relative"].astype(float)
+        right.errorbar(rows["macs_relative"], rows["latency_relative"], yerr=half, fmt="none", ecolor="#bbbbbb", lw=0.8)
+    right.scatter(rows["macs_relative"], rows["latency_relative"], s=22, color=TRIAL_COLOR, alpha=0.6, lw=0, zorder=3)
+    top = max(1.05, float(rows["latency_relative"].max()) * 1.05, float(rows["macs_relative"].max()) * 1.05)
+    right.plot([0.0, top], [0.0, top], ls="--", color=INFEASIBLE_COLOR, lw=1, label="latency = MACs")
+    right.set_xlim(0.0, top)
+    right.set_ylim(0.0, top)
+    right.set_xlabel("MACs (relative)")
+    right.set_ylabel("latency (relative)")
+    rho_text = "n/a" if math.isnan(rho) else f"{rho:.3f}"
+    right.set_title(f"MACs vs latency, every measured trial: Spearman rho {rho_text}", fontsize=9)
+    right.grid(alpha=0.3)
+    right.legend(loc="upper left", fontsize=8)
+    return figure

@@ -13,19 +13,21 @@ import pandas as pd
 from autoprune.plan import summarize_plan
 from autoprune.report._collect import BUDGETS, ReportData, collect
 from autoprune.report._hypervolume import REFERENCE_POINT
-from autoprune.report._plots import plot_hypervolume, plot_pareto, plot_ratios
+from autoprune.report._plots import plot_hypervolume, plot_latency, plot_pareto, plot_ratios
 from autoprune.study import FRONT_COLUMNS, atomic_write_bytes, check_output_writable
 
-__all__ = ["REPORT_FILES", "render_markdown", "write_report"]
+__all__ = ["LATENCY_FILE", "REPORT_FILES", "render_markdown", "write_report"]
 
 REPORT_FILES = ("pareto.png", "ratios.png", "hypervolume.png", "trials.csv", "pareto.csv", "report.md")
+LATENCY_FILE = "latency.png"  # written too when the study measured latency
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 
 
 def write_report(
     study: optuna.Study, out_dir: str | Path, *, max_macs: float | None = None, key: str = "out_dir"
 ) -> list[Path]:
-    """Write every file in ``REPORT_FILES`` to ``out_dir``; works on a study that is still running.
+    """Write every file in ``REPORT_FILES`` to ``out_dir`` (and ``LATENCY_FILE`` for a study that measured
+    latency); works on a study that is still running.
 
     ``key`` names ``out_dir`` in an error (the flag or config key it came from)."""
     out = Path(out_dir)
@@ -37,8 +39,11 @@ def write_report(
     plot_pareto(data, out / "pareto.png")
     plot_ratios(data, out / "ratios.png")
     plot_hypervolume(data, out / "hypervolume.png")
+    written = [out / name for name in REPORT_FILES]
+    if data.latency is not None:
+        written.append(plot_latency(data, out / LATENCY_FILE))
     atomic_write_bytes(out / "report.md", render_markdown(data).encode())
-    return [out / name for name in REPORT_FILES]
+    return written
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
@@ -106,6 +111,9 @@ def render_markdown(data: ReportData) -> str:
             )
     lines += _table((f"{budget_name} budget", "trial", metric, *(titles[c] for c in columns), "plan"), budget_rows)
 
+    if data.latency is not None:
+        lines += _latency_section(data, columns, figures)
+
     ref_metric, ref_cost = REFERENCE_POINT
     lines += [
         "",
@@ -139,3 +147,51 @@ def render_markdown(data: ReportData) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _percent(value: float) -> str:
+    return "-" if value != value else f"{value:.1%}"  # NaN != NaN
+
+
+def _latency_section(data: ReportData, columns: Sequence[str], figures: Any) -> list[str]:
+    """How latency was measured, how noisy it was, how well MACs rank candidates by it, and (when latency is not
+    the cost objective) the best trial under each latency budget."""
+    s = data.latency or {}
+    noise = data.latency_noise()
+    rho = data.latency_rank_correlation()
+    rows = data.latency_trials
+    threads = f", {s['threads']} CPU thread(s)" if s.get("threads") else ""
+    bases = list(rows["latency_base_ms"].dropna()) if "latency_base_ms" in rows else []
+    base_ms = float(bases[0]) if bases else float("nan")
+    lines = [
+        "",
+        "## Latency",
+        "",
+        f"Measured with the {s.get('backend')} backend on {s.get('device')} ({s.get('precision')}), batch "
+        f"{s.get('batch')}{threads}: the median of {s.get('runs')} timed calls. Base model: {base_ms:.3f} ms. "
+        "Latencies are relative to the base model's.",
+        "",
+        f"**Noise.** The spread of one measurement (interquartile range over the median) was {_percent(noise['median_spread'])} "
+        f"for the median measurement and {_percent(noise['max_spread'])} at worst, over {int(noise['measurements'])} "
+        f"measurements ({int(noise['cached'])} trials reused the measurement of an architecture measured before). "
+        f"The measured trials span {noise['range']:.3f} of the base latency; differences smaller than the spread "
+        "are noise.",
+        "",
+        f"**MACs vs latency.** Spearman rank correlation over {len(rows)} measured trials: "
+        f"**{'n/a' if rho != rho else f'{rho:.3f}'}** (1: MACs order the candidates exactly as latency does).",
+        "",
+        f"![front against latency, and MACs vs latency]({LATENCY_FILE})",
+    ]
+    if data.cost_name.lower().startswith("latency"):
+        return lines  # the budget table above is already in latency
+    table: list[tuple[Any, ...]] = []
+    for budget in BUDGETS:
+        best = data.best_under(budget, "latency_relative")
+        if best is None:
+            table.append((f"{budget:.0%}", "none", "-", *("-" for _ in columns), "no feasible completed trial this fast"))
+        else:
+            table.append((f"{budget:.0%}", int(best["number"]), f"{best['metric']:.4f}", *figures(best), _plan_of(best, data.groups)))
+    titles = [FRONT_COLUMNS[c] for c in columns]
+    lines += ["", "Best under a latency budget:", ""]
+    lines += _table(("latency budget", "trial", data.metric_name, *titles, "plan"), table)
+    return lines

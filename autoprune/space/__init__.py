@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from autoprune.space._config_list import config_list_bounds, parse_config_list, plan_to_config_list
 from autoprune.space._presets import available_presets, load_space_spec, preset_dirs
-from autoprune.space._space import UNIFORM_BASELINES, SearchSpace
+from autoprune.space._space import SCOPE_PARAM, UNIFORM_BASELINES, SearchSpace
 from autoprune.space._sparsity import SparsitySpace
 
 __all__ = [
+    "SCOPE_PARAM",
     "UNIFORM_BASELINES",
     "SearchSpace",
     "SparsitySpace",

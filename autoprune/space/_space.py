@@ -1,23 +1,26 @@
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from autoprune.config import SpaceSpec
 from autoprune.errors import ConfigError
 from autoprune.plan import PruningPlan, Scope
+from autoprune.ranking import ChannelImportances
+from autoprune.space._global import SCALE_PARAM, check_importances, ranked_entries, target_distribution, uniform_target
 from autoprune.space._sparsity import SparsitySpace
 
-__all__ = ["SearchSpace", "TrialLike", "UNIFORM_BASELINES"]
+__all__ = ["SCOPE_PARAM", "SearchSpace", "TrialLike", "UNIFORM_BASELINES"]
 
 UNIFORM_BASELINES = tuple(SpaceSpec().warm_start_ratios)  # the presets' default warm-start ratios
-# A knob's distribution: ("float", low, high) or ("categorical", choices).
+# A knob's distribution: ("float", low, high), ("log_float", low, high) or ("categorical", choices).
 Distribution = tuple[Any, ...]
+SCOPE_PARAM = "criteria_scope"  # the searched criteria scope, when prune.criteria_scope lists more than one
 
 
 class TrialLike(Protocol):
-    def suggest_float(self, name: str, low: float, high: float) -> float: ...
+    def suggest_float(self, name: str, low: float, high: float, *, log: bool = False) -> float: ...
 
     def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any: ...
 
@@ -27,7 +30,9 @@ class SearchSpace:
     """Turns a trial into a plan. The only place in autoprune that calls ``trial.suggest_*``.
 
     ``groups`` are the structured half (empty: no channel is removed); ``sparsity``, when given, the
-    unstructured half, sampled after it.
+    unstructured half, sampled after it. ``scope`` is one criteria scope, or several to search (one knob).
+    ``ratio_schedule: global_rank`` needs ``importances`` for each (criterion, scope) searched, computed on the
+    base model (``autoprune.engine.importance_table``), and with ``target: macs`` ``macs_of(plan)``.
     """
 
     spec: SpaceSpec
@@ -35,12 +40,16 @@ class SearchSpace:
     ratio: tuple[float, float]
     criteria: tuple[str, ...]
     round_to: int = 1
-    scope: Scope = "layer"
+    scope: Scope | Sequence[Scope] = "layer"
     # Per-group ratio bounds (from an NNI config_list); groups absent here use ``ratio``.
     bounds: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     sparsity: SparsitySpace | None = None
+    importances: Mapping[tuple[str, str], ChannelImportances] = field(default_factory=dict)
+    macs_of: Callable[[PruningPlan], float] | None = None
 
     def __post_init__(self) -> None:
+        if self.spec.ratio_schedule == "global_rank" and self.groups:
+            check_importances(self)
         if self.spec.ratio_schedule != "independent":
             return  # every group clips the scheduled ratio into its own bounds
         knobs: dict[str, tuple[str, tuple[float, float]]] = {}
@@ -53,6 +62,21 @@ class SearchSpace:
                     f"{list(seen[1])} and {list(self.ratio_bounds(group))}; use search_space: per_layer",
                     key="prune.nni_config_list",
                 )
+
+    @property
+    def scopes(self) -> tuple[Scope, ...]:
+        """The criteria scopes; the first is the one a plan gets when the scope is not searched."""
+        return (self.scope,) if isinstance(self.scope, str) else tuple(self.scope)
+
+    def scope_of(self, params: Mapping[str, Any]) -> Scope:
+        return params[SCOPE_PARAM] if len(self.scopes) > 1 else self.scopes[0]
+
+    def criterion_of(self, group: str, params: Mapping[str, Any]) -> str:
+        return str(params[self._param("criterion", self._knob(group, self.spec.criterion))])
+
+    def scale_param(self, group: str) -> str:
+        """``scale:<knob>``: a global_rank group's scale factor (absent with ratio: shared, where it is 1)."""
+        return self._param(SCALE_PARAM, self._knob(group, self.spec.ratio))
 
     def ratio_bounds(self, group: str) -> tuple[float, float]:
         lo, hi = self.bounds.get(group, self.ratio)
@@ -83,7 +107,9 @@ class SearchSpace:
         dists: dict[str, Distribution] = {}
         if not self.groups:
             return dists  # unstructured pruning alone: no ratio to search
-        if schedule != "independent":
+        if schedule == "global_rank":
+            dists.update(target_distribution(self.spec, self._global_bounds()))
+        elif schedule != "independent":
             dists["ratio"] = ("float", *self._global_bounds())
         if schedule == "depth_linear":
             dists["ratio_slope"] = ("float", -spread, spread)
@@ -93,8 +119,12 @@ class SearchSpace:
                 dists.setdefault(self._param("ratio", knob), ("float", *self.ratio_bounds(group)))
             elif schedule == "global_offset":
                 dists.setdefault(self._param("ratio_offset", knob), ("float", -spread, spread))
+            elif schedule == "global_rank" and knob:
+                dists.setdefault(self.scale_param(group), ("log_float", *self.spec.scale_range))
             criterion = self._param("criterion", self._knob(group, self.spec.criterion))
             dists.setdefault(criterion, ("categorical", list(self.criteria)))
+        if len(self.scopes) > 1:
+            dists[SCOPE_PARAM] = ("categorical", list(self.scopes))
         return dists
 
     def param_names(self) -> list[str]:
@@ -103,9 +133,17 @@ class SearchSpace:
     def sample(self, trial: TrialLike) -> PruningPlan:
         params: dict[str, Any] = {}
         for name, (kind, *args) in self._distributions().items():
-            params[name] = trial.suggest_float(name, *args) if kind == "float" else trial.suggest_categorical(name, *args)
+            if kind == "categorical":
+                params[name] = trial.suggest_categorical(name, *args)
+            elif kind == "log_float":
+                params[name] = trial.suggest_float(name, *args, log=True)
+            else:
+                params[name] = trial.suggest_float(name, *args)
         sparsity = self.sparsity.sample(trial) if self.sparsity is not None else None
-        return PruningPlan(self._entries(params), round_to=self.round_to, scope=self.scope, sparsity=sparsity)
+        return PruningPlan(self._entries(params), round_to=self.round_to, scope=self._plan_scope(params), sparsity=sparsity)
+
+    def _plan_scope(self, params: Mapping[str, Any]) -> Scope:
+        return self.scope_of(params) if self.groups else self.scopes[0]
 
     def _ratio(self, group: str, params: Mapping[str, Any]) -> float:
         knob = self._knob(group, self.spec.ratio)
@@ -122,25 +160,33 @@ class SearchSpace:
         return min(max(ratio, lo), hi)
 
     def _entries(self, params: Mapping[str, Any]) -> dict[str, tuple[float, str]]:
-        return {
-            group: (self._ratio(group, params), str(params[self._param("criterion", self._knob(group, self.spec.criterion))]))
-            for group in self.groups
-        }
+        if self.spec.ratio_schedule == "global_rank" and self.groups:
+            return ranked_entries(self, params)
+        return {group: (self._ratio(group, params), self.criterion_of(group, params)) for group in self.groups}
 
     def plan_from_params(self, params: Mapping[str, Any]) -> PruningPlan:
         """The plan a finished trial's params describe (the same one ``sample`` built)."""
         sparsity = self.sparsity.from_params(params) if self.sparsity is not None else None
-        return PruningPlan(self._entries(params), round_to=self.round_to, scope=self.scope, sparsity=sparsity)
+        return PruningPlan(self._entries(params), round_to=self.round_to, scope=self._plan_scope(params), sparsity=sparsity)
 
     def uniform_params(self, ratio: float, criterion: str) -> dict[str, Any]:
         """The params of the uniform plan: every group at ``ratio`` (clamped into its own bounds), every
-        criterion knob at ``criterion``; offsets and slope at zero."""
+        criterion knob at ``criterion``; offsets and slope at zero; the scope searched at its first choice.
+
+        With ``global_rank``: plain global ranking (every scale 1) at the uniform plan's target: ``ratio`` of all
+        channels, or (target macs) the uniform plan's relative MACs."""
         params: dict[str, Any] = {}
         for name, (kind, *args) in self._distributions().items():
-            if kind == "categorical":
+            if name == SCOPE_PARAM:
+                params[name] = self.scopes[0]
+            elif kind == "categorical":
                 params[name] = criterion
             elif name.startswith(("ratio_offset", "ratio_slope")):
                 params[name] = 0.0
+            elif name.startswith(SCALE_PARAM):
+                params[name] = 1.0
+            elif self.spec.ratio_schedule == "global_rank" and name in ("ratio", "macs"):
+                params[name] = uniform_target(self, ratio, criterion)
             else:
                 params[name] = min(max(ratio, args[0]), args[1])
         return params

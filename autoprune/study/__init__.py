@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
-from autoprune.study._frame import FRONT_COLUMNS, base_point, pareto_frame, trials_frame
+from autoprune.study._base import base_source
+from autoprune.study._budget import Compute, Schedule, UnitCosts, plan_schedule, staged_schedule, unit_costs
+from autoprune.study._frame import (
+    FIDELITY_ATTR,
+    FRONT_COLUMNS,
+    SCREEN,
+    base_point,
+    front_trials,
+    is_final,
+    pareto_frame,
+    pareto_optimal,
+    trials_frame,
+)
 from autoprune.study._heartbeat import JournalHeartbeatStorage, fail_stale
+from autoprune.study._inputs import describe_inputs, first_channels
 from autoprune.study._loop import FINISHED, WORKER_ATTR, run_trials
-from autoprune.study._objective import PHASES, Objective, PlanResult, evaluate_plan, trial_seed
+from autoprune.study._objective import PHASES, FinetuneBudget, Objective, PlanResult, evaluate_plan, trial_seed
+from autoprune.study._resolve import factory_search_paths
 from autoprune.study._search import (
     SearchAborted,
     SearchInterrupted,
@@ -16,6 +30,7 @@ from autoprune.study._search import (
     search,
     write_outputs,
 )
+from autoprune.study._staged import STAGE_ATTR, band_of, run_staged, staged_spend
 from autoprune.study._storage import (
     StorageLost,
     create_or_load_study,
@@ -43,8 +58,12 @@ __all__ = [
     "Task",
     "atomic_write_bytes",
     "base_point",
+    "base_source",
     "check_output_writable",
     "create_or_load_study",
+    "describe_inputs",
+    "factory_search_paths",
+    "first_channels",
     "enqueue_warm_start",
     "fail_stale",
     "guard_storage",
@@ -66,4 +85,21 @@ __all__ = [
     "trials_frame",
     "worker_seed",
     "write_outputs",
+    # the staged search
+    "FIDELITY_ATTR",
+    "SCREEN",
+    "STAGE_ATTR",
+    "Compute",
+    "FinetuneBudget",
+    "Schedule",
+    "UnitCosts",
+    "band_of",
+    "front_trials",
+    "pareto_optimal",
+    "is_final",
+    "plan_schedule",
+    "run_staged",
+    "staged_schedule",
+    "staged_spend",
+    "unit_costs",
 ]

@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 from autoprune.study._heartbeat import beating, fail_stale
 from autoprune.study._storage import guard_storage
 
-__all__ = ["FINISHED", "WORKER_ATTR", "run_trials"]
+__all__ = ["FINISHED", "WORKER_ATTR", "run_one", "run_trials"]
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 WORKER_ATTR = "worker"  # trial user attribute: index, host, pid and torch threads of the worker that ran it
@@ -36,7 +36,7 @@ def _counts(storage: BaseStorage, study_id: int) -> tuple[int, int]:
     return len(trials) - running, running
 
 
-def _run_one(
+def run_one(
     study: optuna.Study,
     storage: BaseStorage,
     trial: optuna.Trial,
@@ -142,7 +142,7 @@ def _loop(
         if trial_id is None:
             time.sleep(random.uniform(0.05, 0.5))  # a racing worker did the same; try again out of step
             continue
-        frozen = _run_one(study, storage, trial, trial_id, objective, catch)
+        frozen = run_one(study, storage, trial, trial_id, objective, catch)
         ran += 1
         for callback in callbacks:
             callback(study, frozen)

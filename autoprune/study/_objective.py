@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import optuna
 
+from autoprune.config import Config
 from autoprune.engine import PruneReport, check_sparsity_held, compressed_bytes
+from autoprune.evaluate import COSTS, Candidate, LatencyMeter, LatencyResult
 from autoprune.plan import PruningPlan
+from autoprune.study._latency import StudyLatencyCache, latency_meter, process_latency_meter
 from autoprune.study._task import Task
 
 __all__ = [
+    "MAX_LATENCY_CONSTRAINT",
     "MAX_MACS_CONSTRAINT",
+    "FinetuneBudget",
     "Objective",
     "PHASES",
     "PhaseHook",
@@ -27,11 +33,40 @@ __all__ = [
 PHASES = ("prune", "recalibrate", "finetune", "evaluate")
 PhaseHook = Callable[[int, str], None]
 MAX_MACS_CONSTRAINT = "max_macs"
+MAX_LATENCY_CONSTRAINT = "max_latency"
 
 
 def trial_seed(study_seed: int, number: int) -> int:
     """The seed trial ``number`` of a study seeded ``study_seed`` fine-tunes with; export and sweeps repeat it."""
     return study_seed * 100_003 + number
+
+
+@dataclass(frozen=True)
+class FinetuneBudget:
+    """The length of a candidate's fine-tune, as ``evaluator.finetune`` takes it: ``steps`` optimizer steps when
+    set, else ``epochs`` passes. Zero epochs and no steps: no fine-tune, the recalibrated model is scored once."""
+
+    epochs: int
+    steps: int | None = None
+
+    @classmethod
+    def of(cls, config: Config) -> FinetuneBudget:
+        return cls(config.finetune.epochs, config.finetune.steps)
+
+    @classmethod
+    def recorded(cls, user_attrs: Mapping[str, Any], config: Config) -> FinetuneBudget:
+        """The fine-tune a trial recorded (a staged finalist's is its rung's); the config's for older trials."""
+        entry = user_attrs.get("finetune")
+        if not isinstance(entry, dict):
+            return cls.of(config)
+        return cls(int(entry.get("epochs") or 0), None if entry.get("steps") is None else int(entry["steps"]))
+
+    @property
+    def none(self) -> bool:
+        return self.steps is None and self.epochs <= 0
+
+    def to_dict(self) -> dict[str, int | None]:
+        return {"epochs": self.epochs, "steps": self.steps}
 
 
 @dataclass(frozen=True)
@@ -46,27 +81,40 @@ class PlanResult:
     feasible: bool
     seconds: dict[str, float] = field(default_factory=dict)  # prune (graph + prune), count, recalibrate, ...
     compressed_bytes: int = 0  # gzip of the fine-tuned state_dict; measured only for plans with a sparsity
+    latency: LatencyResult | None = None  # when the run measures latency (objective or constraints.max_latency)
 
 
 def evaluate_plan(
-    task: Task, plan: PruningPlan, seed: int, on_phase: Callable[[str], None] = lambda _phase: None
+    task: Task,
+    plan: PruningPlan,
+    seed: int,
+    on_phase: Callable[[str], None] = lambda _phase: None,
+    finetune: FinetuneBudget | None = None,
+    latency: LatencyMeter | None = None,
 ) -> PlanResult:
     """A trial's recipe for one plan: prune a copy, count, and, when it meets ``constraints.max_macs``,
-    recalibrate BatchNorm, fine-tune (seeded by ``seed``) and score. Uniform sweeps and trials share it."""
+    recalibrate BatchNorm, fine-tune (seeded by ``seed``; ``finetune``, else the config's length) and score.
+    Uniform sweeps and trials share it. A run that measures latency measures it after pruning, with ``latency``
+    (else a meter of this process, kept on the task); a candidate over ``constraints.max_latency`` is not
+    fine-tuned either."""
     cfg = task.config
+    budget = finetune if finetune is not None else FinetuneBudget.of(cfg)
     seconds: dict[str, float] = {}
     pruned, report = task.prune(plan)
     seconds["prune"] = report.seconds["graph"] + report.seconds["prune"] + report.seconds["sparsify"]
     seconds["count"] = report.seconds["count"]
-    cost = report.cost(cfg.objectives[1])
-    max_macs = cfg.constraints.max_macs
-    if max_macs is not None and report.macs_ratio > max_macs:
+    candidate = Candidate(pruned, report, latency if latency is not None else process_latency_meter(task))
+    cost = COSTS.get(cfg.objectives[1], key="objectives")(candidate).relative
+    measured = candidate.latency() if candidate.meter is not None else None
+    if measured is not None:
+        seconds["latency"] = measured.seconds  # 0 when the architecture was measured before
+    if _over_budget(cfg, report, measured):
         # Spend no fine-tune on a candidate the constraint rules out; record its raw metric only.
         on_phase("evaluate")
         started = time.perf_counter()
         metric = _finite(task.evaluator.score(pruned))
         seconds["evaluate"] = time.perf_counter() - started
-        return PlanResult(plan, report, metric, metric, cost, False, seconds)
+        return PlanResult(plan, report, metric, metric, cost, False, seconds, latency=measured)
 
     on_phase("recalibrate")
     started = time.perf_counter()
@@ -75,35 +123,55 @@ def evaluate_plan(
     started = time.perf_counter()
     metric_before = task.evaluator.score(pruned)
     seconds["evaluate"] = time.perf_counter() - started
+    if budget.none:
+        # No fine-tune (a screened candidate of a staged search): the recalibrated score is the score.
+        seconds["finetune"] = 0.0
+        metric = _finite(metric_before)
+    else:
+        on_phase("finetune")
+        started = time.perf_counter()
+        task.evaluator.finetune(
+            pruned,
+            epochs=budget.epochs,
+            steps=budget.steps,
+            lr=cfg.finetune.lr,
+            seed=seed,
+        )
+        seconds["finetune"] = time.perf_counter() - started
 
-    on_phase("finetune")
-    started = time.perf_counter()
-    task.evaluator.finetune(
-        pruned,
-        epochs=cfg.finetune.epochs,
-        steps=cfg.finetune.steps,
-        lr=cfg.finetune.lr,
-        seed=seed,
-    )
-    seconds["finetune"] = time.perf_counter() - started
-
-    on_phase("evaluate")
-    started = time.perf_counter()
-    metric = _finite(task.evaluator.score(pruned))
-    seconds["evaluate"] += time.perf_counter() - started
+        on_phase("evaluate")
+        started = time.perf_counter()
+        metric = _finite(task.evaluator.score(pruned))
+        seconds["evaluate"] += time.perf_counter() - started
     size = 0
     if plan.sparsity is not None:
         check_sparsity_held(pruned, report.sparsity, during="fine-tuning")
         size = compressed_bytes(pruned)
-    return PlanResult(plan, report, metric, metric_before, cost, True, seconds, size)
+    return PlanResult(plan, report, metric, metric_before, cost, True, seconds, size, measured)
+
+
+def _over_budget(cfg: Config, report: PruneReport, latency: LatencyResult | None) -> bool:
+    """Whether a candidate breaks ``constraints.max_macs`` or ``constraints.max_latency``."""
+    max_macs, max_latency = cfg.constraints.max_macs, cfg.constraints.max_latency
+    if max_macs is not None and report.macs_ratio > max_macs:
+        return True
+    return max_latency is not None and latency is not None and latency.relative > max_latency
 
 
 class Objective:
     """``objective(trial) -> (metric, relative MACs or params)``; everything else goes to user attributes."""
 
-    def __init__(self, task: Task, on_phase: PhaseHook | None = None) -> None:
+    def __init__(self, task: Task, on_phase: PhaseHook | None = None, finetune: FinetuneBudget | None = None) -> None:
         self.task = task
         self.on_phase = on_phase or (lambda _number, _phase: None)
+        self.finetune = finetune if finetune is not None else FinetuneBudget.of(task.config)
+        self._meters: dict[str, LatencyMeter | None] = {}  # by study: its latency cache lives in its storage
+
+    def latency_meter(self, study: optuna.Study) -> LatencyMeter | None:
+        """The meter for ``study``'s trials, caching measurements in the study (None without latency)."""
+        if study.study_name not in self._meters:
+            self._meters[study.study_name] = latency_meter(self.task, StudyLatencyCache(study))
+        return self._meters[study.study_name]
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
         try:
@@ -128,7 +196,10 @@ class Objective:
             plan,
             seed=trial_seed(cfg.study.seed, trial.number),
             on_phase=lambda phase: self.on_phase(trial.number, phase),
+            finetune=self.finetune,
+            latency=self.latency_meter(trial.study),
         )
+        trial.set_user_attr("finetune", self.finetune.to_dict())  # export repeats exactly this fine-tune
         report = result.report
         trial.set_user_attr("channels", {name: after for name, (_, after) in report.channels.items()})
         for key in ("macs", "params", "nonzero_params"):
@@ -141,6 +212,11 @@ class Objective:
                 trial.set_user_attr("compressed_relative", result.compressed_bytes / task.base_compressed_bytes)
         if cfg.constraints.max_macs is not None:
             trial.set_constraint(MAX_MACS_CONSTRAINT, report.macs_ratio - cfg.constraints.max_macs)
+        if result.latency is not None:
+            for key, value in result.latency.attrs().items():
+                trial.set_user_attr(key, value)
+            if cfg.constraints.max_latency is not None:
+                trial.set_constraint(MAX_LATENCY_CONSTRAINT, result.latency.relative - cfg.constraints.max_latency)
         trial.set_user_attr("metric_before_finetune", result.metric_before_finetune)
         trial.set_user_attr("feasible", result.feasible)
         trial.set_user_attr("seconds", result.seconds)

@@ -12,6 +12,7 @@ import optuna
 
 from autoprune.config import Config
 from autoprune.errors import ConfigError
+from autoprune.evaluate import needs_latency
 from autoprune.study._base import weights_sha256
 from autoprune.study._frame import BASE_ATTR
 from autoprune.study._storage import mask_password
@@ -42,6 +43,8 @@ def study_definition(config: Config, groups: Sequence[str]) -> dict[str, dict[st
             "metric": config.metric,
             "objectives": list(config.objectives),
             **_fields("constraints", config.constraints),
+            # Relative latencies measured otherwise (another backend, batch, thread count) are not comparable.
+            **(_fields("latency", config.latency) if needs_latency(config) else {}),
         },
         "fine-tune recipe": _fields("finetune", config.finetune),
     }

@@ -15,12 +15,20 @@ from torch import nn
 from autoprune._registry import one_line
 from autoprune.config import Config, SpaceSpec
 from autoprune.data import DataBundle, load_data
-from autoprune.engine import Group, UnsupportedGroupWarning, check_ignore_globs, find_groups, sparsifiable_layers
+from autoprune.engine import (
+    Group,
+    UnsupportedGroupWarning,
+    call_model,
+    check_ignore_globs,
+    find_groups,
+    sparsifiable_layers,
+)
 from autoprune.errors import AutopruneError, ConfigError
 from autoprune.evaluate import Runtime, resolve_runtime
 from autoprune.metrics import Metric, resolve_metric
 from autoprune.space import config_list_bounds, load_space_spec
 from autoprune.study._base import build_base_model
+from autoprune.study._inputs import describe_inputs, first_channels, load_example_inputs
 from autoprune.study._io import check_output_writable
 
 __all__ = ["Resolved", "check_metric_value", "factory_search_paths", "resolve"]
@@ -33,7 +41,7 @@ class Resolved:
     spec: SpaceSpec
     data: DataBundle
     model: nn.Module
-    example_inputs: torch.Tensor
+    example_inputs: Any  # a tensor, a tuple (positional) or a dict (keyword arguments), on the runtime's device
     metric: Metric
     groups: list[Group]  # empty when prune.mode is unstructured alone
     bounds: dict[str, tuple[float, float]]  # per-group ratio bounds from an NNI config_list; empty: all groups
@@ -81,15 +89,27 @@ def _input_shape(config: Config, data: DataBundle, inputs: torch.Tensor | None) 
     return list(declared)
 
 
-def _check_forward(model: nn.Module, example_inputs: torch.Tensor) -> None:
+def _check_forward(model: nn.Module, example_inputs: Any, key: str) -> None:
     try:
         with torch.no_grad():
-            model(example_inputs)
-    except Exception as exc:  # the user's forward fails in any way on a wrong rank or channel count
-        raise ConfigError(
-            f"the model fails on an example input of shape {list(example_inputs.shape)}: {one_line(exc)}",
-            key="model.input_shape",
-        ) from None
+            call_model(model, example_inputs)
+    except Exception as exc:  # the user's forward fails in any way on a wrong rank, channel count or keyword
+        if isinstance(example_inputs, torch.Tensor):
+            what = f"an example input of shape {list(example_inputs.shape)}"
+        else:
+            what = f"the example inputs ({describe_inputs(example_inputs)})"
+        raise ConfigError(f"the model fails on {what}: {one_line(exc)}", key=key) from None
+
+
+def _example_inputs(config: Config, data: DataBundle, batch: Any, paths: list[Path]) -> tuple[Any, int, str]:
+    """The example inputs (on the CPU), the channel count a built-in model is built for, and the key they come
+    from: the ``model.example_inputs`` factory's, else zeros of ``model.input_shape`` (checked against the data)."""
+    spec = config.model.example_inputs
+    if spec is not None:
+        inputs = load_example_inputs(spec, config.model.options, search_paths=paths)
+        return inputs, first_channels(inputs, data.input_shape), "model.example_inputs"
+    input_shape = _input_shape(config, data, _batch_inputs(batch))
+    return torch.zeros(1, *input_shape), int(input_shape[0]), "model.input_shape"
 
 
 def check_metric_value(value: Any, spec: str, on: str) -> float:
@@ -137,11 +157,11 @@ def resolve(config: Config) -> Resolved:
         search_paths=paths,
     )
     batch = _first_batch(config, data)
-    input_shape = _input_shape(config, data, _batch_inputs(batch))
-    model = runtime.place(build_base_model(config, data, input_shape, paths))
-    example_inputs = torch.zeros(1, *input_shape, device=runtime.torch_device)
+    example_inputs, in_channels, inputs_key = _example_inputs(config, data, batch, paths)
+    model = runtime.place(build_base_model(config, data, in_channels, paths))
+    example_inputs = runtime.to_device(example_inputs)
     with runtime.autocast():
-        _check_forward(model, example_inputs)
+        _check_forward(model, example_inputs, inputs_key)
         _check_metric(metric, config.metric, model, runtime.to_device(batch))
     notes = [f"prune.ignore: glob {glob!r} matches no module" for glob in check_ignore_globs(model, config.prune.ignore)]
     layers: list[str] = []

@@ -16,11 +16,13 @@ from optuna.storages import BaseStorage
 from autoprune.config import Config, dump_config
 from autoprune.errors import AutopruneError
 from autoprune.evaluate import pin_worker_device
+from autoprune.study._budget import staged_schedule
 from autoprune.study._frame import trials_frame
 from autoprune.study._io import RESOLVED_CONFIG, run_file, write_run_file
 from autoprune.study._loop import FINISHED, run_trials
 from autoprune.study._objective import Objective, PhaseHook
 from autoprune.study._record import DEFINITION_ATTR, check_base, check_definition, record_base, record_definition
+from autoprune.study._staged import check_mode, run_staged
 from autoprune.study._storage import create_or_load_study, make_sampler, open_storage, worker_seed
 from autoprune.study._task import Log, Task, prepare_task, resolve
 
@@ -76,7 +78,8 @@ class FailureStreak:
 
 def metric_names(config: Config) -> list[str]:
     metric = config.metric.split(":")[-1]
-    cost = {"macs": "MACs", "params": "params", "nonzero_params": "non-zero params"}[config.objectives[1]] + " (relative)"
+    names = {"macs": "MACs", "params": "params", "nonzero_params": "non-zero params", "latency": "latency"}
+    cost = names[config.objectives[1]] + " (relative)"
     return [metric, cost]
 
 
@@ -210,28 +213,46 @@ def search(
     study, storage, task, index = join_study(config, log=log, worker_index=worker_index, evaluator=evaluator)
     finished = len(study.get_trials(deepcopy=False, states=FINISHED))
     remaining = max(0, config.study.n_trials - finished)
+    schedule = staged_schedule(task) if config.study.search == "staged" else None
+    check_mode(study, config, schedule)  # one study is either a single or a staged search
+    to_run = f"{remaining} to run" if schedule is None else schedule.describe()
     log(
         f"study {config.study_name!r}: {_what_is_pruned(task)}, base {metric_names(config)[0]} "
-        f"{task.base_metric:.4f}, {task.base_macs / 1e6:.2f} M MACs; {finished} trials done, {remaining} to run"
+        f"{task.base_metric:.4f}, {task.base_macs / 1e6:.2f} M MACs; {finished} trials done, {to_run}"
     )
     if on_ready is not None:
         on_ready(study, task)
     started = time.perf_counter()
     streak = FailureStreak(config.study.max_consecutive_failures)
     try:
-        run_trials(
-            study,
-            storage,
-            Objective(task, on_phase),
-            n_trials=config.study.n_trials,
-            timeout=config.study.timeout,
-            # A failing trial (a model that breaks on a pruned shape, a NaN loss, out of memory) is marked FAIL
-            # with its reason, and the study goes on, unless too many fail in a row.
-            catch=(Exception,),
-            stop=lambda: streak.tripped,
-            callbacks=[streak, *callbacks],
-            worker=worker_record(index, task),
-        )
+        if schedule is not None:
+            run_staged(
+                study,
+                storage,
+                task,
+                schedule,
+                on_phase=on_phase,
+                timeout=config.study.timeout,
+                catch=(Exception,),
+                stop=lambda: streak.tripped,
+                callbacks=[streak, *callbacks],
+                worker=worker_record(index, task),
+                log=log,
+            )
+        else:
+            run_trials(
+                study,
+                storage,
+                Objective(task, on_phase),
+                n_trials=config.study.n_trials,
+                timeout=config.study.timeout,
+                # A failing trial (a model that breaks on a pruned shape, a NaN loss, out of memory) is marked FAIL
+                # with its reason, and the study goes on, unless too many fail in a row.
+                catch=(Exception,),
+                stop=lambda: streak.tripped,
+                callbacks=[streak, *callbacks],
+                worker=worker_record(index, task),
+            )
     except KeyboardInterrupt:
         write_outputs(config, study)
         raise SearchInterrupted(study) from None

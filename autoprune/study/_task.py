@@ -10,15 +10,23 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast, runtime_checkable
 
-import torch
 from torch import nn
 
 from autoprune._registry import one_line
 from autoprune.config import Config
 from autoprune.criteria import needs_gradients
 from autoprune.data import DataBundle
-from autoprune.engine import Group, PruneReport, apply_plan, compressed_bytes, count_macs_params, count_nonzero_params
-from autoprune.errors import AutopruneError, ConfigError
+from autoprune.engine import (
+    Group,
+    PruneReport,
+    apply_plan,
+    compressed_bytes,
+    count_macs_params,
+    count_nonzero_params,
+    importance_table,
+    relative_macs,
+)
+from autoprune.errors import AutopruneError, ConfigError, PruningError
 from autoprune.evaluate import Runtime, build_evaluator, check_evaluator, fixed_batches, load_user_evaluator
 from autoprune.plan import PruningPlan
 from autoprune.space import SearchSpace, SparsitySpace
@@ -66,7 +74,7 @@ class Task:
     config: Config
     data: DataBundle
     base_model: nn.Module
-    example_inputs: torch.Tensor
+    example_inputs: Any  # a tensor, a tuple (positional) or a dict (keyword arguments); engine.call_model calls
     groups: list[Group]
     base_macs: int
     base_params: int
@@ -167,6 +175,7 @@ def prepare_task(
             log,
             check=lambda m: scores.append(_base_metric(config, task_evaluator, m, user=user)),
             runtime=runtime,
+            search_paths=factory_search_paths(config),
         )
     base = runtime.place(base)  # trained or loaded where it stands; placed again in case the user's code moved it
     base_metric = scores[-1]
@@ -175,21 +184,22 @@ def prepare_task(
         log(f"warning: {chance}")
     macs, params = count_macs_params(base, resolved.example_inputs)
     bounds = resolved.bounds
+    # Fixed batches in dataset order, so a gradient criterion scores the same plan the same way every time.
+    batches = (
+        [runtime.to_device(b) for b in fixed_batches(resolved.data.train, config.prune.gradient_batches)]
+        if any(needs_gradients(c) for c in config.prune.criteria)
+        else []
+    )
     space = SearchSpace(
         spec=resolved.spec,
         groups=tuple(g.name for g in resolved.groups if not bounds or g.name in bounds),
         ratio=tuple(config.prune.ratio),  # type: ignore[arg-type]
         criteria=tuple(config.prune.criteria),
         round_to=config.prune.round_to,
-        scope=config.prune.criteria_scope,
+        scope=config.prune.scopes,
         bounds=bounds,
         sparsity=_sparsity_space(config, resolved),
-    )
-    # Fixed batches in dataset order, so a gradient criterion scores the same plan the same way every time.
-    batches = (
-        [runtime.to_device(b) for b in fixed_batches(resolved.data.train, config.prune.gradient_batches)]
-        if any(needs_gradients(c) for c in config.prune.criteria)
-        else []
+        **_ranking_inputs(config, resolved, base, (macs, params), batches),
     )
     return Task(
         config=config,
@@ -208,6 +218,25 @@ def prepare_task(
         base_nonzero_params=count_nonzero_params(base),
         base_compressed_bytes=compressed_bytes(base) if config.prune.unstructured_mode else 0,
     )
+
+
+def _ranking_inputs(
+    config: Config, resolved: Resolved, base: nn.Module, counts: tuple[int, int], batches: list[Any]
+) -> dict[str, Any]:
+    """``ratio_schedule: global_rank``: the base model's normalised channel importances, computed once, and (for a
+    MACs target) what measures a plan's relative MACs."""
+    spec = resolved.spec
+    if spec.ratio_schedule != "global_rank" or not resolved.groups:
+        return {}
+    try:
+        importances = importance_table(
+            base, resolved.example_inputs, resolved.groups, config.prune.criteria, config.prune.scopes,
+            normalizer=spec.normalizer, gradient_batches=batches,
+        )  # fmt: skip
+    except PruningError as exc:  # a criterion that cannot be ranked before the plan (random)
+        raise ConfigError(str(exc), key="prune.criteria") from None
+    macs_of = relative_macs(base, resolved.example_inputs, counts, gradient_batches=batches) if spec.target == "macs" else None
+    return {"importances": importances, "macs_of": macs_of}
 
 
 def _sparsity_space(config: Config, resolved: Resolved) -> SparsitySpace | None:

@@ -1,36 +1,25 @@
-"""The dependency-graph wrapper: the only module that imports torch_pruning.
-
-Everything outside speaks of *groups* (sets of coupled channels named by their root module), never of
-torch-pruning's own Group/Dependency objects.
-"""
+"""ModelGraph: a model's prunable groups, enumerated, scored and pruned through DepGraph."""
 
 from __future__ import annotations
 
 import fnmatch
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import torch
 import torch_pruning as tp
 from torch import nn
 
 from autoprune.criteria import GroupTensors
-from autoprune.engine._attention import HEADS_SUFFIX, AttentionSite, find_attention_sites
+from autoprune.engine._attention import HEADS_SUFFIX, AttentionAdapter, find_attention_sites, find_unknown_attention
 from autoprune.engine._device import to_device, weights_device
-from autoprune.engine._io import call_model, output_tensors
+from autoprune.engine._graph._names import matching_modules
+from autoprune.engine._graph._rows import _ROOT_TYPES, _out_rows, _rows_of, _scatter_rows
+from autoprune.engine._graph._trace import _build_graph, _output_nodes, _unwrapped_parameters
+from autoprune.engine._io import output_tensors
 from autoprune.errors import PruningError
-
-__all__ = [
-    "Group",
-    "ModelGraph",
-    "check_ignore_globs",
-    "count_macs_params",
-    "find_output_layers",
-    "matching_modules",
-]
-
-_ROOT_TYPES = (tp.ops.TORCH_CONV, tp.ops.TORCH_LINEAR)
 
 
 @dataclass(frozen=True)
@@ -48,21 +37,6 @@ class Group:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "channels": self.channels, "members": list(self.members), "layer_type": self.layer_type}
-
-
-def matching_modules(model: nn.Module, globs: Sequence[str]) -> dict[str, list[str]]:
-    """For each glob, the qualified module names it matches (a module also matches through an ancestor)."""
-    names = [n for n, _ in model.named_modules() if n]
-    found: dict[str, list[str]] = {}
-    for glob in globs:
-        hits = []
-        for name in names:
-            parts = name.split(".")
-            prefixes = [".".join(parts[: i + 1]) for i in range(len(parts))]
-            if any(fnmatch.fnmatchcase(p, glob) for p in prefixes):
-                hits.append(name)
-        found[glob] = hits
-    return found
 
 
 class ModelGraph:
@@ -85,7 +59,13 @@ class ModelGraph:
         ignored_names = {n for hits in matching_modules(model, ignore).values() for n in hits}
         modules = dict(model.named_modules())
         self._ignored = [modules[n] for n in sorted(ignored_names)]
-        self._attention = find_attention_sites(model)
+        sites = find_attention_sites(model)
+        self._attention = {s.name: s for s in sites if s.unsupported is None}  # by head-dims group name
+        # Linears whose outputs are heads root no DepGraph group: an adapter's groups stand for them, and those of
+        # a head layout no adapter knows are left out (see _all_tp_groups).
+        self._claimed = {m: s for s in self._attention.values() for m in s.claimed}
+        unknown = find_unknown_attention(model, sites)
+        self._unknown = {m: u for u in unknown for _, m in u.linears}
         unwrapped = _unwrapped_parameters(model)
         self._param_names = {id(p): n for n, p in model.named_parameters() if any(p is q for q, _ in unwrapped)}
         outputs: list[Any] = []
@@ -94,9 +74,7 @@ class ModelGraph:
         handle = model.register_forward_hook(lambda _m, _args, out: outputs.append(out))
         try:
             # forward_fn: DepGraph's own first try, model(*inputs), would unpack a lone tensor's batch dimension.
-            self.graph = tp.DependencyGraph().build_dependency(
-                model, example_inputs=example_inputs, forward_fn=call_model, unwrapped_parameters=unwrapped
-            )
+            self.graph = _build_graph(model, example_inputs, unwrapped)
         except Exception as exc:
             raise PruningError(f"cannot trace the model's dependency graph: {type(exc).__name__}: {exc}") from exc
         finally:
@@ -108,18 +86,32 @@ class ModelGraph:
         self._roots: dict[str, nn.Module] = {}
         self._groups: list[Group] = []
         self._output_groups: set[str] = set()
-        for tp_group in self.graph.get_all_groups(ignored_layers=self._ignored, root_module_types=_ROOT_TYPES):
+        self._shuffled: set[str] = set()  # groups whose channels reach a cut channel shuffle
+        self.left_out: list[tuple[Group, str]] = []  # groups that cannot be pruned, each with the reason
+        tp_groups, visited = self._all_tp_groups(self._ignored)
+        for tp_group in tp_groups:
+            crossed = self._crosses_shuffle(tp_group)
             reaches_output = self._reaches_output(tp_group)
             if reaches_output and not allow_output_pruning:
                 continue
             group = self._describe(tp_group)
-            found = self._attention_groups(group.name) if group.name in self._attention else [group]
-            for item in found:
-                if not any(fnmatch.fnmatchcase(item.name, glob) for glob in ignore):
-                    self._roots[item.name] = modules[group.name]
-                    self._groups.append(item)
-                    if reaches_output:
-                        self._output_groups.add(item.name)
+            heads_of = [
+                self._claimed[d.target.module].owner_name
+                for d, _ in tp_group
+                if d.target.module in self._claimed and self.graph.is_out_channel_pruning_fn(d.handler)
+            ]
+            if heads_of:  # DepGraph coupled some heads' channels to other ones: the adapter's groups own them
+                reason = f"its channels include heads of {heads_of[0]!r}, pruned as that attention's own groups"
+                self.left_out.append((group, reason))
+                continue
+            if not any(fnmatch.fnmatchcase(group.name, glob) for glob in ignore):
+                self._roots[group.name] = modules[group.name]
+                self._groups.append(group)
+                if reaches_output:
+                    self._output_groups.add(group.name)
+                if crossed:
+                    self._shuffled.add(group.name)
+        self._attention_groups(sites, ignore, visited)
         self._groups.sort(key=lambda g: (self._order[self._roots[g.name]], g.name))
 
     # -- model outputs -----------------------------------------------------------------------------------
@@ -140,7 +132,7 @@ class ModelGraph:
         BatchNorm, a flatten or a concat, and the producers of every tensor of a tuple/dict output.
         """
         found: set[nn.Module] = set()
-        for tp_group in self.graph.get_all_groups(ignored_layers=[], root_module_types=_ROOT_TYPES):
+        for tp_group in self._all_tp_groups([])[0]:
             if self._reaches_output(tp_group):
                 found.update(
                     dep.target.module
@@ -148,6 +140,39 @@ class ModelGraph:
                     if isinstance(dep.target.module, _ROOT_TYPES) and self.graph.is_out_channel_pruning_fn(dep.handler)
                 )
         return [self._names[m] for m in sorted(found & set(self._names), key=lambda m: self._order[m])]
+
+    def _crosses_shuffle(self, tp_group: Any) -> bool:
+        """Whether ``tp_group``'s channels reach a channel shuffle that the graph was cut at."""
+        cut = self.graph.cut
+        return bool(self.graph.shuffles) and any(
+            d.index_mapping[0] is cut and d.is_triggered_by(dep.handler) for dep, _ in tp_group for d in dep.target.dependencies
+        )
+
+    def crosses_shuffle(self, name: str) -> bool:
+        """Whether group ``name``'s channels pass through a channel shuffle, whose channel order DepGraph cannot
+        map: such a group cannot be pruned (see :func:`_build_graph`)."""
+        return name in self._shuffled
+
+    def channel_groups(self, name: str) -> int:
+        """Into how many equal parts a grouped conv (not a depthwise one) or a GroupNorm of the group splits its
+        channels: a pruning must remove the same positions from every part, as torch-pruning's MetaPruner does."""
+        if self._site(name) is not None:
+            return 1
+        parts = 1
+        for dep, _ in self._tp_group(name):
+            module = dep.target.module
+            if isinstance(module, nn.MultiheadAttention):
+                # Its embed_dim is num_heads heads: each must lose the same positions, or the heads would re-split.
+                parts = math.lcm(parts, module.num_heads)
+                continue
+            pruner = self.graph.get_pruner_of_module(module) if isinstance(module, nn.Module) else None
+            if pruner is None or (isinstance(module, tp.ops.TORCH_CONV) and module.groups == module.out_channels):
+                continue  # a depthwise conv's channels stay coupled one to one, whichever are removed
+            if self.graph.is_out_channel_pruning_fn(dep.handler):
+                parts = math.lcm(parts, int(pruner.get_out_channel_groups(module)))
+            else:
+                parts = math.lcm(parts, int(pruner.get_in_channel_groups(module)))
+        return parts
 
     def reaches_output(self, name: str) -> bool:
         """Whether group ``name`` (present only with ``allow_output_pruning``) removes output channels."""
@@ -178,17 +203,59 @@ class ModelGraph:
             layer_type=type(root).__name__,
         )
 
-    def _attention_groups(self, name: str) -> list[Group]:
-        """The head-dim group (named by ``qkv``) and the whole-head group (``qkv#heads``) of an attention."""
-        site = self._attention[name]
-        members = (site.qkv_name, site.proj_name)
-        kind = type(site.owner).__name__
-        return [
-            Group(name, site.head_dim, members, f"{kind} head dims"),
-            Group(name + HEADS_SUFFIX, site.num_heads, members, f"{kind} heads"),
-        ]
+    def _all_tp_groups(self, ignored: Sequence[nn.Module]) -> tuple[list[Any], set[nn.Module]]:
+        """torch-pruning's ``get_all_groups``, except that no group is rooted at a linear whose outputs are
+        attention heads; and the layers whose output channels some group prunes."""
+        skipped = {*ignored, *self.graph.IGNORED_LAYERS_IN_TRACING}
+        groups, visited = [], set()
+        for module in list(self.graph.module2node):
+            if not isinstance(module, _ROOT_TYPES) or module in skipped or module in visited:
+                continue
+            if module in self._claimed or module in self._unknown:
+                continue
+            pruner = self.graph.get_pruner_of_module(module)
+            if pruner is None or pruner.get_out_channels(module) is None:
+                continue
+            channels = list(range(pruner.get_out_channels(module)))
+            group = self.graph.get_pruning_group(module, pruner.prune_out_channels, channels)
+            outs = [d.target.module for d, _ in group if self.graph.is_out_channel_pruning_fn(d.handler)]
+            visited.update(outs)
+            if not any(m in skipped for m in outs):
+                groups.append(group)
+        return groups, visited
 
-    def _site(self, name: str) -> tuple[AttentionSite, str] | None:
+    def _attention_groups(
+        self, sites: Sequence[AttentionAdapter], ignore: Sequence[str], visited: set[nn.Module]
+    ) -> None:
+        """Each adapter's head-dim group (named by the query projection, where head dims are sound) and whole-head
+        group (``<query>#heads``); the ``#heads`` of an unsupported adapter and the head linears of a layout no
+        adapter knows go to :attr:`left_out`. Nothing is added for an attention whose head linears are ignored."""
+        ignored = set(self._ignored)
+
+        def kept(name: str) -> bool:
+            return not any(fnmatch.fnmatchcase(name, glob) for glob in ignore)
+
+        for site in sites:
+            if site.unsupported is not None:
+                if kept(site.heads_name) and site.owner not in ignored:
+                    heads = Group(site.heads_name, site.units, site.members, f"{site.kind} heads")
+                    self.left_out.append((heads, site.unsupported))
+                continue
+            if any(m in ignored or m not in self.graph.module2node for m in site.claimed):
+                continue
+            units = ["dims", "heads"] if site.head_dims_sound else ["heads"]
+            for unit in units:
+                name, what = (site.name, "head dims") if unit == "dims" else (site.heads_name, "heads")
+                if kept(name):
+                    self._roots[name] = site.root
+                    self._groups.append(Group(name, site.channels(unit), site.members, f"{site.kind} {what}"))
+        for module, unknown in self._unknown.items():
+            name = self._names[module]
+            if module not in visited and module in self.graph.module2node and module not in ignored and kept(name):
+                linear = Group(name, module.out_features, (name,), type(module).__name__)
+                self.left_out.append((linear, unknown.reason()))
+
+    def _site(self, name: str) -> tuple[AttentionAdapter, str] | None:
         base = name.removesuffix(HEADS_SUFFIX)
         if base not in self._attention or name not in self._roots:
             return None
@@ -210,7 +277,7 @@ class ModelGraph:
     def channels_of(self, name: str) -> int:
         site = self._site(name)
         if site is not None:
-            return site[0].num_heads if site[1] == "heads" else site[0].head_dim
+            return site[0].channels(site[1])
         root = self._roots[name]
         return int(self.graph.get_pruner_of_module(root).get_out_channels(root))
 
@@ -224,7 +291,8 @@ class ModelGraph:
         """
         site = self._site(name)
         if site is not None:
-            return GroupTensors(name, site[0].rows(site[1], scope), seed=seed)
+            adapter, unit = site
+            return GroupTensors(name, adapter.rows(unit, scope), grads=adapter.grad_rows(unit, scope), seed=seed)
         root = self._roots[name]
         channels = self.channels_of(name)
         tp_group = self._tp_group(name)
@@ -289,6 +357,11 @@ class ModelGraph:
         if site is not None:
             self._prune_attention(*site, sorted(int(i) for i in remove))
             return
+        if name in self._shuffled:
+            raise PruningError(
+                f"group {name!r}: its channels pass through a channel shuffle (view, transpose, view), whose channel "
+                "order DepGraph cannot map; add it to prune.ignore"
+            )
         root = self._roots[name]
         pruner = self.graph.get_pruner_of_module(root)
         try:
@@ -297,103 +370,15 @@ class ModelGraph:
         except Exception as exc:
             raise PruningError(f"group {name!r}: torch-pruning failed: {type(exc).__name__}: {exc}") from exc
 
-    def _prune_attention(self, site: AttentionSite, unit: str, remove: list[int]) -> None:
-        qkv_idxs, proj_idxs = site.indices(unit, remove)
-        tp.prune_linear_out_channels(site.qkv, qkv_idxs)
-        tp.prune_linear_in_channels(site.proj, proj_idxs)
+    def _prune_attention(self, site: AttentionAdapter, unit: str, remove: list[int]) -> None:
+        for projection, idxs in site.prune_indices(unit, remove):
+            if projection.axis == "out":
+                tp.prune_linear_out_channels(projection.linear, idxs)
+            else:
+                tp.prune_linear_in_channels(projection.linear, idxs)
         site.after_pruning(unit, len(remove))
-
-
-def _output_nodes(graph: Any, outputs: list[torch.Tensor]) -> set[Any]:
-    """The DepGraph nodes that produce the model's outputs.
-
-    DepGraph makes an ``_OutputOp`` node of an output computed by a function (interpolate, flatten, add); an
-    output returned straight from a layer (``return self.head(x)``) is that layer's node, found by its grad_fn.
-    """
-    grad_fns = {t.grad_fn for t in outputs if t.grad_fn is not None}
-    return {
-        node
-        for node in graph.module2node.values()
-        if node.type == tp.ops.OPTYPE.OUTPUT or (node.grad_fn is not None and node.grad_fn in grad_fns)
-    }
 
 
 def find_output_layers(model: nn.Module, example_inputs: Any) -> list[str]:
     """The conv/linear layers whose output channels reach a model output (see :meth:`ModelGraph.output_layers`)."""
     return ModelGraph(model, example_inputs, allow_output_pruning=True).output_layers()
-
-
-def _unwrapped_parameters(model: nn.Module) -> list[tuple[nn.Parameter, int]]:
-    """Parameters outside any layer torch-pruning knows (a ViT's class token and position embedding), each
-    with the dimension that holds channels: the last one longer than 1, as for ``[1, tokens, dim]``."""
-    registered = tp.DependencyGraph().REGISTERED_PRUNERS
-    owned: set[int] = set()
-    for module in model.modules():
-        op_type = tp.ops.module2type(module)
-        if op_type in registered and op_type != tp.ops.OPTYPE.ELEMENTWISE:
-            owned.update(id(p) for p in module.parameters())
-    found = []
-    for _, param in model.named_parameters():
-        dims = [i for i, size in enumerate(param.shape) if size > 1]
-        if id(param) not in owned and dims:
-            found.append((param, dims[-1]))
-    return found
-
-
-def _scatter_rows(rows: torch.Tensor, at: torch.Tensor, channels: int) -> torch.Tensor:
-    full = torch.zeros(channels, rows.shape[1], dtype=rows.dtype, device=rows.device)
-    full[at] = rows
-    return full
-
-
-def _out_rows(module: nn.Module, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Output-channel rows of ``weight`` (default: the module's weight; pass ``.grad`` for its gradient)."""
-    if weight is None:
-        weight = cast(torch.Tensor, module.weight)  # torch types Module attributes as Tensor | Module
-    if isinstance(module, nn.modules.conv._ConvTransposeNd):
-        return weight.transpose(0, 1).flatten(1)
-    return weight.flatten(1)
-
-
-def _rows_of(
-    module: nn.Module, idxs: list[int], out: bool, weight: torch.Tensor | None = None
-) -> torch.Tensor | None:
-    """The rows of ``weight`` (default: the module's own) that the channels ``idxs`` own, or None."""
-    if weight is None:
-        weight = getattr(module, "weight", None)
-    if not isinstance(weight, torch.Tensor):
-        return None
-    index = torch.as_tensor(idxs, dtype=torch.long, device=weight.device)
-    if weight.dim() == 1:
-        return weight[index].unsqueeze(1).float()
-    if isinstance(module, _ROOT_TYPES):
-        if out:
-            return _out_rows(module, weight)[index].float()
-        if getattr(module, "groups", 1) != 1:
-            return None  # grouped in-channels are scored through the out-channel dependency
-        if isinstance(module, nn.modules.conv._ConvTransposeNd):
-            return weight.flatten(1)[index].float()
-        return weight.transpose(0, 1).flatten(1)[index].float()
-    return None
-
-
-def count_macs_params(model: nn.Module, example_inputs: Any) -> tuple[int, int]:
-    """Multiply-accumulates of one forward on ``example_inputs`` (moved to the model's device), and the
-    parameter count."""
-    was_training = model.training
-    try:
-        macs, params = tp.utils.count_ops_and_params(model, to_device(example_inputs, weights_device(model)))
-    finally:
-        model.train(was_training)
-    return int(macs), int(params)
-
-
-def check_ignore_globs(model: nn.Module, globs: Sequence[str]) -> list[str]:
-    """The globs that match no module (nor an attention's ``qkv#heads`` group)."""
-    heads = [name + HEADS_SUFFIX for name in find_attention_sites(model)]
-    return [
-        g
-        for g, hits in matching_modules(model, globs).items()
-        if not hits and not any(fnmatch.fnmatchcase(h, g) for h in heads)
-    ]
-

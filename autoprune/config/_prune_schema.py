@@ -1,0 +1,245 @@
+"""The ``prune:`` section: what is pruned, by which criteria, over which search space."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from autoprune.config._types import (
+    DEFAULT_CRITERIA_SCOPE,
+    CriterionName,
+    Granularity,
+    MacsFraction,
+    Positive,
+    PruneMode,
+    Ratio,
+    ScopeName,
+    _ordered,
+    _Strict,
+)
+from autoprune.errors import did_you_mean
+from autoprune.plan import SCOPES, SPARSITY_METHODS, SparsityMethod
+from autoprune.ranking import NORMALIZERS
+
+
+class SpaceSpec(_Strict):
+    """How many knobs the search turns (one per group, per stage (module-name prefix), or one shared), how the
+    ratio knobs become each group's ratio, and which uniform baselines start the search."""
+
+    description: str = ""
+    ratio: Granularity = "per_group"
+    criterion: Granularity = "per_group"
+    stage_depth: int = Field(default=1, ge=1)
+    # independent: each ratio knob is its groups' ratio. global_offset: one global ratio plus an offset in
+    # [-ratio_spread, ratio_spread] per ratio knob. depth_linear: one global ratio plus one slope, ratios from
+    # global - slope at the first knob to global + slope at the last. Both clip into each group's bounds; the
+    # global ratio alone moves a plan along the whole MACs axis, as a uniform sweep does.
+    # global_rank (LeGR, Chin et al. 2020): one global target plus a scale factor per ratio knob on the groups'
+    # normalised channel importances; every group's ratio comes from one threshold across all of them.
+    ratio_schedule: Literal["independent", "global_offset", "depth_linear", "global_rank"] = "independent"
+    ratio_spread: float = Field(default=0.2, gt=0.0, lt=1.0)
+    # global_rank only: the scale factors' range (log-uniform), the target the global knob sets (a fraction of
+    # all channels, or relative MACs, log-uniform in macs_range), and the per-group normaliser of importances.
+    scale_range: tuple[Positive, Positive] = (0.5, 2.0)
+    target: Literal["ratio", "macs"] = "ratio"
+    macs_range: tuple[MacsFraction, MacsFraction] = (0.01, 1.0)
+    normalizer: str = "mean"
+    warm_start: bool = True
+    warm_start_ratios: list[Ratio] = Field(default_factory=lambda: [0.25, 0.5, 0.75], min_length=1)
+    # Each warm-start ratio with each of these criteria that the space searches (prune.criteria).
+    warm_start_criteria: list[CriterionName] = Field(default_factory=lambda: ["l1", "l2", "fpgm"], min_length=1)
+
+    @field_validator("scale_range", "macs_range")
+    @classmethod
+    def _ordered_range(cls, v: tuple[float, float], info: ValidationInfo) -> tuple[float, float]:
+        return _ordered(str(info.field_name), v)
+
+    @field_validator("normalizer")
+    @classmethod
+    def _known_normalizer(cls, v: str) -> str:
+        if v not in NORMALIZERS:
+            names = NORMALIZERS.names()
+            raise ValueError(f"unknown normalizer {v!r}{did_you_mean(v, names)}; known: {', '.join(names)}")
+        return v
+
+    @field_validator("scale_range", "target", "macs_range", "normalizer", mode="after")
+    @classmethod
+    def _global_rank_only(cls, v: Any, info: ValidationInfo) -> Any:
+        # A field check, not a model one, so the error names this key (ratio_schedule is validated before it).
+        name = str(info.field_name)
+        schedule = info.data.get("ratio_schedule")
+        if schedule not in (None, "global_rank") and v != cls.model_fields[name].default:
+            raise ValueError(f"{name} shapes ratio_schedule: global_rank, found ratio_schedule {schedule!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _schedule_needs_knobs(self) -> SpaceSpec:
+        if self.ratio_schedule not in ("independent", "global_rank") and self.ratio == "shared":
+            raise ValueError(
+                f"ratio_schedule {self.ratio_schedule!r} shapes ratios across per_stage or per_group knobs, "
+                "found ratio: 'shared'; use ratio_schedule: independent for one shared ratio"
+            )
+        return self
+
+
+# NNI 3.0 config_list keys autoprune cannot honour, with why; any other unknown key is an error too.
+_NNI_UNSUPPORTED = {
+    "sparse_threshold": "autoprune searches ratios; a threshold has no ratio to search",
+    "granularity": "autoprune always prunes whole output channels",
+    "global_group_id": "autoprune searches each group's ratio; there is no global ranking",
+    "dependency_group_id": "DepGraph finds the coupled layers itself",
+    "target_names": "autoprune prunes weights by output channel (biases and BatchNorms follow)",
+    "target_settings": "give sparse_ratio / max_sparse_ratio at the top of the entry",
+    "align": "DepGraph aligns coupled layers itself",
+    "apply_method": "autoprune removes channels; it never masks",
+    "internal_metric_block": "autoprune scores whole output channels",
+    "fuse_names": "module fusion is a quantization setting",
+    "sparsity": "an NNI 2 key: use sparse_ratio",
+    "sparsity_per_layer": "an NNI 2 key: use sparse_ratio",
+    "total_sparsity": "an NNI 2 key: autoprune searches per-group ratios; bound them with max_sparse_ratio",
+    "max_sparsity_per_layer": "an NNI 2 key: use max_sparse_ratio",
+    "exclude": "an NNI 2 key: use exclude_op_names / exclude_op_types",
+    "op_partial_names": "an NNI 2 key: use op_names_re",
+}
+
+
+class NNIConfigEntry(_Strict):
+    """One entry of an NNI 3.0 ``config_list``: selectors, then the ratio (see README, NNI compatibility).
+
+    ``sparse_ratio`` fixes the ratio of the selected groups (clamped into [min, max] as NNI does);
+    ``min_sparse_ratio`` / ``max_sparse_ratio`` alone bound the searched ratio. Later entries win.
+    """
+
+    op_types: list[str] | None = None
+    op_names: list[str] | None = None
+    op_names_re: list[str] | None = None
+    exclude_op_names: list[str] = Field(default_factory=list)
+    exclude_op_types: list[str] = Field(default_factory=list)
+    exclude_op_names_re: list[str] = Field(default_factory=list)
+    sparse_ratio: Ratio | None = None
+    min_sparse_ratio: Ratio | None = None
+    max_sparse_ratio: Ratio | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _supported_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in data:
+                if key in _NNI_UNSUPPORTED:
+                    raise ValueError(f"NNI key {key!r} is not supported by autoprune: {_NNI_UNSUPPORTED[key]}")
+                if key not in cls.model_fields:
+                    known = sorted(cls.model_fields)
+                    raise ValueError(
+                        f"unknown NNI config_list key {key!r}{did_you_mean(str(key), known)}; supported: {', '.join(known)}"
+                    )
+        return data
+
+    @model_validator(mode="after")
+    def _selects_and_bounds(self) -> NNIConfigEntry:
+        if not (self.op_types or self.op_names or self.op_names_re):
+            raise ValueError("an NNI config_list entry needs one of op_types, op_names, op_names_re")
+        lo, hi = self.min_sparse_ratio, self.max_sparse_ratio
+        if lo is not None and hi is not None and lo > hi:
+            raise ValueError(f"min_sparse_ratio {lo} is above max_sparse_ratio {hi}")
+        return self
+
+
+Sparsity = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+class UnstructuredConfig(_Strict):
+    """``prune.mode: unstructured``: which ``torch.nn.utils.prune`` methods, and what per-layer sparsity, to search.
+
+    ``global`` searches one amount ranked across every layer (``global_unstructured``, L1); the others one amount
+    per layer (or per stage / shared, as the search space preset says).
+    """
+
+    methods: list[SparsityMethod] = Field(default_factory=lambda: list(SPARSITY_METHODS), min_length=1)
+    sparsity: tuple[Sparsity, Sparsity] = (0.0, 0.95)
+
+    @field_validator("sparsity")
+    @classmethod
+    def _sparsity_bounds(cls, v: tuple[float, float]) -> tuple[float, float]:
+        return _ordered("sparsity", v)
+
+    @field_validator("methods")
+    @classmethod
+    def _distinct_methods(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"methods are listed twice: {v}")
+        return v
+
+
+class PruneConfig(_Strict):
+    # structured: remove channels (DepGraph); unstructured: zero single weights (torch.nn.utils.prune); both:
+    # remove channels, then sparsify what survives.
+    mode: tuple[PruneMode, ...] = ("structured",)
+    unstructured: UnstructuredConfig = Field(default_factory=UnstructuredConfig)
+    ignore: list[str] = Field(default_factory=list)
+    # Layers whose channels reach a model output (classifier, segmentation head) are never pruned unless true.
+    allow_output_pruning: bool = False
+    round_to: int = Field(default=1, ge=1)
+    search_space: str | SpaceSpec = "per_layer"
+    ratio: tuple[Ratio, Ratio] = (0.0, 0.9)
+    criteria: list[CriterionName] = Field(default_factory=lambda: ["l1", "l2", "fpgm"], min_length=1)
+    # Which weights a criterion scores: the root layer's own (layer: the papers' and NNI's choice) or every coupled
+    # layer's (group: DepGraph's). A list is searched: one knob, recorded in each plan.
+    criteria_scope: ScopeName | list[ScopeName] = DEFAULT_CRITERIA_SCOPE
+    gradient_batches: int = Field(default=4, ge=1)  # training batches whose gradients gradient criteria (taylor) read
+    nni_config_list: list[NNIConfigEntry] | None = None  # NNI 3.0 selectors + ratios: which groups, what bounds
+
+    @field_validator("ratio")
+    @classmethod
+    def _ratio_bounds(cls, v: tuple[float, float]) -> tuple[float, float]:
+        return _ordered("ratio", v)
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _modes(cls, v: Any) -> Any:
+        modes = [v] if isinstance(v, str) else v
+        if isinstance(modes, (list, tuple)):
+            if not modes:
+                raise ValueError("name at least one mode: structured, unstructured, or both")
+            if len(set(modes)) != len(modes):
+                raise ValueError(f"modes are listed twice: {list(modes)}")
+            order = ("structured", "unstructured")
+            return tuple(sorted(modes, key=lambda m: order.index(m) if m in order else len(order)))
+        return v
+
+    @field_validator("criteria_scope", mode="before")
+    @classmethod
+    def _scopes(cls, v: Any) -> Any:
+        given = v if isinstance(v, list) else [v]
+        for scope in given:
+            if scope not in SCOPES:
+                hint = did_you_mean(str(scope), SCOPES) if isinstance(scope, str) else ""
+                raise ValueError(f"expected layer, group or a list of them, found {scope!r}{hint}")
+        if isinstance(v, list) and (not v or len(set(v)) != len(v)):
+            raise ValueError(f"a searched criteria_scope lists layer and/or group once each, found {v}")
+        return v
+
+    @property
+    def scopes(self) -> tuple[ScopeName, ...]:
+        """The criteria scopes: one, or the searched ones (the first is the warm start's)."""
+        return tuple(self.criteria_scope) if isinstance(self.criteria_scope, list) else (self.criteria_scope,)
+
+    @property
+    def structured(self) -> bool:
+        return "structured" in self.mode
+
+    @property
+    def unstructured_mode(self) -> bool:
+        return "unstructured" in self.mode
+
+    @field_validator("criteria")
+    @classmethod
+    def _distinct_criteria(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"criteria are listed twice: {v}")
+        return v

@@ -1,0 +1,54 @@
+"""Shared pieces of the typed config: the strict base model, value types and their checks."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+)
+
+from autoprune.criteria import CRITERIA
+from autoprune.errors import did_you_mean
+
+Granularity = Literal["shared", "per_stage", "per_group"]
+ScopeName = Literal["layer", "group"]
+DEFAULT_CRITERIA_SCOPE: ScopeName = "layer"  # prune.criteria_scope's default: the one line to switch it
+SAMPLERS = ("tpe", "nsga2", "random", "gp")
+
+
+def _known_sampler(name: str) -> str:
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}{did_you_mean(name, SAMPLERS)}; known: {', '.join(SAMPLERS)}")
+    return name
+
+
+Sampler = Annotated[str, AfterValidator(_known_sampler)]  # an Optuna sampler autoprune knows by name
+PruneMode = Literal["structured", "unstructured"]
+
+
+def _known_criterion(name: str) -> str:
+    if name not in CRITERIA:
+        known = ", ".join(CRITERIA.names())
+        raise ValueError(f"unknown criterion {name!r}{did_you_mean(name, CRITERIA.names())}; known: {known}")
+    return name
+
+
+Ratio = Annotated[float, Field(ge=0.0, lt=1.0)]
+Positive = Annotated[float, Field(gt=0.0)]
+MacsFraction = Annotated[float, Field(gt=0.0, le=1.0)]
+CriterionName = Annotated[str, AfterValidator(_known_criterion)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+def _ordered(name: str, bounds: tuple[float, float]) -> tuple[float, float]:
+    lo, hi = bounds
+    if lo > hi:
+        raise ValueError(f"{name} bounds are reversed: [{lo}, {hi}]; expected [low, high] with low <= high")
+    return bounds

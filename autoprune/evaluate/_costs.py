@@ -1,0 +1,225 @@
+"""What a candidate costs, relative to the base model: registered cost functions with one signature.
+
+``cost(candidate) -> Cost``: ``macs``, ``params`` and ``nonzero_params`` read the prune report; ``latency`` asks
+the candidate's :class:`LatencyMeter`, which measures each pruned architecture (channels per group) once per
+backend, device, precision and batch, and keeps the figure in a cache (the study's, so workers share it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from torch import nn
+
+from autoprune._registry import Registry
+from autoprune.config import Config, LatencyConfig
+from autoprune.engine import PruneReport
+from autoprune.evaluate._latency import LatencyRun, Measurement, get_latency_backend, hardware_name, measure_latency
+from autoprune.evaluate._runtime import Runtime
+
+__all__ = [
+    "COSTS",
+    "Candidate",
+    "Cost",
+    "CostFunction",
+    "LatencyCache",
+    "LatencyMeter",
+    "LatencyResult",
+    "MemoryCache",
+    "needs_latency",
+    "register_cost",
+]
+
+
+@dataclass(frozen=True)
+class Cost:
+    """A candidate's cost: relative to the base model (what a study minimises) and in its own unit."""
+
+    relative: float
+    absolute: float
+    unit: str
+
+
+class LatencyCache(Protocol):
+    """Measurements by architecture key; a study's user attributes, or a dict."""
+
+    def get(self, key: str) -> dict[str, Any] | None: ...
+
+    def put(self, key: str, value: dict[str, Any]) -> None: ...
+
+
+class MemoryCache:
+    """A process's own cache: for sweeps and benchmarks that run plans without a study."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, dict[str, Any]] = {}
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self.entries.get(key)
+
+    def put(self, key: str, value: dict[str, Any]) -> None:
+        self.entries[key] = value
+
+
+@dataclass(frozen=True)
+class LatencyResult:
+    """A candidate's measurement beside the base model's; ``cached``: measured before, by this or another worker."""
+
+    measurement: Measurement
+    base: Measurement
+    cached: bool
+    seconds: float  # what measuring cost this trial: 0 on a cache hit
+
+    @property
+    def ms(self) -> float:
+        return self.measurement.median_ms
+
+    @property
+    def relative(self) -> float:
+        return self.measurement.median_ms / self.base.median_ms
+
+    def attrs(self) -> dict[str, Any]:
+        """The trial user attributes: relative and absolute latency, the spread, and how it was measured."""
+        m = self.measurement
+        return {
+            "latency_relative": self.relative,
+            "latency_ms": m.median_ms,
+            "latency_spread": m.spread,
+            "latency_cached": self.cached,
+            "latency_base_ms": self.base.median_ms,
+            "latency": {k: v for k, v in m.to_dict().items() if k not in ("median_ms", "spread")},
+        }
+
+
+class LatencyMeter:
+    """Measures candidates' latency as ``latency:`` says, each architecture once: ``channels`` (group -> kept
+    channels), with the backend, device, hardware, precision, batch and threads, make the cache key."""
+
+    def __init__(
+        self,
+        config: LatencyConfig,
+        runtime: Runtime,
+        base_model: nn.Module,
+        example_inputs: Any,
+        base_channels: Mapping[str, int],
+        *,
+        cache: LatencyCache | None = None,
+        search_paths: Iterable[str | Path] = (),
+    ) -> None:
+        self.config = config
+        self.run = LatencyRun(runtime, config.runs, config.warmup, config.threads, dict(config.options))
+        self.search_paths = list(search_paths)
+        get_latency_backend(config.backend, search_paths=self.search_paths)  # a bad backend fails before any trial
+        self.base_model, self.example_inputs = base_model, example_inputs
+        self.base_channels = dict(base_channels)
+        self.cache: LatencyCache = cache if cache is not None else MemoryCache()
+        self.hardware = hardware_name(runtime)
+        self.measured = 0  # measurements this meter made (cache misses)
+        self._base: Measurement | None = None
+
+    def key(self, channels: Mapping[str, int]) -> str:
+        runtime = self.run.runtime
+        identity = {
+            "channels": {**self.base_channels, **channels},
+            "backend": self.config.backend,
+            "options": self.config.options,
+            "device": runtime.torch_device.type,
+            "hardware": self.hardware,
+            "precision": runtime.precision,
+            "channels_last": runtime.channels_last,
+            "batch": self.config.batch_size,
+            "threads": self.config.threads,
+        }
+        text = json.dumps(identity, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+    def _lookup(self, model: nn.Module, channels: Mapping[str, int]) -> tuple[Measurement, bool, float]:
+        key = self.key(channels)
+        found = self.cache.get(key)
+        if found is not None:
+            return Measurement.from_dict(found), True, 0.0
+        started = time.perf_counter()
+        measurement = measure_latency(
+            model,
+            self.example_inputs,
+            self.run,
+            backend=self.config.backend,
+            batch_size=self.config.batch_size,
+            search_paths=self.search_paths,
+        )
+        self.measured += 1
+        self.cache.put(key, measurement.to_dict())
+        return measurement, False, time.perf_counter() - started
+
+    def base(self) -> Measurement:
+        """The base model's measurement (from the cache when another worker made it): the relative figures' 1.0."""
+        if self._base is None:
+            self._base = self._lookup(self.base_model, {})[0]
+        return self._base
+
+    def measure(self, model: nn.Module, channels: Mapping[str, int]) -> LatencyResult:
+        """``model``'s latency, pruned to ``channels`` (groups left out keep the base's), beside the base's."""
+        base = self.base()
+        measurement, cached, seconds = self._lookup(model, channels)
+        return LatencyResult(measurement, base, cached, seconds)
+
+
+class Candidate:
+    """A pruned model as the cost functions see it: the model, its prune report, and the latency meter (if the
+    run measures latency); latency is measured once however many costs and constraints ask."""
+
+    def __init__(self, model: nn.Module, report: PruneReport, meter: LatencyMeter | None = None) -> None:
+        self.model, self.report, self.meter = model, report, meter
+        self._latency: LatencyResult | None = None
+
+    def latency(self) -> LatencyResult:
+        if self.meter is None:
+            raise ValueError("this run measures no latency: set objectives [metric, latency] or constraints.max_latency")
+        if self._latency is None:
+            channels = {name: after for name, (_, after) in self.report.channels.items()}
+            self._latency = self.meter.measure(self.model, channels)
+        return self._latency
+
+    @property
+    def latency_measured(self) -> bool:
+        return self._latency is not None
+
+
+CostFunction = Callable[[Candidate], Cost]
+COSTS: Registry[CostFunction] = Registry("cost")
+
+
+def register_cost(name: str) -> Callable[[CostFunction], CostFunction]:
+    return COSTS.register(name)
+
+
+@register_cost("macs")
+def macs_cost(candidate: Candidate) -> Cost:
+    return Cost(candidate.report.macs_ratio, float(candidate.report.macs_after), "MACs")
+
+
+@register_cost("params")
+def params_cost(candidate: Candidate) -> Cost:
+    return Cost(candidate.report.params_ratio, float(candidate.report.params_after), "params")
+
+
+@register_cost("nonzero_params")
+def nonzero_params_cost(candidate: Candidate) -> Cost:
+    return Cost(candidate.report.nonzero_params_ratio, float(candidate.report.nonzero_params_after), "params")
+
+
+@register_cost("latency")
+def latency_cost(candidate: Candidate) -> Cost:
+    result = candidate.latency()
+    return Cost(result.relative, result.ms, "ms")
+
+
+def needs_latency(config: Config) -> bool:
+    """Whether a run measures every candidate's latency: it is the cost objective, or it has a budget."""
+    return config.objectives[1] == "latency" or config.constraints.max_latency is not None
