@@ -1,7 +1,8 @@
 """Search quality at equal compute: autoprune's search against the baselines a Torch-Pruning user runs by hand.
 
     OMP_NUM_THREADS=1 python experiments/benchmark_search.py experiments/digits_jitter/config.yaml --seeds 0 \
-        --ratios 0.3 0.5 0.7 0.78 0.85 --finetune-epochs 3 --search per_layer:tpe --out runs/bench18/jitter-s0
+        --ratios 0.5 0.7 0.8 0.9 --global-targets 0.25 0.1 0.05 0.02 --finetune-steps 108 \
+        --search staged:global_rank:tpe single:global_offset:tpe --out runs/bench18/jitter-s0
 
 On one task, with the same base weights and the same recalibrate + fine-tune recipe for every candidate that
 reaches a front (``autoprune.study.evaluate_plan``, what every trial runs), it compares arms that spend the same
@@ -10,9 +11,14 @@ compute, counted in optimizer steps and forward batches:
 1. ``baselines``: the union of the uniform sweeps (``--criteria`` x ``--ratios``) and of global ranking
    (``--global-criteria`` x ``--global-targets`` relative MACs), every point fine-tuned with the final recipe.
    Each part is also shown alone (kind ``part``) at its own, smaller compute.
-2. one arm per ``--search PRESET:SAMPLER``: a single-stage search with as many trials as the baselines have
-   points (so exactly their compute), or the staged search when the study provides one (``--search staged``).
+2. one arm per ``--search`` entry: ``single:PRESET:SAMPLER``, a single-stage search with as many trials as the
+   baselines have points (so exactly their compute); ``staged:PRESET:SAMPLER[:RUNGS]``, the staged search
+   (screen, fine-tune finalists per MACs band, promote) with the baselines' budget in batches (``--bands N``
+   sets its bands); ``default``, the config's own search. PRESET is a preset name or a preset YAML file.
 3. ``--random``: random search over ``per_layer`` at the same compute.
+
+``--budget N`` skips the baselines and gives every arm the compute of N baseline candidates (a variant's run,
+merged with ``combine`` beside the full run).
 
 Every seed is an independent replicate: its own validation split, base model and sampler seed. It prints and
 writes ``summary.md`` / ``summary.csv`` (mean ± standard error over seeds), ``results.json`` (every point) and
@@ -218,10 +224,13 @@ def run_seed(config: Config, args: argparse.Namespace, seed: int, log: Log) -> t
         log(runs[-1].line())
     for entry in args.search:
         mode, preset, sampler, rungs = _arm(entry, config)
-        method = f"{mode}-{Path(preset).stem}-{sampler}{f'-r{rungs}' if rungs else ''}{args.tag}"
+        bands = f"-b{args.bands}" if mode == "staged" and args.bands is not None else ""
+        method = f"{mode}-{Path(preset).stem}-{sampler}{f'-r{rungs}' if rungs else ''}{bands}{args.tag}"
         if mode == "staged":
             promote = config.study.stages.promote.model_copy(update={"rungs": rungs}) if rungs else None
-            extra = {"promote": promote} if promote is not None else {}
+            extra: dict[str, object] = {"promote": promote} if promote is not None else {}
+            if args.bands is not None:
+                extra["bands"] = config.study.stages.bands.model_copy(update={"count": args.bands})
             runs.append(staged_run(task, method, preset, sampler, union.steps + union.forward_batches, seed, log, **extra))
         else:
             runs.append(study_run(task, method, preset, sampler, trials, seed, recipe))
@@ -243,6 +252,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="search arms: 'default' (the config's search) or single|staged:PRESET:SAMPLER[:RUNGS]")
     parser.add_argument("--budget", type=int, default=None,
                         help="skip the baselines; every arm gets the compute of this many baseline candidates")
+    parser.add_argument("--bands", type=int, default=None, help="staged arms: this many MACs bands (study.stages.bands.count)")
     parser.add_argument("--random", action="store_true", help="add random search over per_layer")
     parser.add_argument("--finetune-epochs", type=int, default=None, help="override finetune.epochs (every arm)")
     parser.add_argument("--finetune-steps", type=int, default=None, help="override finetune.steps (every arm)")

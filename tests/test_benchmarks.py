@@ -89,10 +89,19 @@ def test_benchmark_search_spends_equal_compute_per_arm_and_combines(tmp_path, ba
     assert (out / "fronts.png").stat().st_size > 0
     assert "HV log-MACs" in (out / "summary.md").read_text() and "target >= 1.05x" in done.stdout
 
+    # a variant's run: no baselines, the compute of --budget baseline candidates, merged beside the full run
+    variant = _script(
+        "experiments/benchmark_search.py", str(config), "--seeds", "0", "--budget", "2", "--search",
+        "single:uniform:random", "--tag=-v", "--out", str(tmp_path / "variant"),
+    )
+    assert variant.returncode == 0, variant.stderr[-2000:]
+    arms = json.loads((tmp_path / "variant" / "results.json").read_text())["runs"]
+    assert [(r["method"], r["steps"]) for r in arms] == [("single-uniform-random-v", union["steps"])]
     merged = tmp_path / "merged"
-    combined = _script("experiments/benchmark_search.py", "combine", str(out), "--out", str(merged))
+    combined = _script("experiments/benchmark_search.py", "combine", str(out), str(tmp_path / "variant"), "--out", str(merged))
     assert combined.returncode == 0, combined.stderr[-2000:]
-    assert (merged / "summary.md").read_text().count("| baselines |") == 1
+    summary = (merged / "summary.md").read_text()
+    assert summary.count("| baselines |") == 1 and summary.count("| single-uniform-random-v |") == 1
 
 
 def test_log_macs_axis_spans_one_percent_to_the_base():

@@ -22,7 +22,7 @@ from autoprune.config._study_schema import (
     StudyConfig,
     WorkersConfig,
 )
-from autoprune.config._types import _Strict
+from autoprune.config._types import _Strict, registered_or_spec
 from autoprune.errors import did_you_mean
 from autoprune.schedules import SCHEDULES
 
@@ -134,21 +134,15 @@ class TrainConfig(_Strict):
     weight_decay: float = Field(default=5e-4, ge=0.0)
 
 
-def _known_loss(name: str) -> str:
-    """A registered loss name, or ``"pkg.module:fn"`` (imported when the evaluator is built)."""
-    if ":" in name:
-        module, _, attr = name.partition(":")
-        if not module or not attr:
-            raise ValueError(f"expected a registered loss or 'pkg.module:fn', found {name!r}")
-        return name
+def _loss_names() -> list[str]:
     from autoprune.evaluate._losses import LOSSES  # the registry lives with the training loop; loaded on use
 
-    if name not in LOSSES:
-        known = LOSSES.names()
-        raise ValueError(
-            f"unknown loss {name!r}{did_you_mean(name, known)}; known: {', '.join(known)} or 'pkg.module:fn'"
-        )
-    return name
+    return LOSSES.names()
+
+
+def _known_loss(name: str) -> str:
+    """A registered loss name, or ``"pkg.module:fn"`` (imported when the evaluator is built)."""
+    return registered_or_spec(name, "loss", _loss_names)
 
 
 LossName = Annotated[str, AfterValidator(_known_loss)]

@@ -11,11 +11,7 @@ from pydantic import (
     field_validator,
 )
 
-from autoprune.config._types import (
-    Sampler,
-    _Strict,
-)
-from autoprune.errors import did_you_mean
+from autoprune.config._types import Sampler, _Strict, registered_or_spec
 
 
 class ConstraintsConfig(_Strict):
@@ -24,21 +20,15 @@ class ConstraintsConfig(_Strict):
     max_latency: float | None = Field(default=None, gt=0.0, le=1.0)
 
 
-def _known_latency_backend(name: str) -> str:
-    """A registered latency backend (torch, onnxruntime, torch_compile), or ``"pkg.module:fn"``."""
-    if ":" in name:
-        module, _, attr = name.partition(":")
-        if not module or not attr:
-            raise ValueError(f"expected a registered latency backend or 'pkg.module:fn', found {name!r}")
-        return name
+def _backend_names() -> list[str]:
     from autoprune.evaluate._latency import LATENCY_BACKENDS  # the registry lives with the measurement
 
-    if name not in LATENCY_BACKENDS:
-        known = LATENCY_BACKENDS.names()
-        raise ValueError(
-            f"unknown latency backend {name!r}{did_you_mean(name, known)}; known: {', '.join(known)} or 'pkg.module:fn'"
-        )
-    return name
+    return LATENCY_BACKENDS.names()
+
+
+def _known_latency_backend(name: str) -> str:
+    """A registered latency backend (torch, onnxruntime, torch_compile), or ``"pkg.module:fn"``."""
+    return registered_or_spec(name, "latency backend", _backend_names)
 
 
 class LatencyConfig(_Strict):

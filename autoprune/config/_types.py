@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -52,3 +53,19 @@ def _ordered(name: str, bounds: tuple[float, float]) -> tuple[float, float]:
     if lo > hi:
         raise ValueError(f"{name} bounds are reversed: [{lo}, {hi}]; expected [low, high] with low <= high")
     return bounds
+
+
+def registered_or_spec(name: str, kind: str, names: Callable[[], Sequence[str]]) -> str:
+    """``name`` when it is ``"pkg.module:fn"`` (imported later, where it is used) or one of ``names()`` (a
+    registry, loaded only when needed); else a ValueError naming the ``kind`` and the known names."""
+    if ":" in name:
+        module, _, attr = name.partition(":")
+        if not module or not attr:
+            raise ValueError(f"expected a registered {kind} or 'pkg.module:fn', found {name!r}")
+        return name
+    known = list(names())
+    if name not in known:
+        raise ValueError(
+            f"unknown {kind} {name!r}{did_you_mean(name, known)}; known: {', '.join(known)} or 'pkg.module:fn'"
+        )
+    return name

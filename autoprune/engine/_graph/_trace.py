@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 from typing import Any
 
 import torch
@@ -153,7 +155,10 @@ def count_macs_params(model: nn.Module, example_inputs: Any) -> tuple[int, int]:
     parameter count."""
     was_training = model.training
     try:
-        macs, params = tp.utils.count_ops_and_params(model, to_device(example_inputs, weights_device(model)))
+        # torch-pruning prints "No positional inputs found ..., assuming batch size is 1" for every module called
+        # with keyword arguments alone (a dict example input); the count is per example either way.
+        with contextlib.redirect_stdout(io.StringIO()):
+            macs, params = tp.utils.count_ops_and_params(model, to_device(example_inputs, weights_device(model)))
     finally:
         model.train(was_training)
     return int(macs), int(params)
