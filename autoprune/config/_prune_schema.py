@@ -22,6 +22,7 @@ from autoprune.config._types import (
     ScopeName,
     _ordered,
     _Strict,
+    known_name,
 )
 from autoprune.errors import did_you_mean
 from autoprune.plan import SCOPES, SPARSITY_METHODS, SparsityMethod
@@ -63,10 +64,7 @@ class SpaceSpec(_Strict):
     @field_validator("normalizer")
     @classmethod
     def _known_normalizer(cls, v: str) -> str:
-        if v not in NORMALIZERS:
-            names = NORMALIZERS.names()
-            raise ValueError(f"unknown normalizer {v!r}{did_you_mean(v, names)}; known: {', '.join(names)}")
-        return v
+        return known_name(v, "normalizer", NORMALIZERS.names())
 
     @field_validator("scale_range", "target", "macs_range", "normalizer", mode="after")
     @classmethod

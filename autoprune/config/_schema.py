@@ -22,8 +22,7 @@ from autoprune.config._study_schema import (
     StudyConfig,
     WorkersConfig,
 )
-from autoprune.config._types import _Strict, registered_or_spec
-from autoprune.errors import did_you_mean
+from autoprune.config._types import _Strict, known_name, registered_or_spec
 from autoprune.schedules import SCHEDULES
 
 __all__ = [
@@ -186,10 +185,7 @@ class ScheduleConfig(_Strict):
     @field_validator("kind")
     @classmethod
     def _known_kind(cls, v: str) -> str:
-        if v not in SCHEDULES:
-            names = SCHEDULES.names()
-            raise ValueError(f"unknown schedule {v!r}{did_you_mean(v, names)}; known: {', '.join(names)}")
-        return v
+        return known_name(v, "schedule", SCHEDULES.names())
 
 
 class ExportConfig(TrainConfig):

@@ -21,10 +21,16 @@ DEFAULT_CRITERIA_SCOPE: ScopeName = "layer"  # prune.criteria_scope's default: t
 SAMPLERS = ("tpe", "nsga2", "random", "gp")
 
 
-def _known_sampler(name: str) -> str:
-    if name not in SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}{did_you_mean(name, SAMPLERS)}; known: {', '.join(SAMPLERS)}")
+def known_name(name: str, kind: str, known: Sequence[str], *, alternative: str = "") -> str:
+    """``name`` when it is one of ``known``; else a ValueError naming the ``kind``, a close match and every known
+    name (then ``alternative``, e.g. ``" or 'pkg.module:fn'"``)."""
+    if name not in known:
+        raise ValueError(f"unknown {kind} {name!r}{did_you_mean(name, known)}; known: {', '.join(known)}{alternative}")
     return name
+
+
+def _known_sampler(name: str) -> str:
+    return known_name(name, "sampler", SAMPLERS)
 
 
 Sampler = Annotated[str, AfterValidator(_known_sampler)]  # an Optuna sampler autoprune knows by name
@@ -32,10 +38,7 @@ PruneMode = Literal["structured", "unstructured"]
 
 
 def _known_criterion(name: str) -> str:
-    if name not in CRITERIA:
-        known = ", ".join(CRITERIA.names())
-        raise ValueError(f"unknown criterion {name!r}{did_you_mean(name, CRITERIA.names())}; known: {known}")
-    return name
+    return known_name(name, "criterion", CRITERIA.names())
 
 
 Ratio = Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -63,9 +66,4 @@ def registered_or_spec(name: str, kind: str, names: Callable[[], Sequence[str]])
         if not module or not attr:
             raise ValueError(f"expected a registered {kind} or 'pkg.module:fn', found {name!r}")
         return name
-    known = list(names())
-    if name not in known:
-        raise ValueError(
-            f"unknown {kind} {name!r}{did_you_mean(name, known)}; known: {', '.join(known)} or 'pkg.module:fn'"
-        )
-    return name
+    return known_name(name, kind, list(names()), alternative=" or 'pkg.module:fn'")
