@@ -152,6 +152,17 @@ def test_a_user_backend_that_returns_no_seconds_is_one_line_naming_it(tmp_path, 
     assert info.value.key == "latency.backend"
 
 
+def test_a_user_backend_that_raises_is_one_line_naming_it(tmp_path, base_weights):
+    (tmp_path / "raising_backend.py").write_text("def boom(model, inputs):\n    raise RuntimeError('board offline')\n")
+    raw = _config(tmp_path, base_weights, latency={"backend": "raising_backend:boom"}, constraints={"max_latency": 0.5})
+    config = load_config(write_config(tmp_path / "c.yaml", raw))
+    meter = latency_meter(prepare_task(config))
+    with pytest.raises(ConfigError, match="raising_backend:boom.* raised RuntimeError: board offline") as info:
+        meter.base()
+    assert info.value.key == "latency.backend"
+    assert "\n" not in str(info.value)
+
+
 class _Pair(nn.Module):
     def __init__(self) -> None:
         super().__init__()
