@@ -61,7 +61,8 @@ def tiny_config(output: Path, weights: Path | None = None, **sections: Any) -> d
         "base_training": {"epochs": 1, "lr": 0.05},
         "prune": {"ignore": ["fc"], "search_space": "per_stage", "ratio": [0.0, 0.8], "criteria": ["l1", "l2", "fpgm"]},
         "finetune": {"epochs": 1, "lr": 0.01, "bn_recalibration_batches": 2},
-        "study": {"sampler": "tpe", "n_trials": 4, "seed": 0},
+        # A single search (every trial fine-tuned): the budgeted default is tested in tests/test_budgeted_search.py.
+        "study": {"sampler": "tpe", "n_trials": 4, "seed": 0, "search": "single"},
     }
     for key, value in sections.items():
         if isinstance(value, dict) and isinstance(config.get(key), dict):

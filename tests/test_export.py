@@ -159,7 +159,7 @@ def test_cli_export_refuses_bad_trials_and_existing_folders_and_prunes_gradually
         assert modules[name].out_channels == after < before
 
     no_flag = run_cli("export", str(path), "--out", str(tmp_path / "x"))
-    required = "one of the arguments --trial --max-macs --max-latency --max-cost --min-metric --knee is required"
+    required = "one of the arguments --trial --max-macs --max-latency --max-cost --budget --min-metric --knee is required"
     assert no_flag.returncode == 2 and required in no_flag.stderr
 
 

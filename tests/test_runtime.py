@@ -71,7 +71,7 @@ def _config(output: Path, **sections: Any) -> dict[str, Any]:
             "gradient_batches": 1,
         },
         "finetune": {"epochs": 1, "lr": 0.01, "bn_recalibration_batches": 1},
-        "study": {"n_trials": 2, "sampler": "random"},
+        "study": {"n_trials": 2, "sampler": "random", "search": "single"},
         "export": {"epochs": 0, "latency_runs": 2, "latency_warmup": 0},
     }
     for key, value in sections.items():

@@ -33,7 +33,7 @@ def _config(output: Path, **sections) -> dict:
         "base_training": {"epochs": 1, "lr": 0.01},
         "prune": {"ignore": ["fc"], "search_space": "uniform", "ratio": [0.0, 0.5], "criteria": ["l1"]},
         "finetune": {"epochs": 0, "bn_recalibration_batches": 1},
-        "study": {"n_trials": 1, "sampler": "random"},
+        "study": {"n_trials": 1, "sampler": "random", "search": "single"},
     }
     for key, value in sections.items():
         config[key] = {**config[key], **value} if isinstance(value, dict) and isinstance(config.get(key), dict) else value

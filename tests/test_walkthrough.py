@@ -24,7 +24,10 @@ def test_the_bring_your_own_example_searches_from_its_own_folder(tmp_path, monke
     folder = tmp_path / "myproject"
     shutil.copytree(EXAMPLE, folder)
     monkeypatch.chdir(folder)
-    code = main(["search", "config.yaml", "--n-trials", "2", "--output", str(tmp_path / "run")])
+    # The budgeted search (the example's, the default) needs 9 trials' worth of compute for its four budgets.
+    code = main(["search", "config.yaml", "--n-trials", "9", "--output", str(tmp_path / "run")])
     assert code == 0, capsys.readouterr().err
     trials = pandas.read_csv(tmp_path / "run" / "trials.csv")
-    assert (trials["state"] == "COMPLETE").sum() == 2  # the warm start's other plans wait in the queue
+    done = trials[trials["state"] == "COMPLETE"]
+    assert set(done["budget"]) == {0.5, 0.25, 0.1, 0.05}
+    assert (done["cost"] <= done["budget"]).all() and (done["fidelity"] == "finetune").sum() >= 4

@@ -34,6 +34,9 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
     choose.add_argument(
         "--max-cost", type=positive_float, metavar="F", help="best metric with the cost objective <= F of the base"
     )
+    choose.add_argument(
+        "--budget", type=positive_float, metavar="F", help="a budgeted search's pick at its budget F (study.budgets)"
+    )
     choose.add_argument("--min-metric", type=number, metavar="F", help="lowest cost with metric >= F")
     choose.add_argument("--knee", action="store_true", help="the knee point of the front")
     parser.add_argument("--out", required=True, metavar="DIR", help="export folder (must not exist, unless --force)")
@@ -51,7 +54,7 @@ def selection_from(args: argparse.Namespace) -> Any:
 
     if args.knee:
         return Selection("knee")
-    for rule in ("trial", "max_macs", "max_latency", "max_cost", "min_metric"):
+    for rule in ("trial", "max_macs", "max_latency", "max_cost", "budget", "min_metric"):
         value = getattr(args, rule)
         if value is not None:
             return Selection(rule, value)

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from autoprune.cli._console import ConsoleProgress, status_column
 from autoprune.config import Config
-from autoprune.study import FRONT_COLUMNS, Task, front_trials, metric_names, staged_schedule
+from autoprune.study import FRONT_COLUMNS, Task, budgeted_plan, front_trials, metric_names, staged_schedule
 
 __all__ = ["DEFAULT_BUDGET", "SearchProgress", "print_front"]
 
@@ -56,8 +56,13 @@ class SearchProgress(ConsoleProgress):
     def on_ready(self, study: optuna.Study, task: Task) -> None:
         self._done = len([t for t in study.get_trials(deepcopy=False) if t.state.is_finished()])
         self._started = time.monotonic()  # the timeout counts from here, as Optuna's does
-        # A staged search runs its schedule's screens and finalists, not n_trials trials.
-        total = staged_schedule(task).trials if self.config.study.search == "staged" else self.config.study.n_trials
+        # A staged or budgeted search runs its schedule's screens and finalists, not n_trials trials.
+        mode = self.config.study.search
+        total = self.config.study.n_trials
+        if mode == "staged":
+            total = staged_schedule(task).trials
+        elif mode == "budgeted":
+            total = budgeted_plan(task)[0].trials
         self._total = total
         if self._progress is not None:
             self._bar = self._progress.add_task("search", total=total, completed=min(self._done, total), status="")

@@ -42,5 +42,26 @@ def run(args: argparse.Namespace) -> int:
     found.append(f"example inputs: {describe_inputs(resolved.example_inputs)}")
     found.append(f"base weights: {base_source(config)}")
     found.append(f"runtime {resolved.runtime.device} {resolved.runtime.precision}")
+    split = budgeted_split(config, resolved) if config.study.search == "budgeted" else None  # errors before OK
     print(f"{args.config}: OK; {'; '.join(found)}")
+    if split is not None:
+        print(split)
     return 0
+
+
+def budgeted_split(config: Any, resolved: Any) -> str | None:
+    """How the budgeted search will split its compute over budgets, screens and finalists."""
+    from autoprune.evaluate import FirstBatches
+    from autoprune.space import baseline_criteria
+    from autoprune.study import budgeted_schedule, fit_budgets, recipe_costs
+
+    config, warnings = fit_budgets(config, resolved)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if not resolved.groups:
+        return "budgeted search: no prunable group"
+    validation = resolved.data.val
+    if config.evaluator is None and config.finetune.val_batches is not None:
+        validation = list(FirstBatches(validation, config.finetune.val_batches))
+    costs = recipe_costs(config, resolved.data.train, validation, resolved.model)
+    return budgeted_schedule(config, costs, len(baseline_criteria(config.prune.criteria))).describe()

@@ -9,6 +9,7 @@ from pydantic import (
     Field,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from autoprune.config._types import Sampler, _Strict, registered_or_spec
@@ -49,6 +50,10 @@ class ScreenConfig(_Strict):
     """Stage 1 of a staged search: plans scored after BatchNorm recalibration alone, no backward pass."""
 
     share: float = Field(default=0.3, gt=0.0, lt=1.0)  # of the budget; the finalists get the rest (and the leftover)
+    # A screen's own BatchNorm recalibration and scoring batches; null: a fine-tuned candidate's
+    # (finetune.bn_recalibration_batches, and the validation batches finetune.val_batches leaves).
+    recalibration_batches: int | None = Field(default=None, ge=0)
+    val_batches: int | None = Field(default=None, ge=1)
 
 
 class BandsConfig(_Strict):
@@ -68,7 +73,8 @@ class PromoteConfig(_Strict):
 
 
 class StagesConfig(_Strict):
-    """``study.search: staged``: screen many plans cheaply, then fine-tune the best of each band, then promote."""
+    """``study.search: staged`` or ``budgeted``: screen many plans cheaply, then fine-tune the best of each band (or
+    budget), then promote. ``bands`` are the staged search's alone: the budgeted search's bands are its budgets."""
 
     # In optimizer steps plus forward batches; null: study.n_trials standard trials (recalibrate, score, fine-tune,
     # score), so a staged and a single search with the same n_trials spend the same compute.
@@ -78,8 +84,30 @@ class StagesConfig(_Strict):
     promote: PromoteConfig = Field(default_factory=PromoteConfig)
 
 
-SearchMode = Literal["single", "staged"]
-DEFAULT_SEARCH: SearchMode = "single"  # single: every trial fine-tuned as configured; staged: see StagesConfig
+class AllocationConfig(_Strict):
+    """``study.search: budgeted``: how each budget's allocations (importance scales per ratio knob, criteria,
+    scope) are proposed. Screens come in rounds of ``round_size``: round 0 is the hand-picked baselines, and every
+    later round is proposed from the finished rounds before it alone, so workers and a resumed search make the
+    same proposals."""
+
+    # A registered allocation optimizer (autoprune.space.ALLOCATION_OPTIMIZERS): tpe (Optuna's TPESampler on this
+    # budget's screens), cmaes (CmaEsSampler), evolution (regularised evolution), random.
+    optimizer: str = "tpe"
+    round_size: int = Field(default=4, ge=1)
+
+
+def _budget_list(v: list[float]) -> list[float]:
+    if len(set(v)) != len(v):
+        raise ValueError(f"budgets are listed twice: {v}")
+    return sorted(v, reverse=True)
+
+
+Budget = Annotated[float, Field(gt=0.0, lt=1.0)]
+SearchMode = Literal["single", "staged", "budgeted"]
+# budgeted: every candidate built at one of study.budgets, hand-picked baselines screened first, the best
+# fine-tuned per budget; single: every trial fine-tuned as configured; staged: see StagesConfig.
+DEFAULT_SEARCH: SearchMode = "budgeted"
+DEFAULT_BUDGETS = (0.5, 0.25, 0.1, 0.05)
 
 
 class StudyConfig(_Strict):
@@ -92,13 +120,51 @@ class StudyConfig(_Strict):
     max_consecutive_failures: int = Field(default=5, gt=0)
     search: SearchMode = DEFAULT_SEARCH
     stages: StagesConfig = Field(default_factory=StagesConfig)
+    # budgeted: the relative costs (of objectives[1]: MACs, params or latency) every candidate is built at.
+    budgets: Annotated[list[Budget], AfterValidator(_budget_list)] = Field(
+        default_factory=lambda: list(DEFAULT_BUDGETS), min_length=1
+    )
+    # budgeted: each budget's share of the compute, in the order of `budgets` as given; null: an even split.
+    budget_weights: list[Annotated[float, Field(gt=0.0)]] | None = None
+    allocation: AllocationConfig = Field(default_factory=AllocationConfig)
 
     @field_validator("stages")
     @classmethod
     def _stages_need_staged(cls, v: StagesConfig, info: ValidationInfo) -> StagesConfig:
-        if info.data.get("search") == "single" and v != StagesConfig():
-            raise ValueError("configures the staged search; set study.search: staged to use it")
+        search = info.data.get("search")
+        if search == "single" and v != StagesConfig():
+            raise ValueError("configures the staged search; set study.search: staged (or budgeted) to use it")
+        if search == "budgeted" and v.bands != BandsConfig():
+            raise ValueError("bands split a staged search's cost axis; the budgeted search's bands are study.budgets")
         return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _weights_in_given_order(cls, data: Any) -> Any:
+        # budget_weights pair with budgets as written; sorted here with them, before budgets is sorted.
+        if isinstance(data, dict) and isinstance(data.get("budgets"), list) and isinstance(data.get("budget_weights"), list):
+            budgets, weights = data["budgets"], data["budget_weights"]
+            if len(budgets) == len(weights) and all(isinstance(b, (int, float)) for b in budgets):
+                order = sorted(range(len(budgets)), key=lambda i: -float(budgets[i]))
+                data = {**data, "budgets": [budgets[i] for i in order], "budget_weights": [weights[i] for i in order]}
+        return data
+
+    @field_validator("budgets", "budget_weights", "allocation")
+    @classmethod
+    def _budget_keys_need_budgeted(cls, v: Any, info: ValidationInfo) -> Any:
+        name = str(info.field_name)
+        search = info.data.get("search")
+        if search not in (None, "budgeted") and v != cls.model_fields[name].get_default(call_default_factory=True):
+            raise ValueError(f"configures the budget-targeted search; set study.search: budgeted to use it (found {search!r})")
+        if name == "budget_weights" and v is not None and "budgets" in info.data and len(v) != len(info.data["budgets"]):
+            raise ValueError(f"has {len(v)} entries for {len(info.data['budgets'])} budgets; give one weight per budget")
+        return v
+
+    @property
+    def weights(self) -> tuple[float, ...]:
+        """Each budget's share of the compute, summing to 1, in the order of ``budgets``."""
+        given = self.budget_weights or [1.0] * len(self.budgets)
+        return tuple(w / sum(given) for w in given)
 
 
 class WorkersConfig(_Strict):

@@ -316,6 +316,7 @@ def export_model(
         on_epoch=on_epoch,
         log=log,
         search_finetune=FinetuneBudget.recorded(trial.user_attrs, config),  # a promoted finalist's longer one
+        recorded=trial.user_attrs,
     )
     recreated = recovered.metrics["recreated_validation"]
     if abs(recreated - trial.values[0]) > REPRODUCE_TOLERANCE:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +26,7 @@ from autoprune.errors import PruningError
 from autoprune.evaluate import Evaluator, build_evaluator
 from autoprune.plan import PruningPlan, kept_channels
 from autoprune.schedules import SCHEDULES, step_fractions
-from autoprune.study import FinetuneBudget, Task, trial_seed
+from autoprune.study import FinetuneBudget, Task, recorded_seed
 
 __all__ = [
     "SCHEDULES",
@@ -99,9 +99,10 @@ def prune_gradually(
     return model, steps
 
 
-def search_finetune_seed(task: Task, trial_number: int) -> int:
-    """The seed the search fine-tuned this trial with (see study/_objective.py)."""
-    return trial_seed(task.config.study.seed, trial_number)
+def search_finetune_seed(task: Task, trial_number: int, recorded: Mapping[str, Any] | None = None) -> int:
+    """The seed the search fine-tuned this trial with: the one its user attributes record, else ``trial_seed``
+    of its number (see study/_objective.py)."""
+    return recorded_seed(recorded or {}, task.config.study.seed, trial_number)
 
 
 @dataclass
@@ -126,10 +127,12 @@ def recover(
     on_epoch: EpochHook | None = None,
     log: Callable[[str], None] = lambda _: None,
     search_finetune: FinetuneBudget | None = None,
+    recorded: Mapping[str, Any] | None = None,
 ) -> Recovered:
     """Re-create the scored model, then the recovered one, with every pruning mask made permanent.
 
-    ``search_finetune`` is the fine-tune the trial had in the search (a staged search's promoted finalist
+    ``recorded`` are the trial's user attributes (the seed it ran with). ``search_finetune`` is the fine-tune the
+    trial had in the search (a staged search's promoted finalist
     fine-tuned longer than the config says); None: the config's.
 
     With ``export.schedule.steps`` = 1 the recovery fine-tune continues from the search's fine-tuned model.
@@ -160,7 +163,7 @@ def recover(
     scored, report = task.prune(plan)
     metrics["pruned"] = evaluator.score(scored, eval_loader)
 
-    seed = search_finetune_seed(task, trial_number)
+    seed = search_finetune_seed(task, trial_number, recorded)
     ft = cfg.finetune
     searched = search_finetune if search_finetune is not None else FinetuneBudget.of(cfg)
     evaluator.recalibrate(scored, ft.bn_recalibration_batches, seed)

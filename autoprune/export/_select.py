@@ -1,4 +1,5 @@
-"""Which trial to export: by number, under a MACs, latency (or cost) budget, above a metric floor, or the knee.
+"""Which trial to export: by number, under a MACs, latency (or cost) budget, a budgeted study's pick at one of its
+budgets, above a metric floor, or the knee.
 
 Only COMPLETE, feasible trials can be exported. A rule that finds nothing raises a one-line ConfigError that
 says why and lists the nearest valid choices.
@@ -6,6 +7,7 @@ says why and lists the nearest valid choices.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -14,7 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autoprune._registry import Registry
 from autoprune.errors import ConfigError
-from autoprune.study import is_final, pareto_optimal
+from autoprune.study import budget_of, budget_winner, is_final, pareto_optimal
 
 __all__ = [
     "SELECTION_RULES",
@@ -169,6 +171,21 @@ def _best_under_latency(candidates: Candidates, selection: Selection) -> FrozenT
 @SELECTION_RULES.register("max_cost")
 def _best_under_cost(candidates: Candidates, selection: Selection) -> FrozenTrial:
     return _best_within(candidates, float(selection.value or 0.0), _cost, "cost", selection.flag)
+
+
+@SELECTION_RULES.register("budget")
+def _budget_winner(candidates: Candidates, selection: Selection) -> FrozenTrial:
+    """A budgeted study's pick at one of its budgets: the best finalist of the longest fine-tune there."""
+    budget = float(selection.value or 0.0)
+    built = sorted({b for t in candidates.trials if (b := budget_of(t)) is not None}, reverse=True)
+    if not built:
+        raise ConfigError("the study is not a budgeted search; use --max-cost or --max-macs", key=selection.flag)
+    match = next((b for b in built if math.isclose(b, budget, rel_tol=1e-9)), None)
+    winner = budget_winner(candidates.valid, match) if match is not None else None
+    if winner is None:
+        found = ", ".join(f"{b:g}" for b in built if budget_winner(candidates.valid, b) is not None)
+        raise ConfigError(f"the study has no finalist at budget {budget:g}; budgets with one: {found or 'none'}", key=selection.flag)
+    return winner
 
 
 @SELECTION_RULES.register("min_metric")

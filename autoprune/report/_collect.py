@@ -10,7 +10,7 @@ import pandas as pd
 
 from autoprune.errors import ConfigError
 from autoprune.report._hypervolume import REFERENCE_POINT, hypervolume, hypervolume_history
-from autoprune.study import SCREEN, base_point, pareto_frame, trials_frame
+from autoprune.study import SCREEN, BudgetSummary, base_point, budget_summaries, pareto_frame, trials_frame
 
 __all__ = ["BUDGETS", "ReportData", "collect"]
 
@@ -29,6 +29,7 @@ class ReportData:
     max_macs: float | None
     wall_seconds: float  # first trial start to last trial end (0 before any trial finished)
     latency: dict[str, Any] | None = None  # how the study measured latency (backend, device, batch, ...); None: not
+    budgets: tuple[BudgetSummary, ...] = ()  # a budgeted study's budgets: selected plan and screen fidelity
 
     @property
     def latency_trials(self) -> pd.DataFrame:
@@ -133,4 +134,5 @@ def collect(study: optuna.Study, *, max_macs: float | None = None) -> ReportData
         max_macs=max_macs,
         wall_seconds=wall,
         latency=dict(measured[0]) if measured else None,
+        budgets=tuple(budget_summaries(study)),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,7 +15,7 @@ from autoprune.plan import summarize_plan
 from autoprune.report._collect import BUDGETS, ReportData, collect
 from autoprune.report._hypervolume import REFERENCE_POINT
 from autoprune.report._plots import plot_hypervolume, plot_latency, plot_pareto, plot_ratios
-from autoprune.study import FRONT_COLUMNS, atomic_write_bytes, check_output_writable
+from autoprune.study import FRONT_COLUMNS, atomic_write_bytes, check_output_writable, fidelity_warning
 
 __all__ = ["LATENCY_FILE", "REPORT_FILES", "render_markdown", "write_report"]
 
@@ -99,6 +100,7 @@ def render_markdown(data: ReportData) -> str:
     lines += ["", "![pruning ratios of the front](ratios.png)"]
 
     budget_name = cost.removesuffix(" (relative)")
+    lines += _budgets_section(data, budget_name)
     lines += ["", f"## Best under a {budget_name} budget", ""]
     budget_rows: list[tuple[Any, ...]] = []
     for budget in BUDGETS:
@@ -147,6 +149,36 @@ def render_markdown(data: ReportData) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _correlation(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.2f}"
+
+
+def _budgets_section(data: ReportData, budget_name: str) -> list[str]:
+    """A budgeted study, budget by budget: the plan it selects (the best finalist of the highest rung) and how
+    well the screen score ranked the fine-tuned score of the rung-0 finalists (rank correlations)."""
+    if not data.budgets:
+        return []
+    lines = [
+        "",
+        "## Budgets",
+        "",
+        f"Every candidate was built at one {budget_name} budget. Selected: the best finalist of the longest fine-tune "
+        "the budget reached. Fidelity: rank correlation of the screen score (after BatchNorm recalibration) with the "
+        "fine-tuned score over the first fine-tunes; below 0.3 the screen is not informative and the compute is "
+        "better spent on fine-tunes.",
+        "",
+    ]
+    rows = []
+    for summary in data.budgets:
+        winner = summary.winner
+        chosen = ("-", "-", "-") if winner is None else (winner.number, f"{winner.values[0]:.4f}", f"{winner.values[1]:.3f}")
+        fidelity = f"{_correlation(summary.spearman)} / {_correlation(summary.kendall)} ({summary.pairs} pairs)"
+        rows.append((f"{summary.budget:g}", summary.screens, summary.finalists, *chosen, fidelity))
+    lines += _table(("budget", "screens", "finalists", "selected trial", data.metric_name, budget_name, "Spearman / Kendall"), rows)
+    warnings = [w for w in (fidelity_warning(s) for s in data.budgets) if w is not None]
+    return lines + ([""] + [f"- {w}" for w in warnings] if warnings else [])
 
 
 def _percent(value: float) -> str:

@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+from autoprune.space._budgeted import (
+    BASES,
+    BASIS_PARAM,
+    BUDGET_PARAM,
+    baseline_criteria,
+    baseline_params,
+    positional_importances,
+)
 from autoprune.space._config_list import config_list_bounds, parse_config_list, plan_to_config_list
+from autoprune.space._optimizers import ALLOCATION_OPTIMIZERS, AllocationOptimizer
 from autoprune.space._presets import available_presets, load_space_spec, preset_dirs
 from autoprune.space._space import SCOPE_PARAM, UNIFORM_BASELINES, SearchSpace
 from autoprune.space._sparsity import SparsitySpace
 
 __all__ = [
+    "ALLOCATION_OPTIMIZERS",
+    "AllocationOptimizer",
+    "BASES",
+    "BASIS_PARAM",
+    "BUDGET_PARAM",
+    "baseline_criteria",
+    "baseline_params",
+    "positional_importances",
     "SCOPE_PARAM",
     "UNIFORM_BASELINES",
     "SearchSpace",

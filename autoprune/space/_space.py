@@ -4,11 +4,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from optuna.distributions import BaseDistribution
+
 from autoprune.config import SpaceSpec
 from autoprune.errors import ConfigError
 from autoprune.plan import PruningPlan, Scope
 from autoprune.ranking import ChannelImportances
+from autoprune.space._budgeted import budget_distributions, check_budgets, projected_entries
 from autoprune.space._global import SCALE_PARAM, check_importances, ranked_entries, target_distribution, uniform_target
+from autoprune.space._optimizers import optuna_distribution
 from autoprune.space._sparsity import SparsitySpace
 
 __all__ = ["SCOPE_PARAM", "SearchSpace", "TrialLike", "UNIFORM_BASELINES"]
@@ -46,8 +50,16 @@ class SearchSpace:
     sparsity: SparsitySpace | None = None
     importances: Mapping[tuple[str, str], ChannelImportances] = field(default_factory=dict)
     macs_of: Callable[[PruningPlan], float] | None = None
+    # study.search: budgeted: the budgets (relative costs) every plan is projected onto, and what measures a
+    # plan's relative cost; the allocation's knobs come from the preset (see autoprune.space._budgeted).
+    budgets: tuple[float, ...] = ()
+    cost_of: Callable[[PruningPlan], float] | None = None
 
     def __post_init__(self) -> None:
+        if self.budgets and self.groups:
+            self._check_ranking_inputs()
+            check_budgets(self)
+            return
         if self.spec.ratio_schedule == "global_rank" and self.groups:
             check_importances(self)
         if self.spec.ratio_schedule != "independent":
@@ -71,8 +83,28 @@ class SearchSpace:
     def scope_of(self, params: Mapping[str, Any]) -> Scope:
         return params[SCOPE_PARAM] if len(self.scopes) > 1 else self.scopes[0]
 
+    def criterion_param(self, group: str) -> str:
+        return self._param("criterion", self._knob(group, self.spec.criterion))
+
     def criterion_of(self, group: str, params: Mapping[str, Any]) -> str:
-        return str(params[self._param("criterion", self._knob(group, self.spec.criterion))])
+        return str(params[self.criterion_param(group)])
+
+    def channels(self) -> dict[str, int]:
+        """Each group's channel count (read off the base model's importances, which every budgeted space has)."""
+        first = next(iter(self.importances.values()))
+        return {group: first.channels[group] for group in self.groups}
+
+    def _check_ranking_inputs(self) -> None:
+        for criterion in self.criteria:
+            for scope in self.scopes:
+                found = self.importances.get((criterion, scope))
+                missing = [g for g in self.groups if found is None or g not in found.groups]
+                if missing:
+                    raise ConfigError(
+                        f"the budgeted search ranks channels by importances computed on the base model; none for "
+                        f"criterion {criterion!r}, scope {scope!r}, group {missing[0]!r}",
+                        key="prune.criteria",
+                    )
 
     def scale_param(self, group: str) -> str:
         """``scale:<knob>``: a global_rank group's scale factor (absent with ratio: shared, where it is 1)."""
@@ -107,6 +139,8 @@ class SearchSpace:
         dists: dict[str, Distribution] = {}
         if not self.groups:
             return dists  # unstructured pruning alone: no ratio to search
+        if self.budgets:
+            return budget_distributions(self)
         if schedule == "global_rank":
             dists.update(target_distribution(self.spec, self._global_bounds()))
         elif schedule != "independent":
@@ -126,6 +160,10 @@ class SearchSpace:
         if len(self.scopes) > 1:
             dists[SCOPE_PARAM] = ("categorical", list(self.scopes))
         return dists
+
+    def optuna_distributions(self) -> dict[str, BaseDistribution]:
+        """Every searched parameter's Optuna distribution (as ``sample`` suggests it)."""
+        return {name: optuna_distribution(dist) for name, dist in self._distributions().items()}
 
     def param_names(self) -> list[str]:
         return list(self._distributions())
@@ -160,6 +198,8 @@ class SearchSpace:
         return min(max(ratio, lo), hi)
 
     def _entries(self, params: Mapping[str, Any]) -> dict[str, tuple[float, str]]:
+        if self.budgets and self.groups:
+            return projected_entries(self, params)
         if self.spec.ratio_schedule == "global_rank" and self.groups:
             return ranked_entries(self, params)
         return {group: (self._ratio(group, params), self.criterion_of(group, params)) for group in self.groups}
@@ -198,8 +238,8 @@ class SearchSpace:
         Without groups, the sparsity baselines instead (uniform amounts with each method); with both halves,
         the structured baselines, their sparsity left to the sampler.
         """
-        if not self.spec.warm_start:
-            return []
+        if not self.spec.warm_start or self.budgets:
+            return []  # a budgeted study screens its baselines first at every budget (baseline_params)
         if not self.groups:
             return self.sparsity.warm_start() if self.sparsity is not None else []
         bounds = [self.ratio_bounds(g) for g in self.groups]

@@ -3,7 +3,27 @@
 from __future__ import annotations
 
 from autoprune.study._base import base_source
-from autoprune.study._budget import Compute, Schedule, UnitCosts, plan_schedule, staged_schedule, unit_costs
+from autoprune.study._budget import (
+    BudgetedSchedule,
+    BudgetSchedule,
+    Compute,
+    Schedule,
+    UnitCosts,
+    budgeted_schedule,
+    plan_schedule,
+    recipe_costs,
+    staged_schedule,
+    unit_costs,
+)
+from autoprune.study._budget_report import (
+    BudgetSummary,
+    budget_summaries,
+    budget_winner,
+    fidelity_warning,
+    kendall_tau,
+    spearman_rho,
+)
+from autoprune.study._budgeted import SLOT_ATTR, Planner, budget_of, budgeted_plan, run_budgeted
 from autoprune.study._frame import (
     FIDELITY_ATTR,
     FRONT_COLUMNS,
@@ -18,7 +38,17 @@ from autoprune.study._frame import (
 from autoprune.study._heartbeat import JournalHeartbeatStorage, fail_stale
 from autoprune.study._inputs import describe_inputs, first_channels
 from autoprune.study._loop import FINISHED, WORKER_ATTR, run_trials
-from autoprune.study._objective import PHASES, FinetuneBudget, Objective, PlanResult, evaluate_plan, trial_seed
+from autoprune.study._objective import (
+    PHASES,
+    SEED_ATTR,
+    FinetuneBudget,
+    Objective,
+    PlanResult,
+    ScreenRecipe,
+    evaluate_plan,
+    recorded_seed,
+    trial_seed,
+)
 from autoprune.study._resolve import factory_search_paths
 from autoprune.study._search import (
     SearchAborted,
@@ -40,7 +70,15 @@ from autoprune.study._storage import (
     open_study,
     worker_seed,
 )
-from autoprune.study._task import Resolved, Task, atomic_write_bytes, check_output_writable, prepare_task, resolve
+from autoprune.study._task import (
+    Resolved,
+    Task,
+    atomic_write_bytes,
+    check_output_writable,
+    fit_budgets,
+    prepare_task,
+    resolve,
+)
 from autoprune.study._workers import search_with_workers, threads_per_worker
 
 __all__ = [
@@ -59,6 +97,7 @@ __all__ = [
     "atomic_write_bytes",
     "base_point",
     "base_source",
+    "fit_budgets",
     "check_output_writable",
     "create_or_load_study",
     "describe_inputs",
@@ -82,6 +121,9 @@ __all__ = [
     "search_with_workers",
     "threads_per_worker",
     "trial_seed",
+    "recorded_seed",
+    "SEED_ATTR",
+    "ScreenRecipe",
     "trials_frame",
     "worker_seed",
     "write_outputs",
@@ -102,4 +144,20 @@ __all__ = [
     "staged_schedule",
     "staged_spend",
     "unit_costs",
+    # the budgeted search
+    "SLOT_ATTR",
+    "BudgetSchedule",
+    "BudgetedSchedule",
+    "Planner",
+    "budget_of",
+    "budgeted_plan",
+    "budgeted_schedule",
+    "recipe_costs",
+    "run_budgeted",
+    "BudgetSummary",
+    "budget_summaries",
+    "budget_winner",
+    "fidelity_warning",
+    "kendall_tau",
+    "spearman_rho",
 ]

@@ -16,7 +16,20 @@ from autoprune.errors import ConfigError
 from autoprune.study._objective import FinetuneBudget
 from autoprune.study._task import Task
 
-__all__ = ["Compute", "Rung", "Schedule", "UnitCosts", "plan_schedule", "staged_schedule", "unit_costs"]
+__all__ = [
+    "BudgetSchedule",
+    "BudgetedSchedule",
+    "Compute",
+    "Rung",
+    "Schedule",
+    "UnitCosts",
+    "budget_schedule",
+    "budgeted_schedule",
+    "plan_schedule",
+    "recipe_costs",
+    "staged_schedule",
+    "unit_costs",
+]
 
 
 @dataclass(frozen=True)
@@ -48,9 +61,13 @@ class UnitCosts:
     recalibration: int
     validation: int
     finetune_steps: int
+    screen_recalibration: int | None = None  # a screen's own batches (study.stages.screen); None: as above
+    screen_validation: int | None = None
 
     def screen(self) -> Compute:
-        return Compute(0, self.recalibration + self.validation)
+        recalibration = self.recalibration if self.screen_recalibration is None else self.screen_recalibration
+        validation = self.validation if self.screen_validation is None else self.screen_validation
+        return Compute(0, recalibration + validation)
 
     def finetune(self, steps: int) -> Compute:
         return Compute(steps, self.recalibration + 2 * self.validation)  # scored before and after the fine-tune
@@ -69,22 +86,28 @@ def _length(loader: Any, key: str, what: str) -> int:
 
 def unit_costs(task: Task) -> UnitCosts:
     """The unit costs of ``task``'s recipe, from its config and its loaders' lengths."""
-    ft = task.config.finetune
-    train = _length(task.data.train, "data", "the training loader")
     validation = getattr(task.evaluator, "validation", task.data.val)  # the built-in's val_batches subset
-    has_norms = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in task.base_model.modules())
-    if ft.steps is not None:
-        steps = ft.steps
-    elif ft.epochs > 0:
-        steps = ft.epochs * train
-    else:
-        raise ConfigError(
-            "the staged search fine-tunes its finalists; set finetune.epochs or finetune.steps", key="finetune.epochs"
-        )
+    return recipe_costs(task.config, task.data.train, validation, task.base_model)
+
+
+def recipe_costs(config: Config, train: Any, validation: Any, model: nn.Module) -> UnitCosts:
+    """The unit costs of ``config``'s recipe on these loaders (``validation``: the batches a score reads) and
+    this model (recalibration only when it has BatchNorm layers)."""
+    ft = config.finetune
+    batches = _length(train, "data", "the training loader")
+    has_norms = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    steps = ft.steps if ft.steps is not None else ft.epochs * batches  # 0: candidates are not fine-tuned
+    screen = config.study.stages.screen
+    scored = _length(validation, "data", "the validation loader")
+    screen_recalibration = None
+    if screen.recalibration_batches is not None:
+        screen_recalibration = min(screen.recalibration_batches, batches) if has_norms else 0
     return UnitCosts(
-        recalibration=min(ft.bn_recalibration_batches, train) if has_norms else 0,
-        validation=_length(validation, "data", "the validation loader"),
+        recalibration=min(ft.bn_recalibration_batches, batches) if has_norms else 0,
+        validation=scored,
         finetune_steps=steps,
+        screen_recalibration=screen_recalibration,
+        screen_validation=None if screen.val_batches is None else min(screen.val_batches, scored),
     )
 
 
@@ -172,5 +195,144 @@ def staged_schedule(task: Task) -> Schedule:
     """``task``'s schedule: ``study.stages.budget``, or ``study.n_trials`` standard trials."""
     stages = task.config.study.stages
     costs = unit_costs(task)
+    if costs.finetune_steps == 0:
+        raise ConfigError(
+            "the staged search fine-tunes its finalists; set finetune.epochs or finetune.steps", key="finetune.epochs"
+        )
     budget = stages.budget if stages.budget is not None else task.config.study.n_trials * costs.standard().total
     return plan_schedule(budget, costs, stages, task.config)
+
+
+@dataclass(frozen=True)
+class BudgetSchedule:
+    """One budget's share of a budgeted search: ``screens`` screened plans (its ``baselines`` first, then rounds of
+    proposals), then ``rungs`` of finalists, all inside ``compute`` batches."""
+
+    budget: float
+    compute: int
+    screens: int
+    baselines: int
+    rungs: tuple[Rung, ...]
+    costs: UnitCosts
+
+    @property
+    def planned(self) -> Compute:
+        spent = self.costs.screen().times(self.screens)
+        for rung in self.rungs:
+            spent = spent + self.costs.finetune(rung.steps).times(rung.finalists)
+        return spent
+
+    @property
+    def trials(self) -> int:
+        return self.screens + sum(r.finalists for r in self.rungs)
+
+    def describe(self) -> str:
+        rungs = ", then ".join(f"{r.finalists} x {r.steps} steps" for r in self.rungs)
+        return (
+            f"budget {self.budget:g}: {self.compute} batches; screen {self.screens} plans ({self.baselines} baselines "
+            f"first), fine-tune {rungs} ({self.compute - self.planned.total} left over)"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "budget": self.budget,
+            "compute": self.compute,
+            "screens": self.screens,
+            "baselines": self.baselines,
+            "rungs": [{"finalists": r.finalists, "steps": r.steps} for r in self.rungs],
+        }
+
+
+@dataclass(frozen=True)
+class BudgetedSchedule:
+    """A budgeted search: the total compute in batches, split over budgets by ``study.budget_weights``."""
+
+    total: int
+    budgets: tuple[BudgetSchedule, ...]
+    costs: UnitCosts
+    round_size: int
+
+    @property
+    def trials(self) -> int:
+        return sum(b.trials for b in self.budgets)
+
+    def describe(self) -> str:
+        lines = [
+            f"budgeted search: {self.total} batches over {len(self.budgets)} budgets; a screen costs "
+            f"{self.costs.screen().total}, a standard fine-tune {self.costs.standard().total}"
+        ]
+        return "\n".join(lines + [f"  {b.describe()}" for b in self.budgets])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "total": self.total,
+            "round_size": self.round_size,
+            "budgets": [b.to_dict() for b in self.budgets],
+            "unit_costs": {"recalibration": self.costs.recalibration, "validation": self.costs.validation},
+        }
+
+
+def budget_schedule(
+    budget: float, compute: int, costs: UnitCosts, stages: StagesConfig, config: Config, baselines: int
+) -> BudgetSchedule | None:
+    """The most promotion rungs (up to ``stages.promote.rungs``) and rung-0 finalists whose fine-tunes fit in the
+    finalists' share of ``compute``, with at least ``baselines`` screens and ``factor ** (rungs - 1)`` rung-0
+    finalists (so that every rung can promote); every batch left goes to screening. None when not even the
+    baselines and one finalist fit."""
+    factor, screen = stages.promote.factor, costs.screen().total
+    share = math.floor(compute * (1.0 - stages.screen.share))
+    # Without a fine-tune (finetune.epochs 0) a longer rung would be no longer: one rung of finalists.
+    for count in range(stages.promote.rungs if costs.finetune_steps > 0 else 1, 0, -1):
+        steps = [costs.finetune_steps * factor**r for r in range(count)]
+
+        def finalists_cost(first: int, steps: list[int] = steps, count: int = count) -> int:
+            counts = _rung_counts(first, count, factor)
+            return sum(n * costs.finetune(s).total for n, s in zip(counts, steps, strict=True))
+
+        first = 0
+        while finalists_cost(first + 1) <= share:
+            first += 1
+        while first > 0 and (compute - finalists_cost(first)) // max(screen, 1) < max(baselines, first):
+            first -= 1  # the baselines are screened whatever the split, and every finalist needs a screen
+        if first < 1 or first < factor ** (count - 1):
+            continue
+        screens = (compute - finalists_cost(first)) // max(screen, 1)
+        budgets = [FinetuneBudget.of(config)] + [FinetuneBudget(0, s) for s in steps[1:]]
+        counts = _rung_counts(first, count, factor)
+        rungs = tuple(Rung(n, b, s) for n, b, s in zip(counts, budgets, steps, strict=True))
+        return BudgetSchedule(budget, compute, int(screens), baselines, rungs, costs)
+    return None
+
+
+def budgeted_schedule(config: Config, costs: UnitCosts, baselines: int) -> BudgetedSchedule:
+    """The budgeted schedule: ``study.stages.budget`` batches, or ``study.n_trials`` standard trials, split over
+    ``study.budgets`` by their weights; each budget screens its ``baselines`` first."""
+    study = config.study
+    total = study.stages.budget if study.stages.budget is not None else study.n_trials * costs.standard().total
+    parts = []
+    for budget, weight in zip(study.budgets, study.weights, strict=True):
+        compute = math.floor(total * weight)
+        part = budget_schedule(budget, compute, costs, study.stages, config, baselines)
+        if part is None:
+            need = _least_total(lambda c, b=budget: budget_schedule(b, c, costs, study.stages, config, baselines), weight)
+            key = "study.stages.budget" if study.stages.budget is not None else "study.n_trials"
+            raise ConfigError(
+                f"budget {budget:g} gets {compute} of {total} batches, too few to screen its {baselines} baselines "
+                f"({costs.screen().total} each) and fine-tune one finalist ({costs.standard().total}); raise the "
+                f"total to {need} batches ({math.ceil(need / costs.standard().total)} trials)",
+                key=key,
+            )
+        parts.append(part)
+    return BudgetedSchedule(total, tuple(parts), costs, study.allocation.round_size)
+
+
+def _least_total(fits: Any, weight: float) -> int:
+    """The smallest total whose ``weight`` share ``fits`` (a schedule, not None): doubling, then bisection."""
+    high = 1
+    while fits(math.floor(high * weight)) is None:
+        high *= 2
+    low = high // 2
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if fits(math.floor(middle * weight)) is not None else (middle, high)
+    return high

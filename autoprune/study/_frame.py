@@ -115,6 +115,10 @@ def _trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
     _flatten(row, "finetune", attrs.get("finetune", {}))  # its length: epochs, or steps when set
     _flatten(row, "stage", attrs.get("stage", {}))  # a staged search's rung, source trial and compute
     _flatten(row, "worker", attrs.get("worker", {}))  # which worker ran it: index, host, pid, threads
+    if "budget" in trial.params and isinstance(attrs.get("slot"), dict):  # a budgeted search: budget, slot, basis
+        row["budget"] = trial.params["budget"]
+        row["basis"] = trial.params.get("basis")
+        _flatten(row, "slot", attrs["slot"])
     for group, entry in attrs.get("plan", {}).get("groups", {}).items():
         row[f"ratio.{group}"] = entry["ratio"]
         row[f"criterion.{group}"] = entry["criterion"]

@@ -12,7 +12,7 @@ import optuna
 
 from autoprune.config import Config
 from autoprune.engine import PruneReport, check_sparsity_held, compressed_bytes
-from autoprune.evaluate import COSTS, Candidate, LatencyMeter, LatencyResult
+from autoprune.evaluate import COSTS, Candidate, FirstBatches, LatencyMeter, LatencyResult
 from autoprune.plan import PruningPlan
 from autoprune.study._latency import StudyLatencyCache, latency_meter, process_latency_meter
 from autoprune.study._task import Task
@@ -25,9 +25,12 @@ __all__ = [
     "PHASES",
     "PhaseHook",
     "PlanResult",
+    "ScreenRecipe",
     "evaluate_plan",
     "failure_reason",
     "trial_seed",
+    "recorded_seed",
+    "SEED_ATTR",
 ]
 
 PHASES = ("prune", "recalibrate", "finetune", "evaluate")
@@ -36,9 +39,19 @@ MAX_MACS_CONSTRAINT = "max_macs"
 MAX_LATENCY_CONSTRAINT = "max_latency"
 
 
+SEED_ATTR = "seed"  # trial user attribute: the seed it recalibrated and fine-tuned with; export repeats it
+
+
 def trial_seed(study_seed: int, number: int) -> int:
     """The seed trial ``number`` of a study seeded ``study_seed`` fine-tunes with; export and sweeps repeat it."""
     return study_seed * 100_003 + number
+
+
+def recorded_seed(user_attrs: Mapping[str, Any], study_seed: int, number: int) -> int:
+    """The seed a trial ran with: the one it records (a budgeted search seeds by slot, the same in every
+    worker), else ``trial_seed`` of its number (older studies)."""
+    seed = user_attrs.get(SEED_ATTR)
+    return int(seed) if isinstance(seed, int) and not isinstance(seed, bool) else trial_seed(study_seed, number)
 
 
 @dataclass(frozen=True)
@@ -70,6 +83,30 @@ class FinetuneBudget:
 
 
 @dataclass(frozen=True)
+class ScreenRecipe:
+    """How a screen (a staged or budgeted search's cheap first look) differs from a fine-tuned candidate: its own
+    number of BatchNorm recalibration batches and the batches it is scored on (None: a candidate's)."""
+
+    recalibration_batches: int | None = None
+    loader: Any = None
+
+    @classmethod
+    def of(cls, task: Task) -> ScreenRecipe:
+        screen = task.config.study.stages.screen
+        val = getattr(task.evaluator, "validation", task.data.val)
+        if screen.val_batches is None or _fewer(val, screen.val_batches):
+            return cls(screen.recalibration_batches, None)  # scored as candidates are (their subset is as short)
+        return cls(screen.recalibration_batches, FirstBatches(task.data.val, screen.val_batches))
+
+
+def _fewer(loader: Any, count: int) -> bool:
+    try:
+        return len(loader) <= count
+    except TypeError:
+        return False
+
+
+@dataclass(frozen=True)
 class PlanResult:
     """What one plan scored: the metric after (and before) fine-tuning, its relative cost, the prune report."""
 
@@ -91,6 +128,7 @@ def evaluate_plan(
     on_phase: Callable[[str], None] = lambda _phase: None,
     finetune: FinetuneBudget | None = None,
     latency: LatencyMeter | None = None,
+    screen: ScreenRecipe | None = None,
 ) -> PlanResult:
     """A trial's recipe for one plan: prune a copy, count, and, when it meets ``constraints.max_macs``,
     recalibrate BatchNorm, fine-tune (seeded by ``seed``; ``finetune``, else the config's length) and score.
@@ -118,10 +156,15 @@ def evaluate_plan(
 
     on_phase("recalibrate")
     started = time.perf_counter()
-    task.evaluator.recalibrate(pruned, cfg.finetune.bn_recalibration_batches, seed)
+    # A screen (no fine-tune) may recalibrate on fewer batches and be scored on fewer (ScreenRecipe).
+    recipe = screen if screen is not None and budget.none else ScreenRecipe()
+    recalibration = cfg.finetune.bn_recalibration_batches
+    if recipe.recalibration_batches is not None:
+        recalibration = recipe.recalibration_batches
+    task.evaluator.recalibrate(pruned, recalibration, seed)
     seconds["recalibrate"] = time.perf_counter() - started
     started = time.perf_counter()
-    metric_before = task.evaluator.score(pruned)
+    metric_before = task.evaluator.score(pruned) if recipe.loader is None else task.evaluator.score(pruned, recipe.loader)
     seconds["evaluate"] = time.perf_counter() - started
     if budget.none:
         # No fine-tune (a screened candidate of a staged search): the recalibrated score is the score.
@@ -161,8 +204,15 @@ def _over_budget(cfg: Config, report: PruneReport, latency: LatencyResult | None
 class Objective:
     """``objective(trial) -> (metric, relative MACs or params)``; everything else goes to user attributes."""
 
-    def __init__(self, task: Task, on_phase: PhaseHook | None = None, finetune: FinetuneBudget | None = None) -> None:
+    def __init__(
+        self,
+        task: Task,
+        on_phase: PhaseHook | None = None,
+        finetune: FinetuneBudget | None = None,
+        screen: ScreenRecipe | None = None,
+    ) -> None:
         self.task = task
+        self.screen = screen
         self.on_phase = on_phase or (lambda _number, _phase: None)
         self.finetune = finetune if finetune is not None else FinetuneBudget.of(task.config)
         self._meters: dict[str, LatencyMeter | None] = {}  # by study: its latency cache lives in its storage
@@ -188,16 +238,19 @@ class Objective:
         task, cfg = self.task, self.task.config
         self.on_phase(trial.number, "prune")
         plan = task.space.sample(trial)
+        seed = recorded_seed(trial.user_attrs, cfg.study.seed, trial.number)
+        trial.set_user_attr(SEED_ATTR, seed)
         trial.set_user_attr("plan", plan.to_dict())
         trial.set_user_attr("device", task.runtime.device)
         trial.set_user_attr("precision", task.runtime.precision)
         result = evaluate_plan(
             task,
             plan,
-            seed=trial_seed(cfg.study.seed, trial.number),
+            seed=seed,
             on_phase=lambda phase: self.on_phase(trial.number, phase),
             finetune=self.finetune,
             latency=self.latency_meter(trial.study),
+            screen=self.screen,
         )
         trial.set_user_attr("finetune", self.finetune.to_dict())  # export repeats exactly this fine-tune
         report = result.report

@@ -14,9 +14,11 @@ import torch
 from optuna.storages import BaseStorage
 
 from autoprune.config import Config, dump_config
-from autoprune.errors import AutopruneError
+from autoprune.errors import AutopruneError, ConfigError
 from autoprune.evaluate import pin_worker_device
 from autoprune.study._budget import staged_schedule
+from autoprune.study._budget_report import summary_lines
+from autoprune.study._budgeted import BUDGETED_ATTR, budgeted_plan, check_budgeted_mode, run_budgeted
 from autoprune.study._frame import trials_frame
 from autoprune.study._io import RESOLVED_CONFIG, run_file, write_run_file
 from autoprune.study._loop import FINISHED, run_trials
@@ -213,9 +215,21 @@ def search(
     study, storage, task, index = join_study(config, log=log, worker_index=worker_index, evaluator=evaluator)
     finished = len(study.get_trials(deepcopy=False, states=FINISHED))
     remaining = max(0, config.study.n_trials - finished)
-    schedule = staged_schedule(task) if config.study.search == "staged" else None
-    check_mode(study, config, schedule)  # one study is either a single or a staged search
+    mode = config.study.search
+    schedule = staged_schedule(task) if mode == "staged" else None
+    budgeted = budgeted_plan(task) if mode == "budgeted" else None
+    if budgeted is not None:
+        check_budgeted_mode(study, task.config, budgeted[0])  # the task's: default budgets out of reach dropped
+    elif isinstance(study.user_attrs.get(BUDGETED_ATTR), dict):
+        raise ConfigError(
+            f"study {study.study_name!r} was started as a budgeted search; set study.search: budgeted to resume it",
+            key="study.search",
+        )
+    else:
+        check_mode(study, config, schedule)  # one study is either a single or a staged search
     to_run = f"{remaining} to run" if schedule is None else schedule.describe()
+    if budgeted is not None:
+        to_run = budgeted[0].describe()
     log(
         f"study {config.study_name!r}: {_what_is_pruned(task)}, base {metric_names(config)[0]} "
         f"{task.base_metric:.4f}, {task.base_macs / 1e6:.2f} M MACs; {finished} trials done, {to_run}"
@@ -225,7 +239,23 @@ def search(
     started = time.perf_counter()
     streak = FailureStreak(config.study.max_consecutive_failures)
     try:
-        if schedule is not None:
+        if budgeted is not None:
+            run_budgeted(
+                study,
+                storage,
+                task,
+                *budgeted,
+                on_phase=on_phase,
+                timeout=config.study.timeout,
+                catch=(Exception,),
+                stop=lambda: streak.tripped,
+                callbacks=[streak, *callbacks],
+                worker=worker_record(index, task),
+                log=log,
+            )
+            for line in summary_lines(study):
+                log(line)
+        elif schedule is not None:
             run_staged(
                 study,
                 storage,

@@ -40,12 +40,15 @@ from autoprune.study._budget import Compute, Schedule, UnitCosts
 from autoprune.study._frame import FIDELITY_ATTR, SCREEN, is_final
 from autoprune.study._heartbeat import fail_stale
 from autoprune.study._loop import FINISHED, WORKER_ATTR, run_one, run_trials
-from autoprune.study._objective import FinetuneBudget, Objective, PhaseHook
+from autoprune.study._objective import FinetuneBudget, Objective, PhaseHook, ScreenRecipe
 from autoprune.study._storage import guard_storage
 from autoprune.study._task import Log, Task
 
 __all__ = [
     "FINETUNE",
+    "Screening",
+    "create_running_trial",
+    "holds",
     "STAGES_ATTR",
     "STAGE_ATTR",
     "band_of",
@@ -104,7 +107,7 @@ def _by_band(trials: Sequence[FrozenTrial], take: int, stages: StagesConfig) -> 
     return order[:take]
 
 
-def _holds(trial: FrozenTrial) -> bool:
+def holds(trial: FrozenTrial) -> bool:
     """Whether ``trial`` holds its finalist slot. A failure that would repeat (same plan, same seed) holds it;
     one from an interruption or a dead worker (no error recorded) frees it, as does a losing duplicate."""
     if trial.state in (TrialState.RUNNING, TrialState.COMPLETE, TrialState.WAITING):
@@ -136,7 +139,7 @@ def next_step(trials: Sequence[FrozenTrial], schedule: Schedule, stages: StagesC
             keys = {_plan_key(t) for t in wanted}
             done = [t for t in previous if t.state == TrialState.COMPLETE and _plan_key(t) in keys]
             wanted = _by_band(done, min(rung.finalists, math.ceil(len(wanted) / stages.promote.factor)), stages)
-        held = {_plan_key(t) for t in trials if _rung(t) == index and _holds(t)}
+        held = {_plan_key(t) for t in trials if _rung(t) == index and holds(t)}
         for source in wanted:
             if _plan_key(source) not in held:
                 return NextStep("run", index, source)
@@ -180,7 +183,7 @@ def check_mode(study: optuna.Study, config: Config, schedule: Schedule | None) -
     study.set_user_attr(STAGES_ATTR, {"settings": settings, **schedule.to_dict()})
 
 
-class _Screening:
+class Screening:
     """The objective of stage 1: ``objective`` without a fine-tune, its trial marked as screened."""
 
     def __init__(self, objective: Objective, costs: UnitCosts) -> None:
@@ -199,25 +202,18 @@ class _Screening:
         return values
 
 
-def _start_finalist(
+def create_running_trial(
     study: optuna.Study,
     storage: BaseStorage,
     study_id: int,
-    step: NextStep,
-    schedule: Schedule,
+    params: dict[str, Any],
+    distributions: dict[str, Any],
+    attrs: dict[str, Any],
     worker: Mapping[str, Any] | None,
 ) -> tuple[optuna.Trial, int]:
-    """A RUNNING trial with the source's params (so the space samples the same plan) and its stage recorded;
-    created directly in the storage, so the warm-start queue is left alone."""
-    source = step.source
-    assert source is not None
-    rung = schedule.rungs[step.rung]
-    compute = schedule.costs.finetune(rung.steps)
-    attrs: dict[str, Any] = {
-        FIDELITY_ATTR: FINETUNE,
-        STAGE_ATTR: {"rung": step.rung, "source": source.number, **compute.to_dict()},
-        "plan": source.user_attrs.get("plan"),  # names the slot at once (the objective records it again)
-    }
+    """A RUNNING trial with ``params`` already set (so ``space.sample`` returns their plan) and ``attrs``; created
+    directly in the storage, so the sampler and the warm-start queue are left alone."""
+    attrs = dict(attrs)
     if worker is not None:
         attrs[WORKER_ATTR] = dict(worker)
     template = FrozenTrial(
@@ -226,8 +222,8 @@ def _start_finalist(
         value=None,
         datetime_start=datetime.datetime.now(),
         datetime_complete=None,
-        params=dict(source.params),
-        distributions=dict(source.distributions),
+        params=params,
+        distributions=distributions,
         user_attrs=attrs,
         system_attrs={},
         intermediate_values={},
@@ -237,10 +233,30 @@ def _start_finalist(
     return optuna.Trial(study, trial_id), trial_id
 
 
+def _start_finalist(
+    study: optuna.Study,
+    storage: BaseStorage,
+    study_id: int,
+    step: NextStep,
+    schedule: Schedule,
+    worker: Mapping[str, Any] | None,
+) -> tuple[optuna.Trial, int]:
+    """A finalist: the source's params (so the space samples the same plan) and its stage recorded."""
+    source = step.source
+    assert source is not None
+    compute = schedule.costs.finetune(schedule.rungs[step.rung].steps)
+    attrs: dict[str, Any] = {
+        FIDELITY_ATTR: FINETUNE,
+        STAGE_ATTR: {"rung": step.rung, "source": source.number, **compute.to_dict()},
+        "plan": source.user_attrs.get("plan"),  # names the slot at once (the objective records it again)
+    }
+    return create_running_trial(study, storage, study_id, dict(source.params), dict(source.distributions), attrs, worker)
+
+
 def _duplicate_of(study: optuna.Study, trial: optuna.Trial, rung: int, key: str) -> int | None:
     """Two workers that chose the same slot at once: the lower trial number keeps it."""
     for other in study.get_trials(deepcopy=False):
-        if other.number < trial.number and _rung(other) == rung and _plan_key(other) == key and _holds(other):
+        if other.number < trial.number and _rung(other) == rung and _plan_key(other) == key and holds(other):
             return other.number
     return None
 
@@ -275,7 +291,7 @@ def run_staged(
     run_trials(
         study,
         storage,
-        _Screening(Objective(task, on_phase, finetune=FinetuneBudget(0)), schedule.costs),
+        Screening(Objective(task, on_phase, finetune=FinetuneBudget(0), screen=ScreenRecipe.of(task)), schedule.costs),
         n_trials=schedule.screens + finalists,
         timeout=timeout,
         callbacks=callbacks,

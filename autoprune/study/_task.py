@@ -5,6 +5,7 @@ Resolving a config lives in ``_resolve``, the base model in ``_base``, writing t
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +28,17 @@ from autoprune.engine import (
     relative_macs,
 )
 from autoprune.errors import AutopruneError, ConfigError, PruningError
-from autoprune.evaluate import Runtime, build_evaluator, check_evaluator, fixed_batches, load_user_evaluator
+from autoprune.evaluate import (
+    COSTS,
+    Candidate,
+    LatencyMeter,
+    MemoryCache,
+    Runtime,
+    build_evaluator,
+    check_evaluator,
+    fixed_batches,
+    load_user_evaluator,
+)
 from autoprune.plan import PruningPlan
 from autoprune.space import SearchSpace, SparsitySpace
 from autoprune.study._base import Log, trained_base
@@ -41,6 +52,7 @@ __all__ = [
     "Resolved",
     "Task",
     "atomic_write_bytes",
+    "fit_budgets",
     "check_output_writable",
     "prepare_task",
     "resolve",
@@ -162,8 +174,9 @@ def prepare_task(
     ``evaluator`` (an object with ``recalibrate``, ``finetune`` and ``score``) replaces the config's
     ``evaluator`` and the built-in one."""
     resolved = resolved or resolve(config)
+    config, fitted = fit_budgets(config, resolved)  # before any training: MACs and params need no weights
     runtime = resolved.runtime
-    for warning in resolved.warnings:
+    for warning in [*resolved.warnings, *fitted]:
         log(f"warning: {warning}")
     task_evaluator, user = _evaluator(config, resolved, evaluator)
     scores: list[float] = []
@@ -223,10 +236,12 @@ def prepare_task(
 def _ranking_inputs(
     config: Config, resolved: Resolved, base: nn.Module, counts: tuple[int, int], batches: list[Any]
 ) -> dict[str, Any]:
-    """``ratio_schedule: global_rank``: the base model's normalised channel importances, computed once, and (for a
-    MACs target) what measures a plan's relative MACs."""
+    """``ratio_schedule: global_rank`` and the budgeted search: the base model's normalised channel importances,
+    computed once, and what measures a plan's relative MACs (global_rank's MACs target) or relative cost (the
+    budgets)."""
     spec = resolved.spec
-    if spec.ratio_schedule != "global_rank" or not resolved.groups:
+    budgeted = config.study.search == "budgeted"
+    if not resolved.groups or (spec.ratio_schedule != "global_rank" and not budgeted):
         return {}
     try:
         importances = importance_table(
@@ -236,7 +251,84 @@ def _ranking_inputs(
     except PruningError as exc:  # a criterion that cannot be ranked before the plan (random)
         raise ConfigError(str(exc), key="prune.criteria") from None
     macs_of = relative_macs(base, resolved.example_inputs, counts, gradient_batches=batches) if spec.target == "macs" else None
-    return {"importances": importances, "macs_of": macs_of}
+    if not budgeted:
+        return {"importances": importances, "macs_of": macs_of}
+    return {
+        "importances": importances,
+        "macs_of": macs_of,
+        "budgets": tuple(config.study.budgets),
+        "cost_of": _cost_of(config, resolved, base, counts, batches),
+    }
+
+
+def fit_budgets(config: Config, resolved: Resolved) -> tuple[Config, list[str]]:
+    """``config`` with the budgeted search's budgets checked against what prune.ratio can reach, and the warnings.
+
+    A budget the config names that cannot be reached is one ConfigError; a default budget that cannot (a small
+    model, a tight prune.ratio) is dropped with a warning. Checked on the resolved model's structure, before any
+    training (MACs and params need no weights; latency, which needs the trained model timed, when the task is
+    built)."""
+    study = config.study
+    if study.search != "budgeted":
+        return config, []
+    if config.prune.unstructured_mode:
+        raise ConfigError(
+            "the budgeted search projects channel allocations onto cost budgets; prune.mode unstructured needs "
+            "study.search: single (or staged)",
+            key="study.search",
+        )
+    if not resolved.groups or config.objectives[1] == "latency":
+        return config, []
+    counts = count_macs_params(resolved.model, resolved.example_inputs)
+    bounds = resolved.bounds
+    most = PruningPlan(
+        {g.name: (bounds.get(g.name, config.prune.ratio)[1], config.prune.criteria[0]) for g in resolved.groups
+         if not bounds or g.name in bounds},
+        round_to=config.prune.round_to,
+        scope=config.prune.scopes[0],
+    )  # fmt: skip
+    floor = _cost_of(config, resolved, resolved.model, counts, [])(most)
+    out_of_reach = [b for b in study.budgets if b < floor]
+    if not out_of_reach:
+        return config, []
+    why = (
+        f"removing the most channels prune.ratio allows leaves {floor:.4f} of the {config.objectives[1]}; raise "
+        "prune.ratio's upper bound"
+    )
+    if "budgets" in study.model_fields_set or len(out_of_reach) == len(study.budgets):
+        raise ConfigError(f"budget {out_of_reach[0]:g} cannot be reached: {why} or drop the budget", key="study.budgets")
+    kept = [b for b in study.budgets if b >= floor]
+    warning = (
+        f"study.budgets: the default budgets {', '.join(f'{b:g}' for b in out_of_reach)} cannot be reached ({why}); "
+        f"searching {', '.join(f'{b:g}' for b in kept)}"
+    )
+    return config.model_copy(update={"study": study.model_copy(update={"budgets": kept})}), [warning]
+
+
+def _cost_of(
+    config: Config, resolved: Resolved, base: nn.Module, counts: tuple[int, int], batches: list[Any]
+) -> Callable[[PruningPlan], float]:
+    """``cost_of(plan)``: the relative cost (``objectives[1]``, a registered cost) of ``plan`` applied to ``base``,
+    as a trial measures it (latency with a meter of its own, in this process's memory)."""
+    cost = COSTS.get(config.objectives[1], key="objectives")
+    meter = None
+    if config.objectives[1] == "latency":
+        channels = {g.name: g.channels for g in resolved.groups}
+        paths = factory_search_paths(config)
+        meter = LatencyMeter(
+            config.latency, resolved.runtime, base, resolved.example_inputs, channels, cache=MemoryCache(), search_paths=paths
+        )
+
+    known: dict[str, float] = {}  # a cost depends on the channels kept alone: the criteria do not change it
+
+    def cost_of(plan: PruningPlan) -> float:
+        key = json.dumps({name: entry.ratio for name, entry in plan.groups.items()}, sort_keys=True)
+        if key not in known:
+            pruned, report = apply_plan(base, resolved.example_inputs, plan, base_counts=counts, gradient_batches=batches)
+            known[key] = cost(Candidate(pruned, report, meter)).relative
+        return known[key]
+
+    return cost_of
 
 
 def _sparsity_space(config: Config, resolved: Resolved) -> SparsitySpace | None:

@@ -1,0 +1,151 @@
+"""The budget-targeted space (``study.search: budgeted``): an allocation projected onto one budget.
+
+A trial's params are its budget (a relative cost of the cost objective), a *basis* and an allocation on it:
+
+- ``uniform``: each group's channels scored by their position in the group (the k-th weakest of n scores
+  (k + 1) / n), so one threshold removes the same fraction of every group: a uniform ``pruning_ratio``;
+- ``ranked``: the criterion's importances on the base model, normalised per group (Torch-Pruning's global
+  ranking);
+
+then a positive scale per ratio knob (stage or group; 1 everywhere is the plain basis), a criterion per criterion
+knob and, when searched, the criteria scope. The projection ranks the scaled scores of every group together and
+removes the lowest until the plan's relative cost is at most the budget, with the fewest channels removed (one
+threshold, found by bisection on the number of channels it removes). So every candidate of a budget costs the
+same, up to one channel step, and differs from the others only in where the cuts go.
+
+The hand-picked baselines are points of this space: uniform with every criterion, and global ranking (ranked,
+every scale 1) with l1 and l2. No model runs here: the cost is measured through ``cost_of(plan)``, which the
+task supplies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from autoprune.errors import ConfigError
+from autoprune.plan import PruningPlan
+from autoprune.ranking import ranked_plan
+
+if TYPE_CHECKING:
+    from autoprune.space._space import SearchSpace
+
+__all__ = [
+    "BASES",
+    "BASIS_PARAM",
+    "BUDGET_PARAM",
+    "GLOBAL_BASELINE_CRITERIA",
+    "baseline_criteria",
+    "baseline_params",
+    "budget_distributions",
+    "check_budgets",
+    "positional_importances",
+    "projected_entries",
+]
+
+BUDGET_PARAM = "budget"
+BASIS_PARAM = "basis"
+BASES = ("uniform", "ranked")
+GLOBAL_BASELINE_CRITERIA = ("l1", "l2")  # Torch-Pruning's global pruning: magnitude importances
+Distribution = tuple[Any, ...]
+
+
+def positional_importances(channels: Mapping[str, int]) -> dict[str, tuple[float, ...]]:
+    """Scores that make one global threshold a uniform ratio: the k-th channel of a group of n scores (k+1)/n."""
+    return {name: tuple((k + 1) / count for k in range(count)) for name, count in channels.items()}
+
+
+def budget_distributions(space: SearchSpace) -> dict[str, Distribution]:
+    """Every searched param of a budgeted trial, in the order ``sample`` suggests them (the budget first)."""
+    dists: dict[str, Distribution] = {
+        BUDGET_PARAM: ("categorical", list(space.budgets)),
+        BASIS_PARAM: ("categorical", list(BASES)),
+    }
+    for group in space.groups:
+        if space.spec.ratio != "shared":
+            dists.setdefault(space.scale_param(group), ("log_float", *space.spec.scale_range))
+        criterion = space.criterion_param(group)
+        dists.setdefault(criterion, ("categorical", list(space.criteria)))
+    if len(space.scopes) > 1:
+        from autoprune.space._space import SCOPE_PARAM
+
+        dists[SCOPE_PARAM] = ("categorical", list(space.scopes))
+    return dists
+
+
+def projected_entries(space: SearchSpace, params: Mapping[str, Any]) -> dict[str, tuple[float, str]]:
+    """Each group's (ratio, criterion): the params' allocation projected onto their budget."""
+    if space.cost_of is None:
+        raise ConfigError("a budgeted space needs cost_of(plan) -> relative cost to project plans", key="study.search")
+    budget, basis = float(params[BUDGET_PARAM]), str(params[BASIS_PARAM])
+    scope = space.scope_of(params)
+    criteria = {group: space.criterion_of(group, params) for group in space.groups}
+    channels = space.channels()
+    if basis == "uniform":
+        scores: Mapping[str, tuple[float, ...]] = positional_importances(channels)
+    else:
+        scores = {group: space.importances[(criteria[group], scope)].groups[group] for group in space.groups}
+    scales = {group: float(params.get(space.scale_param(group), 1.0)) for group in space.groups}
+    try:
+        plan = ranked_plan(
+            scores,
+            criteria,
+            macs=budget,
+            macs_of=space.cost_of,
+            scales=scales,
+            bounds={group: space.ratio_bounds(group) for group in space.groups},
+            round_to=space.round_to,
+            scope=scope,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"budget {budget:g} cannot be reached: {exc}", key="study.budgets") from None
+    return {group: (entry.ratio, entry.criterion) for group, entry in plan.groups.items()}
+
+
+def baseline_criteria(criteria: Sequence[str]) -> list[tuple[str, str]]:
+    """The hand-picked baselines as (basis, criterion): uniform with each searched criterion, then global
+    ranking with l1 and l2 (those searched; the first criterion when neither is)."""
+    ranked = [c for c in GLOBAL_BASELINE_CRITERIA if c in criteria] or [criteria[0]]
+    return [("uniform", c) for c in criteria] + [("ranked", c) for c in ranked]
+
+
+def baseline_params(space: SearchSpace, budget: float) -> list[dict[str, Any]]:
+    """The plans a user would try by hand at ``budget``, in this order: uniform with each searched criterion,
+    then global ranking with l1 and l2 (those searched; the first criterion when neither is)."""
+    dists = budget_distributions(space)
+    baselines = []
+    for basis, criterion in baseline_criteria(space.criteria):
+        params: dict[str, Any] = {}
+        for name, (kind, *_) in dists.items():
+            if name == BUDGET_PARAM:
+                params[name] = budget
+            elif name == BASIS_PARAM:
+                params[name] = basis
+            elif kind == "log_float":
+                params[name] = 1.0
+            elif name.startswith("criterion"):
+                params[name] = criterion
+            else:  # the searched scope: its first choice, as the warm start takes it
+                params[name] = space.scopes[0]
+        baselines.append(params)
+    return baselines
+
+
+def check_budgets(space: SearchSpace) -> None:
+    """Every budget is reachable within the ratio bounds; else one ConfigError naming the first that is not."""
+    if space.cost_of is None:
+        raise ConfigError("a budgeted space needs cost_of(plan) -> relative cost", key="study.search")
+    most = PruningPlan(
+        {group: (space.ratio_bounds(group)[1], space.criteria[0]) for group in space.groups},
+        round_to=space.round_to,
+        scope=space.scopes[0],
+    )
+    floor = space.cost_of(most)
+    for budget in space.budgets:
+        if budget < floor:
+            raise ConfigError(
+                f"budget {budget:g} cannot be reached: removing the most channels prune.ratio allows leaves "
+                f"{floor:.4f} of the cost",
+                key="study.budgets",
+            )
+
