@@ -19,10 +19,11 @@ import autoprune
 from autoprune.cli import main
 from autoprune.config import RuntimeConfig, config_from_dict
 from autoprune.criteria._builtin import distance_dtype, fpgm_distances
-from autoprune.engine import select_removed
+from autoprune.engine import select_removed, to_device
 from autoprune.errors import ConfigError
-from autoprune.evaluate import check_worker_devices, resolve_runtime, to_device, worker_device
+from autoprune.evaluate import resolve_runtime
 from autoprune.export import Selection, export_model
+from autoprune.study import check_worker_devices, worker_device
 
 TESTS = Path(__file__).resolve().parent
 CUDA = torch.cuda.is_available()

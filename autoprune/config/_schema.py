@@ -22,7 +22,7 @@ from autoprune.config._study_schema import (
     StudyConfig,
     WorkersConfig,
 )
-from autoprune.config._types import _Strict, known_name, registered_or_spec
+from autoprune.config._types import _Strict, known_name, spec_or_name
 from autoprune.schedules import SCHEDULES
 
 __all__ = [
@@ -133,18 +133,12 @@ class TrainConfig(_Strict):
     weight_decay: float = Field(default=5e-4, ge=0.0)
 
 
-def _loss_names() -> list[str]:
-    from autoprune.evaluate._losses import LOSSES  # the registry lives with the training loop; loaded on use
-
-    return LOSSES.names()
-
-
-def _known_loss(name: str) -> str:
-    """A registered loss name, or ``"pkg.module:fn"`` (imported when the evaluator is built)."""
-    return registered_or_spec(name, "loss", _loss_names)
+def _loss_spec(name: str) -> str:
+    """A loss name or ``"pkg.module:fn"``; whether the name is registered is checked when the run is resolved."""
+    return spec_or_name(name, "loss")
 
 
-LossName = Annotated[str, AfterValidator(_known_loss)]
+LossName = Annotated[str, AfterValidator(_loss_spec)]
 OptimizerName = Literal["sgd", "adamw"]
 
 

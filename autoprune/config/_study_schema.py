@@ -11,7 +11,7 @@ from pydantic import (
     field_validator,
 )
 
-from autoprune.config._types import Sampler, _Strict, registered_or_spec
+from autoprune.config._types import Sampler, _Strict, spec_or_name
 
 
 class ConstraintsConfig(_Strict):
@@ -20,15 +20,10 @@ class ConstraintsConfig(_Strict):
     max_latency: float | None = Field(default=None, gt=0.0, le=1.0)
 
 
-def _backend_names() -> list[str]:
-    from autoprune.evaluate._latency import LATENCY_BACKENDS  # the registry lives with the measurement
-
-    return LATENCY_BACKENDS.names()
-
-
-def _known_latency_backend(name: str) -> str:
-    """A registered latency backend (torch, onnxruntime, torch_compile), or ``"pkg.module:fn"``."""
-    return registered_or_spec(name, "latency backend", _backend_names)
+def _latency_backend_spec(name: str) -> str:
+    """A latency backend name (torch, onnxruntime, torch_compile) or ``"pkg.module:fn"``; whether the name is
+    registered is checked when the run is resolved."""
+    return spec_or_name(name, "latency backend")
 
 
 class LatencyConfig(_Strict):
@@ -37,7 +32,7 @@ class LatencyConfig(_Strict):
 
     # torch (eager), onnxruntime (the exported graph, CPU provider), torch_compile, or "pkg.module:fn" with
     # fn(model, example_inputs) -> seconds (TensorRT, a phone, a remote board).
-    backend: Annotated[str, AfterValidator(_known_latency_backend)] = "torch"
+    backend: Annotated[str, AfterValidator(_latency_backend_spec)] = "torch"
     batch_size: int = Field(default=1, gt=0)
     runs: int = Field(default=20, gt=0)
     warmup: int = Field(default=5, ge=0)

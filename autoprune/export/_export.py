@@ -22,9 +22,8 @@ import torch
 
 from autoprune._version import __version__
 from autoprune.config import Config, dump_config
-from autoprune.engine import PruneReport, call_model, compressed_bytes, count_nonzero_params
+from autoprune.engine import PruneReport, call_model, compressed_bytes, count_nonzero_params, to_device
 from autoprune.errors import ConfigError
-from autoprune.evaluate import to_device
 from autoprune.export._artifacts import ArtifactContext, write_artifacts
 from autoprune.export._load import EXAMPLE_INPUTS_FILE
 from autoprune.export._measure import cpu_latency_ms, device_latency_ms, remeasure_search_latency, search_latency_line

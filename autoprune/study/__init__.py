@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from autoprune.study._base import base_source
 from autoprune.study._budget import Compute, Schedule, UnitCosts, plan_schedule, staged_schedule, unit_costs
+from autoprune.study._devices import check_worker_devices, pin_worker_device, worker_device
+from autoprune.study._dispatch import search
 from autoprune.study._frame import (
     FIDELITY_ATTR,
     FRONT_COLUMNS,
@@ -19,7 +21,7 @@ from autoprune.study._heartbeat import JournalHeartbeatStorage, fail_stale
 from autoprune.study._inputs import describe_inputs, first_channels
 from autoprune.study._loop import FINISHED, WORKER_ATTR, run_trials
 from autoprune.study._objective import PHASES, FinetuneBudget, Objective, PlanResult, evaluate_plan, trial_seed
-from autoprune.study._resolve import factory_search_paths
+from autoprune.study._resolve import check_registered_names, factory_search_paths
 from autoprune.study._search import (
     SearchAborted,
     SearchInterrupted,
@@ -27,7 +29,6 @@ from autoprune.study._search import (
     join_study,
     metric_names,
     open_config_storage,
-    search,
     write_outputs,
 )
 from autoprune.study._staged import STAGE_ATTR, band_of, run_staged, staged_spend
@@ -56,10 +57,14 @@ __all__ = [
     "StorageLost",
     "PlanResult",
     "Task",
+    "check_worker_devices",
+    "pin_worker_device",
+    "worker_device",
     "atomic_write_bytes",
     "base_point",
     "base_source",
     "check_output_writable",
+    "check_registered_names",
     "create_or_load_study",
     "describe_inputs",
     "factory_search_paths",

@@ -1,4 +1,8 @@
-"""``search``: join (or create) the study the config names and run trials until it holds ``n_trials``."""
+"""One process on a study: join (or create) the study the config names and run trials until it holds ``n_trials``.
+
+``autoprune.study.search`` (``_dispatch``) runs this, or starts local worker processes (``_workers``) that each run
+it; the pieces both need (joining the study, writing trials.csv, the interruption) live here.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +19,8 @@ from optuna.storages import BaseStorage
 
 from autoprune.config import Config, dump_config
 from autoprune.errors import AutopruneError
-from autoprune.evaluate import pin_worker_device
 from autoprune.study._budget import staged_schedule
+from autoprune.study._devices import pin_worker_device
 from autoprune.study._frame import trials_frame
 from autoprune.study._io import RESOLVED_CONFIG, run_file, write_run_file
 from autoprune.study._loop import FINISHED, run_trials
@@ -36,7 +40,7 @@ __all__ = [
     "join_study",
     "metric_names",
     "open_config_storage",
-    "search",
+    "search_single",
     "write_outputs",
 ]
 
@@ -184,7 +188,7 @@ def worker_record(index: int, task: Task | None = None) -> dict[str, Any]:
     return record
 
 
-def search(
+def search_single(
     config: Config,
     *,
     log: Log = lambda _: None,
@@ -194,20 +198,8 @@ def search(
     worker_index: int | None = None,
     evaluator: object | None = None,
 ) -> optuna.Study:
-    """Run (or resume, or join) the study that ``config`` describes; returns it. What ``autoprune search`` runs.
-
-    With ``config.workers.count`` > 1 it starts that many local worker processes on the study. Run the same
-    on other machines (with a shared storage) and they join it; ``study.n_trials`` is the study's total.
-    With ``config.workers.devices``, worker ``i`` runs on ``cuda:{devices[i % len(devices)]}`` (a process
-    without ``worker_index`` on the first of them).
-
-    ``evaluator`` (an object with ``recalibrate``, ``finetune`` and ``score``) replaces the config's
-    ``evaluator`` and the built-in one; local worker processes get it pickled.
-    """
-    if config.workers.count > 1 and worker_index is None:
-        from autoprune.study._workers import search_with_workers
-
-        return search_with_workers(config, log=log, callbacks=callbacks, on_ready=on_ready, evaluator=evaluator)
+    """Run (or resume, or join) the study that ``config`` describes in this process, as worker ``worker_index``
+    (pinned to its GPU with ``workers.devices``); returns it. See ``autoprune.study.search``."""
     # Before any CUDA work: `cuda` and `auto` then resolve to this worker's GPU.
     pin_worker_device(config.workers.devices, worker_index or 0, config.runtime)
     study, storage, task, index = join_study(config, log=log, worker_index=worker_index, evaluator=evaluator)
