@@ -73,7 +73,8 @@ def _config(output: Path, **sections: Any) -> dict[str, Any]:
         },
         "finetune": {"epochs": 1, "lr": 0.01, "bn_recalibration_batches": 1},
         "study": {"n_trials": 2, "sampler": "random"},
-        "export": {"epochs": 0, "latency_runs": 2, "latency_warmup": 0},
+        "export": {"epochs": 0},
+        "latency": {"runs": 2, "warmup": 0},
     }
     for key, value in sections.items():
         config[key] = {**config[key], **value} if isinstance(value, dict) and isinstance(config.get(key), dict) else value

@@ -183,15 +183,12 @@ class ScheduleConfig(_Strict):
 
 
 class ExportConfig(TrainConfig):
-    """``autoprune export``: the recovery fine-tune, gradual pruning, and how latency is measured."""
+    """``autoprune export``: the recovery fine-tune and gradual pruning (latency is timed as ``latency:`` says)."""
 
     epochs: int = Field(default=10, ge=0)
     lr: float = Field(default=0.01, gt=0.0)
     bn_recalibration_batches: int = Field(default=20, ge=0)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
-    latency_runs: int = Field(default=50, gt=0)
-    latency_warmup: int = Field(default=10, ge=0)
-    latency_threads: int = Field(default=1, gt=0)
     onnx_exporter: Literal["dynamo", "torchscript", "off"] = "dynamo"
     # The recovery fine-tune's recipe; optimizer, loss and loss_options are finetune's unless set here
     # (loss_options: {} when only export.loss is set).
@@ -204,7 +201,14 @@ class ExportConfig(TrainConfig):
     @model_validator(mode="before")
     @classmethod
     def _renamed_keys(cls, data: Any) -> Any:
-        renamed = {"iterative_steps": "export.schedule.steps", "step_epochs": "export.schedule.step_epochs"}
+        renamed = {
+            "iterative_steps": "export.schedule.steps",
+            "step_epochs": "export.schedule.step_epochs",
+            # One latency meter: export times through it too, with the one `latency:` section.
+            "latency_runs": "latency.runs",
+            "latency_warmup": "latency.warmup",
+            "latency_threads": "latency.threads",
+        }
         for old, new in renamed.items():
             if isinstance(data, dict) and old in data:
                 raise ValueError(f"export.{old} is now {new}")
