@@ -143,7 +143,7 @@ def test_a_bad_backend_name_is_a_one_line_error_naming_the_key(tmp_path, base_we
     message = str(info.value)
     assert "\n" not in message and "latency.backend" in message and "did you mean 'onnxruntime'" in message
     with pytest.raises(ConfigError, match="objectives"):
-        config_from_dict(_config(tmp_path, base_weights, objectives=["metric", "speed"]))
+        check_registered_names(config_from_dict(_config(tmp_path, base_weights, objectives=["metric", "speed"])))
 
 
 @pytest.mark.parametrize("old", ["latency_runs", "latency_warmup", "latency_threads"])

@@ -139,6 +139,15 @@ def _loss_spec(name: str) -> str:
 
 
 LossName = Annotated[str, AfterValidator(_loss_spec)]
+
+
+def _cost_spec(name: str) -> str:
+    """A cost name (macs, params, nonzero_params, latency, or one registered with ``register_cost``) or
+    ``"pkg.module:fn"``; whether the name is registered is checked when the run is resolved."""
+    return spec_or_name(name, "cost")
+
+
+CostName = Annotated[str, AfterValidator(_cost_spec)]
 OptimizerName = Literal["sgd", "adamw"]
 
 
@@ -226,7 +235,7 @@ class Config(_Strict):
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     # The cost objective: relative MACs, parameters, non-zero parameters (what unstructured pruning lowers), or
     # latency (measured as `latency:` says). Default: macs, or nonzero_params when prune.mode includes unstructured.
-    objectives: tuple[Literal["metric"], Literal["macs", "params", "nonzero_params", "latency"]] = ("metric", "macs")
+    objectives: tuple[Literal["metric"], CostName] = ("metric", "macs")
     constraints: ConstraintsConfig = Field(default_factory=ConstraintsConfig)
     study: StudyConfig = Field(default_factory=StudyConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)

@@ -11,6 +11,8 @@ from autoprune.evaluate._costs import (
     LatencyMeter,
     LatencyResult,
     MemoryCache,
+    cost_label,
+    get_cost,
     needs_latency,
     register_cost,
 )
@@ -35,6 +37,8 @@ __all__ = [
     "LATENCY_BACKENDS",
     "Candidate",
     "Cost",
+    "cost_label",
+    "get_cost",
     "LatencyCache",
     "LatencyMeter",
     "LatencyResult",

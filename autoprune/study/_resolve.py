@@ -24,7 +24,7 @@ from autoprune.engine import (
     sparsifiable_layers,
 )
 from autoprune.errors import AutopruneError, ConfigError, did_you_mean
-from autoprune.evaluate import LATENCY_BACKENDS, LOSSES, Runtime, resolve_runtime
+from autoprune.evaluate import COSTS, LATENCY_BACKENDS, LOSSES, Runtime, resolve_runtime
 from autoprune.metrics import Metric, resolve_metric
 from autoprune.space import config_list_bounds, load_space_spec
 from autoprune.study._base import build_base_model
@@ -69,12 +69,13 @@ def _registered(name: str, registry: Registry[Any], key: str) -> None:
 
 
 def check_registered_names(config: Config) -> None:
-    """The registered names a config gives (losses, the latency backend) exist. The config checks only their form:
+    """The registered names a config gives (losses, the latency backend, the cost objective) exist. The config checks only their form:
     the registries live with the code that uses them, above the config, and a user's entry points may add names."""
     _registered(config.finetune.loss, LOSSES, "finetune.loss")
     if config.export.loss is not None:
         _registered(config.export.loss, LOSSES, "export.loss")
     _registered(config.latency.backend, LATENCY_BACKENDS, "latency.backend")
+    _registered(config.objectives[1], COSTS, "objectives[1]")
 
 
 def _first_batch(config: Config, data: DataBundle) -> Any:

@@ -19,6 +19,7 @@ from optuna.storages import BaseStorage
 
 from autoprune.config import Config, dump_config
 from autoprune.errors import AutopruneError
+from autoprune.evaluate import cost_label
 from autoprune.study._budget import staged_schedule
 from autoprune.study._devices import pin_worker_device
 from autoprune.study._frame import trials_frame
@@ -26,6 +27,7 @@ from autoprune.study._io import RESOLVED_CONFIG, run_file, write_run_file
 from autoprune.study._loop import FINISHED, run_trials
 from autoprune.study._objective import Objective, PhaseHook
 from autoprune.study._record import DEFINITION_ATTR, check_base, check_definition, record_base, record_definition
+from autoprune.study._resolve import factory_search_paths
 from autoprune.study._staged import check_mode, run_staged
 from autoprune.study._storage import create_or_load_study, make_sampler, open_storage, worker_seed
 from autoprune.study._task import Log, Task, prepare_task, resolve
@@ -81,9 +83,10 @@ class FailureStreak:
 
 
 def metric_names(config: Config) -> list[str]:
+    """The two objectives' names (the study's metric names, shown by the front, the report and the dashboard): the
+    metric, and the cost's label (``macs`` is ``MACs (relative)``; a registered cost's label)."""
     metric = config.metric.split(":")[-1]
-    names = {"macs": "MACs", "params": "params", "nonzero_params": "non-zero params", "latency": "latency"}
-    cost = names[config.objectives[1]] + " (relative)"
+    cost = cost_label(config.objectives[1], search_paths=factory_search_paths(config)) + " (relative)"
     return [metric, cost]
 
 
