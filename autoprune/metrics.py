@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from autoprune._registry import Registry, import_callable
-from autoprune.engine import call_model
+from autoprune.engine import call_model, logits_of, to_device, weights_device
 from autoprune.errors import ConfigError
 
 __all__ = ["METRICS", "Metric", "accuracy", "confusion_matrix", "miou", "register_metric", "resolve_metric"]
@@ -26,9 +26,7 @@ def register_metric(name: str) -> Callable[[Metric], Metric]:
 
 def _on_model_device(model: nn.Module, loader: Iterable[Any]) -> Iterator[Any]:
     """``loader``'s batches, moved to where ``model``'s weights are (autocast stays the caller's)."""
-    from autoprune.evaluate._runtime import model_device, to_device  # evaluate imports this module
-
-    device = model_device(model)
+    device = weights_device(model)
     non_blocking = device.type == "cuda"
     for batch in loader:
         yield to_device(batch, device, non_blocking=non_blocking)
@@ -37,8 +35,6 @@ def _on_model_device(model: nn.Module, loader: Iterable[Any]) -> Iterator[Any]:
 def _logits_and_targets(name: str, model: nn.Module, loader: Iterable[Any]) -> Iterator[tuple[torch.Tensor, Any]]:
     """The logits (the output tensor, or its ``logits`` entry: Hugging Face classifiers) and the targets of each
     ``(inputs, targets)`` batch; any other batch is a ConfigError at ``metric``, since only the user knows it."""
-    from autoprune.evaluate._losses import logits_of  # evaluate imports this module
-
     for batch in _on_model_device(model, loader):
         if not isinstance(batch, (tuple, list)) or len(batch) < 2:
             keys = f" with keys {', '.join(map(str, batch))}" if isinstance(batch, Mapping) else ""

@@ -41,11 +41,10 @@ def _config_dict(tmp_path, base_weights, **export):
             "epochs": 1,
             "bn_recalibration_batches": 2,
             "schedule": {"step_epochs": 1},
-            "latency_runs": 5,
-            "latency_warmup": 1,
             "onnx_exporter": "torchscript",
             **export,
         },
+        latency={"runs": 5, "warmup": 1},
     )
 
 

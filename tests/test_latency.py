@@ -22,7 +22,7 @@ from autoprune.config import config_from_dict, load_config
 from autoprune.evaluate import CPU, LatencyRun, measure_latency
 from autoprune.export import Selection, export_model, select_trial
 from autoprune.report import LATENCY_FILE, collect, write_report
-from autoprune.study import prepare_task
+from autoprune.study import check_registered_names, prepare_task
 from autoprune.study._latency import CACHE_PREFIX, StudyLatencyCache, latency_meter
 
 BACKEND = '''
@@ -55,8 +55,9 @@ def _config(tmp_path, base_weights, **sections):
 
 @pytest.fixture(scope="module")
 def budgeted(tmp_path_factory, base_weights):
-    """A search with a user backend (written beside the config) and max_latency; returns the study, config, and
-    the backend module (its CALLS record every measurement)."""
+    """A search with a user backend (written beside the config) and max_latency; returns the study, config, the
+    backend module (its CALLS record every measurement, the later tests' too) and a copy of the calls the search
+    made, taken when it finished: what a test reads of the search does not depend on which tests ran before it."""
     tmp_path = tmp_path_factory.mktemp("latency")
     module = f"latency_backend_{uuid.uuid4().hex[:8]}"
     (tmp_path / f"{module}.py").write_text(BACKEND)
@@ -64,12 +65,13 @@ def budgeted(tmp_path_factory, base_weights):
         tmp_path,
         base_weights,
         constraints={"max_latency": MAX_LATENCY},
-        latency={"backend": f"{module}:by_params", "batch_size": 2},
-        export={"epochs": 0, "bn_recalibration_batches": 2, "latency_runs": 3, "latency_warmup": 1, "onnx_exporter": "off"},
+        latency={"backend": f"{module}:by_params", "batch_size": 2, "runs": 3, "warmup": 1},
+        export={"epochs": 0, "bn_recalibration_batches": 2, "onnx_exporter": "off"},
     )
     config = load_config(write_config(tmp_path / "config.yaml", raw))
     study = autoprune.search(config)
-    return study, config, sys.modules[module]
+    backend = sys.modules[module]
+    return study, config, backend, list(backend.CALLS)
 
 
 def test_a_latency_objective_search_records_relative_and_absolute_latency_and_spread(tmp_path, base_weights):
@@ -95,7 +97,7 @@ def test_a_latency_objective_search_records_relative_and_absolute_latency_and_sp
 
 
 def test_max_latency_measures_every_candidate_but_fine_tunes_only_those_within_budget(budgeted):
-    study, _, _ = budgeted
+    study, _, _, _ = budgeted
     over = [t for t in study.trials if t.user_attrs["latency_relative"] > MAX_LATENCY]
     within = [t for t in study.trials if t.user_attrs["latency_relative"] <= MAX_LATENCY]
     assert over and within
@@ -111,34 +113,53 @@ def test_max_latency_measures_every_candidate_but_fine_tunes_only_those_within_b
 
 
 def test_the_cache_measures_a_repeated_architecture_once_and_lives_in_the_study(budgeted):
-    study, config, backend = budgeted
+    study, config, backend, search_calls = budgeted
     architectures = {json.dumps(t.user_attrs["channels"], sort_keys=True) for t in study.trials}
     assert len(study.trials) == 6 and len(architectures) == 3
-    assert len(backend.CALLS) == 1 + 3  # the base, then each architecture once
+    assert len(search_calls) == 1 + 3  # the base, then each architecture once
     assert sum(t.user_attrs["latency_cached"] for t in study.trials) == 3
     assert len(StudyLatencyCache(study).keys()) == 4
     assert all(k.startswith(CACHE_PREFIX) for k in study.user_attrs if k.startswith("latency"))
     # Another process (a worker, a resumed search) reads the study's figures: no new measurement.
     stored = optuna.load_study(study_name=config.study_name, storage=config.storage_url)
     meter = latency_meter(prepare_task(config), StudyLatencyCache(stored))
+    calls_before = len(backend.CALLS)
     assert meter is not None and meter.base().median_ms > 0
-    assert meter.measured == 0 and len(backend.CALLS) == 4
+    assert meter.measured == 0 and len(backend.CALLS) == calls_before
 
 
 def test_a_user_backend_is_called_with_the_example_inputs_at_the_configured_batch(budgeted):
-    _, _, backend = budgeted
-    for call in backend.CALLS:
+    _, _, _, search_calls = budgeted
+    assert len(search_calls) == 4  # the base and three architectures: the loop below has calls to check
+    for call in search_calls:
         assert isinstance(call["inputs"], torch.Tensor) and tuple(call["inputs"].shape) == (2, 1, 8, 8)
         assert call["training"] is False
 
 
 def test_a_bad_backend_name_is_a_one_line_error_naming_the_key(tmp_path, base_weights):
+    config = config_from_dict(_config(tmp_path, base_weights, latency={"backend": "onnxruntim"}))
     with pytest.raises(ConfigError) as info:
-        config_from_dict(_config(tmp_path, base_weights, latency={"backend": "onnxruntim"}))
+        check_registered_names(config)  # what resolve (search, validate, export) runs first
     message = str(info.value)
     assert "\n" not in message and "latency.backend" in message and "did you mean 'onnxruntime'" in message
     with pytest.raises(ConfigError, match="objectives"):
-        config_from_dict(_config(tmp_path, base_weights, objectives=["metric", "speed"]))
+        check_registered_names(config_from_dict(_config(tmp_path, base_weights, objectives=["metric", "speed"])))
+
+
+@pytest.mark.parametrize("old", ["latency_runs", "latency_warmup", "latency_threads"])
+def test_the_old_export_latency_keys_are_one_line_naming_the_latency_key(tmp_path, base_weights, old):
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(_config(tmp_path, base_weights, export={old: 3}))
+    new = "latency." + old.removeprefix("latency_")
+    assert str(info.value).endswith(f"export: export.{old} is now {new}") and "\n" not in str(info.value)
+
+
+def test_export_times_through_the_one_latency_meter_as_the_latency_section_says(budgeted, tmp_path):
+    _, config, _, _ = budgeted
+    result = export_model(config, Selection("max_latency", 0.3), tmp_path / "export-meter")
+    cpu = result.record["latency"]
+    assert (cpu["runs"], cpu["warmup"], cpu["threads"], cpu["device"]) == (3, 1, config.latency.threads, "cpu")
+    assert cpu["before_ms"] > 0 and cpu["speedup"] == pytest.approx(cpu["before_ms"] / cpu["after_ms"])
 
 
 def test_a_user_backend_that_returns_no_seconds_is_one_line_naming_it(tmp_path, base_weights):
@@ -181,7 +202,7 @@ def test_the_builtin_backends_time_any_example_input_at_the_configured_batch(bac
 
 
 def test_export_max_latency_picks_the_best_within_budget_and_remeasures_it(budgeted, tmp_path):
-    study, config, _ = budgeted
+    study, config, _, _ = budgeted
     within = [t for t in study.trials if t.user_attrs["feasible"] and t.user_attrs["latency_relative"] <= 0.3]
     chosen = select_trial(study, Selection("max_latency", 0.3))
     assert chosen.user_attrs["latency_relative"] <= 0.3
@@ -206,7 +227,7 @@ def test_export_max_latency_on_a_study_without_latency_says_how_to_measure_it():
 
 
 def test_the_report_plots_latency_and_states_its_noise_and_rank_correlation(budgeted, tmp_path):
-    study, _, _ = budgeted
+    study, _, _, _ = budgeted
     written = write_report(study, tmp_path / "report")
     assert tmp_path / "report" / LATENCY_FILE in written
     assert (tmp_path / "report" / LATENCY_FILE).read_bytes().startswith(b"\x89PNG")

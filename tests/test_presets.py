@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import sys
-from importlib.resources import files
+from pathlib import Path
 
 import optuna
 import pytest
@@ -9,10 +9,12 @@ import yaml
 
 from autoprune.config import SpaceSpec
 from autoprune.errors import ConfigError
-from autoprune.space import SearchSpace, available_presets, load_space_spec
+from autoprune.space import SearchSpace, available_presets, load_space_spec, preset_dirs
 
-# The presets ship inside the package (a wheel install has them): read them the way the package does.
-PRESET_DIR = files("autoprune") / "search_spaces"
+# search_spaces/ at the repository root is the presets' one source (the wheel build maps it into the package;
+# .ci/wheel_check loads them from an installed wheel): read them where the package does.
+PRESET_DIR = preset_dirs()[0]
+ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTED_PRESETS = ("uniform", "per_stage", "per_layer", "global_offset")
 GROUPS = ("conv1", "layer1.0.conv1", "layer1.1.conv1", "layer2.0.conv1", "layer2.0.conv2")
 
@@ -21,6 +23,12 @@ GROUPS = ("conv1", "layer1.0.conv1", "layer1.1.conv1", "layer2.0.conv1", "layer2
 def test_every_preset_file_validates(name):
     spec = load_space_spec(name)
     assert isinstance(spec, SpaceSpec) and spec.description
+
+
+def test_the_presets_have_one_source_at_the_repository_root():
+    assert PRESET_DIR == ROOT / "search_spaces"
+    assert not (ROOT / "autoprune" / "search_spaces").exists(), "presets are mapped into the wheel, never copied"
+    assert {p.name[:-5] for p in PRESET_DIR.iterdir() if p.name.endswith(".yaml")} == set(available_presets())
 
 
 def test_the_documented_presets_exist():

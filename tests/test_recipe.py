@@ -24,6 +24,7 @@ from autoprune.evaluate import CPU, Evaluator, Runtime, build_evaluator, check_e
 from autoprune.metrics import accuracy
 from autoprune.models import build_model
 from autoprune.plan import PruningPlan
+from autoprune.study import check_registered_names
 
 TESTS = Path(__file__).resolve().parent
 X = torch.zeros(1, 1, 16, 16)
@@ -382,7 +383,6 @@ def test_search_takes_an_evaluator_object_from_python(tmp_path, base_weights, di
 @pytest.mark.parametrize(
     ("finetune", "key", "words"),
     [
-        ({"loss": "cross_entropi"}, "finetune.loss", "did you mean 'cross_entropy'"),
         ({"loss": ":fn"}, "finetune.loss", "pkg.module:fn"),
         ({"steps": 0}, "finetune.steps", "greater than or equal to 1"),
         ({"optimizer": "adam"}, "finetune.optimizer", "sgd"),
@@ -396,6 +396,16 @@ def test_bad_recipe_keys_are_one_line_errors_naming_the_key(finetune, key, words
         config_from_dict(tiny_config(Path("unused"), finetune=finetune))
     assert err.value.key == key
     assert words in str(err.value) and "\n" not in str(err.value)
+
+
+def test_an_unknown_loss_is_one_line_naming_the_key_when_the_run_is_resolved():
+    # The config checks a loss's form; the registry (beside the training loop) is asked when the run is resolved.
+    for section, key in (("finetune", "finetune.loss"), ("export", "export.loss")):
+        config = config_from_dict(tiny_config(Path("unused"), **{section: {"loss": "cross_entropi"}}))
+        with pytest.raises(ConfigError) as err:
+            check_registered_names(config)
+        assert err.value.key == key
+        assert "did you mean 'cross_entropy'" in str(err.value) and "\n" not in str(err.value)
 
 
 def test_recipe_keys_beside_a_user_evaluator_are_refused():

@@ -19,10 +19,11 @@ import autoprune
 from autoprune.cli import main
 from autoprune.config import RuntimeConfig, config_from_dict
 from autoprune.criteria._builtin import distance_dtype, fpgm_distances
-from autoprune.engine import select_removed
+from autoprune.engine import select_removed, to_device
 from autoprune.errors import ConfigError
-from autoprune.evaluate import check_worker_devices, resolve_runtime, to_device, worker_device
+from autoprune.evaluate import resolve_runtime
 from autoprune.export import Selection, export_model
+from autoprune.study import check_worker_devices, worker_device
 
 TESTS = Path(__file__).resolve().parent
 CUDA = torch.cuda.is_available()
@@ -72,7 +73,8 @@ def _config(output: Path, **sections: Any) -> dict[str, Any]:
         },
         "finetune": {"epochs": 1, "lr": 0.01, "bn_recalibration_batches": 1},
         "study": {"n_trials": 2, "sampler": "random", "search": "single"},
-        "export": {"epochs": 0, "latency_runs": 2, "latency_warmup": 0},
+        "export": {"epochs": 0},
+        "latency": {"runs": 2, "warmup": 0},
     }
     for key, value in sections.items():
         config[key] = {**config[key], **value} if isinstance(value, dict) and isinstance(config.get(key), dict) else value

@@ -48,7 +48,7 @@ def _config(tmp_path, base_weights, **study: Any) -> dict[str, Any]:
         base_weights,
         finetune={"epochs": 1, "steps": 3, "lr": 0.01, "bn_recalibration_batches": 2, "val_batches": 2},
         study={"sampler": "tpe", "n_trials": 4, "seed": 0, "search": "staged", "stages": stages, **study},
-        export={"epochs": 0, "latency_runs": 2, "latency_warmup": 0, "onnx_exporter": "off"},
+        export={"epochs": 0, "onnx_exporter": "off"}, latency={"runs": 2, "warmup": 0},
     )
 
 

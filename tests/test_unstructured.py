@@ -213,10 +213,9 @@ def unstructured_study(tmp_path_factory, base_weights):
             "epochs": 1,
             "bn_recalibration_batches": 2,
             "schedule": {"kind": "polynomial", "steps": 3, "exponent": 3, "step_epochs": 1},
-            "latency_runs": 3,
-            "latency_warmup": 1,
             "onnx_exporter": "off",
         },
+        latency={"runs": 3, "warmup": 1},
     )
     study = autoprune.search(config_from_dict(raw))
     return tmp_path, raw, study
@@ -283,7 +282,7 @@ def test_a_combined_search_and_export_report_both_effects(tmp_path, base_weights
         prune={"mode": ["structured", "unstructured"], "search_space": "uniform", "criteria": ["l1"],
                "unstructured": {"methods": ["l1_unstructured"], "sparsity": [0.3, 0.8]}},
         study={"n_trials": 3},
-        export={"epochs": 1, "bn_recalibration_batches": 2, "latency_runs": 3, "latency_warmup": 1, "onnx_exporter": "off"},
+        export={"epochs": 1, "bn_recalibration_batches": 2, "onnx_exporter": "off"}, latency={"runs": 3, "warmup": 1},
     )  # fmt: skip
     study = autoprune.search(config_from_dict(raw))
     trial = study.trials[1]  # the uniform 0.5 baseline, its sparsity sampled

@@ -21,8 +21,7 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from autoprune.engine import find_output_layers
-    from autoprune.evaluate import check_worker_devices
-    from autoprune.study import base_source, describe_inputs, resolve
+    from autoprune.study import base_source, check_worker_devices, describe_inputs, resolve
 
     config = load_with_overrides(args, **{"runtime.device": args.device})
     check_worker_devices(config.workers.devices, config.runtime)  # as search checks it; export does not use it

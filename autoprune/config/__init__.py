@@ -10,6 +10,7 @@ from autoprune.config._load import (
     load_yaml,
     validation_error,
 )
+from autoprune.config._reference import config_json_schema, config_reference_markdown
 from autoprune.config._schema import (
     Config,
     ConstraintsConfig,
@@ -51,6 +52,8 @@ __all__ = [
     "UnstructuredConfig",
     "WorkersConfig",
     "apply_overrides",
+    "config_json_schema",
+    "config_reference_markdown",
     "config_from_dict",
     "dump_config",
     "load_config",

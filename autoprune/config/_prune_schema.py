@@ -33,28 +33,61 @@ class SpaceSpec(_Strict):
     """How many knobs the search turns (one per group, per stage (module-name prefix), or one shared), how the
     ratio knobs become each group's ratio, and which uniform baselines start the search."""
 
-    description: str = ""
-    ratio: Granularity = "per_group"
-    criterion: Granularity = "per_group"
-    stage_depth: int = Field(default=1, ge=1)
-    # independent: each ratio knob is its groups' ratio. global_offset: one global ratio plus an offset in
-    # [-ratio_spread, ratio_spread] per ratio knob. depth_linear: one global ratio plus one slope, ratios from
-    # global - slope at the first knob to global + slope at the last. Both clip into each group's bounds; the
-    # global ratio alone moves a plan along the whole MACs axis, as a uniform sweep does.
-    # global_rank (LeGR, Chin et al. 2020): one global target plus a scale factor per ratio knob on the groups'
-    # normalised channel importances; every group's ratio comes from one threshold across all of them.
-    ratio_schedule: Literal["independent", "global_offset", "depth_linear", "global_rank"] = "independent"
-    ratio_spread: float = Field(default=0.2, gt=0.0, lt=1.0)
-    # global_rank only: the scale factors' range (log-uniform), the target the global knob sets (a fraction of
-    # all channels, or relative MACs, log-uniform in macs_range), and the per-group normaliser of importances.
-    scale_range: tuple[Positive, Positive] = (0.5, 2.0)
-    target: Literal["ratio", "macs"] = "ratio"
-    macs_range: tuple[MacsFraction, MacsFraction] = (0.01, 1.0)
-    normalizer: str = "mean"
-    warm_start: bool = True
-    warm_start_ratios: list[Ratio] = Field(default_factory=lambda: [0.25, 0.5, 0.75], min_length=1)
-    # Each warm-start ratio with each of these criteria that the space searches (prune.criteria).
-    warm_start_criteria: list[CriterionName] = Field(default_factory=lambda: ["l1", "l2", "fpgm"], min_length=1)
+    description: str = Field(default="", description="What the preset searches, in a line.")
+    ratio: Granularity = Field(
+        default="per_group",
+        description="How many ratio knobs: one shared, one per stage (module-name prefix), or one per group.",
+    )
+    criterion: Granularity = Field(
+        default="per_group",
+        description="How many criterion knobs: one shared, one per stage, or one per group.",
+    )
+    stage_depth: int = Field(
+        default=1, ge=1,
+        description="How many leading components of a group's name make its stage (per_stage).",
+    )
+    ratio_schedule: Literal["independent", "global_offset", "depth_linear", "global_rank"] = Field(
+        default="independent",
+        description="How the ratio knobs become each group's ratio. independent: each knob is its groups' ratio; "
+                    "global_offset: one global ratio plus an offset in [-ratio_spread, ratio_spread] per knob; "
+                    "depth_linear: one global ratio plus a slope from the first knob to the last; global_rank (LeGR):"
+                    " one global target plus a scale per knob on normalised channel importances, ratios from one "
+                    "threshold across all groups.",
+    )
+    ratio_spread: float = Field(
+        default=0.2, gt=0.0, lt=1.0,
+        description="global_offset and depth_linear: the largest offset (or slope) around the global ratio.",
+    )
+    scale_range: tuple[Positive, Positive] = Field(
+        default=(0.5, 2.0),
+        description="global_rank: the range of the per-knob importance scales (log-uniform).",
+    )
+    target: Literal["ratio", "macs"] = Field(
+        default="ratio",
+        description="global_rank: what the global knob sets: a fraction of all channels (ratio) or relative MACs "
+                    "(macs, log-uniform in macs_range).",
+    )
+    macs_range: tuple[MacsFraction, MacsFraction] = Field(
+        default=(0.01, 1.0),
+        description="global_rank with target macs: the range of the relative-MACs target.",
+    )
+    normalizer: str = Field(
+        default="mean",
+        description="global_rank: the per-group normaliser of channel importances (a registered name: mean, max, sum,"
+                    " ...).",
+    )
+    warm_start: bool = Field(
+        default=True,
+        description="true: the study first queues uniform baselines (warm_start_ratios x warm_start_criteria).",
+    )
+    warm_start_ratios: list[Ratio] = Field(
+        default_factory=lambda: [0.25, 0.5, 0.75], min_length=1,
+        description="The uniform ratios of the warm start.",
+    )
+    warm_start_criteria: list[CriterionName] = Field(
+        default_factory=lambda: ["l1", "l2", "fpgm"], min_length=1,
+        description="The criteria each warm-start ratio is tried with (those the space searches).",
+    )
 
     @field_validator("scale_range", "macs_range")
     @classmethod
@@ -114,15 +147,36 @@ class NNIConfigEntry(_Strict):
     ``min_sparse_ratio`` / ``max_sparse_ratio`` alone bound the searched ratio. Later entries win.
     """
 
-    op_types: list[str] | None = None
-    op_names: list[str] | None = None
-    op_names_re: list[str] | None = None
-    exclude_op_names: list[str] = Field(default_factory=list)
-    exclude_op_types: list[str] = Field(default_factory=list)
-    exclude_op_names_re: list[str] = Field(default_factory=list)
-    sparse_ratio: Ratio | None = None
-    min_sparse_ratio: Ratio | None = None
-    max_sparse_ratio: Ratio | None = None
+    op_types: list[str] | None = Field(
+        default=None,
+        description="Select groups whose root module's type is one of these (Conv2d, Linear, ...).",
+    )
+    op_names: list[str] | None = Field(
+        default=None,
+        description="Select groups whose root module has one of these names.",
+    )
+    op_names_re: list[str] | None = Field(
+        default=None,
+        description="Select groups whose root module's name matches one of these regular expressions.",
+    )
+    exclude_op_names: list[str] = Field(default_factory=list, description="Leave out these module names.")
+    exclude_op_types: list[str] = Field(default_factory=list, description="Leave out these module types.")
+    exclude_op_names_re: list[str] = Field(
+        default_factory=list,
+        description="Leave out module names matching these regular expressions.",
+    )
+    sparse_ratio: Ratio | None = Field(
+        default=None,
+        description="Fix the selected groups' ratio (clamped into [min_sparse_ratio, max_sparse_ratio], as NNI does).",
+    )
+    min_sparse_ratio: Ratio | None = Field(
+        default=None,
+        description="The lowest searched ratio of the selected groups.",
+    )
+    max_sparse_ratio: Ratio | None = Field(
+        default=None,
+        description="The highest searched ratio of the selected groups.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -158,8 +212,15 @@ class UnstructuredConfig(_Strict):
     per layer (or per stage / shared, as the search space preset says).
     """
 
-    methods: list[SparsityMethod] = Field(default_factory=lambda: list(SPARSITY_METHODS), min_length=1)
-    sparsity: tuple[Sparsity, Sparsity] = (0.0, 0.95)
+    methods: list[SparsityMethod] = Field(
+        default_factory=lambda: list(SPARSITY_METHODS), min_length=1,
+        description="The torch.nn.utils.prune methods searched: l1_unstructured, random_unstructured (per layer), "
+                    "global (one amount ranked across all layers).",
+    )
+    sparsity: tuple[Sparsity, Sparsity] = Field(
+        default=(0.0, 0.95),
+        description="[low, high] bounds of the searched sparsity (the fraction of weights zeroed).",
+    )
 
     @field_validator("sparsity")
     @classmethod
@@ -175,22 +236,56 @@ class UnstructuredConfig(_Strict):
 
 
 class PruneConfig(_Strict):
-    # structured: remove channels (DepGraph); unstructured: zero single weights (torch.nn.utils.prune); both:
-    # remove channels, then sparsify what survives.
-    mode: tuple[PruneMode, ...] = ("structured",)
-    unstructured: UnstructuredConfig = Field(default_factory=UnstructuredConfig)
-    ignore: list[str] = Field(default_factory=list)
-    # Layers whose channels reach a model output (classifier, segmentation head) are never pruned unless true.
-    allow_output_pruning: bool = False
-    round_to: int = Field(default=1, ge=1)
-    search_space: str | SpaceSpec = "per_layer"
-    ratio: tuple[Ratio, Ratio] = (0.0, 0.9)
-    criteria: list[CriterionName] = Field(default_factory=lambda: ["l1", "l2", "fpgm"], min_length=1)
-    # Which weights a criterion scores: the root layer's own (layer: the papers' and NNI's choice) or every coupled
-    # layer's (group: DepGraph's). A list is searched: one knob, recorded in each plan.
-    criteria_scope: ScopeName | list[ScopeName] = DEFAULT_CRITERIA_SCOPE
-    gradient_batches: int = Field(default=4, ge=1)  # training batches whose gradients gradient criteria (taylor) read
-    nni_config_list: list[NNIConfigEntry] | None = None  # NNI 3.0 selectors + ratios: which groups, what bounds
+    mode: tuple[PruneMode, ...] = Field(
+        default=("structured",),
+        description="structured: remove channels (DepGraph); unstructured: zero single weights "
+                    "(torch.nn.utils.prune); both: remove channels, then sparsify what survives.",
+    )
+    unstructured: UnstructuredConfig = Field(
+        default_factory=UnstructuredConfig,
+        description="prune.mode unstructured: which torch.nn.utils.prune methods and sparsities are searched.",
+    )
+    ignore: list[str] = Field(
+        default_factory=list,
+        description="Globs of module names never pruned (their channels stay).",
+    )
+    allow_output_pruning: bool = Field(
+        default=False,
+        description="true: layers whose channels reach a model output (a classifier, a segmentation head) may be "
+                    "pruned.",
+    )
+    round_to: int = Field(
+        default=1, ge=1,
+        description="Kept channels are rounded up to a multiple of this (hardware-friendly widths).",
+    )
+    search_space: str | SpaceSpec = Field(
+        default="per_layer",
+        description="A preset name (uniform, per_stage, per_layer, global_offset, global_rank), a path to a preset "
+                    "YAML file, or an inline spec.",
+    )
+    ratio: tuple[Ratio, Ratio] = Field(
+        default=(0.0, 0.9),
+        description="[low, high] bounds of every group's pruning ratio (the fraction of its channels removed).",
+    )
+    criteria: list[CriterionName] = Field(
+        default_factory=lambda: ["l1", "l2", "fpgm"], min_length=1,
+        description="The importance criteria searched (registered names: l1, l2, fpgm, taylor, lamp, bn_scale, "
+                    "random, or your own).",
+    )
+    criteria_scope: ScopeName | list[ScopeName] = Field(
+        default=DEFAULT_CRITERIA_SCOPE,
+        description="Which weights a criterion scores: the root layer's own (layer: the papers' and NNI's choice) or "
+                    "every coupled layer's (group: DepGraph's). A list is searched: one knob, recorded in each plan.",
+    )
+    gradient_batches: int = Field(
+        default=4, ge=1,
+        description="Training batches whose gradients gradient criteria (taylor) read.",
+    )
+    nni_config_list: list[NNIConfigEntry] | None = Field(
+        default=None,
+        description="An NNI 3.0 config_list: selectors and ratios saying which groups are pruned and within what "
+                    "bounds.",
+    )
 
     @field_validator("ratio")
     @classmethod

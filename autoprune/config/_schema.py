@@ -22,7 +22,7 @@ from autoprune.config._study_schema import (
     StudyConfig,
     WorkersConfig,
 )
-from autoprune.config._types import _Strict, known_name, registered_or_spec
+from autoprune.config._types import _Strict, known_name, spec_or_name
 from autoprune.schedules import SCHEDULES
 
 __all__ = [
@@ -48,19 +48,55 @@ __all__ = [
 
 
 class ModelConfig(_Strict):
-    builtin: str | None = None
-    factory: str | None = None
-    file: Path | None = None  # a whole module saved with torch.save(model); needs trust_pickle
-    trust_pickle: bool = False
-    torchvision: str | None = None  # an architecture name; the optional extra
-    weights: Path | None = None
-    # true: the model as built (the factory's, or the pickled module's, own weights) is the base: no base training
-    pretrained: bool = False
-    input_shape: list[int] | None = Field(default=None, min_length=1)  # the shorthand: zeros of [1, *input_shape]
-    # "pkg.module:fn" returning the example inputs: a tensor, a tuple (positional) or a dict (keyword arguments)
-    example_inputs: str | None = None
-    num_classes: int | None = Field(default=None, gt=0)
-    options: dict[str, Any] = Field(default_factory=dict)  # keyword arguments for the factory (or built-in builder)
+    builtin: str | None = Field(
+        default=None,
+        description="A built-in model by name (autoprune.models), built with options.",
+    )
+    factory: str | None = Field(
+        default=None,
+        description="'pkg.module:fn' returning the model (an nn.Module), called with options; imported from beside "
+                    "the config first.",
+    )
+    file: Path | None = Field(
+        default=None,
+        description="A whole module saved with torch.save(model); loading runs code stored in the file, so it needs "
+                    "trust_pickle.",
+    )
+    trust_pickle: bool = Field(
+        default=False,
+        description="true: model.file is trusted and loaded (unpickling runs code stored in it).",
+    )
+    torchvision: str | None = Field(
+        default=None,
+        description="A torchvision architecture name (the torchvision extra), built without weights.",
+    )
+    weights: Path | None = Field(
+        default=None,
+        description="A state_dict to load into the model; it is the base, and no base training runs.",
+    )
+    pretrained: bool = Field(
+        default=False,
+        description="true: the model as built (the factory's, or the pickled module's, own weights) is the base: no "
+                    "base training.",
+    )
+    input_shape: list[int] | None = Field(
+        default=None, min_length=1,
+        description="The shape of one example input without its batch dimension; the example input is zeros of [1, "
+                    "*input_shape]. null: the data's shape.",
+    )
+    example_inputs: str | None = Field(
+        default=None,
+        description="'pkg.module:fn' returning the example inputs: a tensor, a tuple (positional arguments) or a dict"
+                    " (keyword arguments).",
+    )
+    num_classes: int | None = Field(
+        default=None, gt=0,
+        description="The number of classes a built-in model is built for. null: the data's.",
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Keyword arguments for the factory (or the built-in builder).",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelConfig:
@@ -106,11 +142,20 @@ class ModelConfig(_Strict):
 
 
 class DataConfig(_Strict):
-    builtin: str | None = None
-    factory: str | None = None
-    batch_size: int = Field(default=64, gt=0)
-    val_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
-    options: dict[str, Any] = Field(default_factory=dict)
+    builtin: str | None = Field(default=None, description="A built-in data set by name (digits unless factory is set).")
+    factory: str | None = Field(
+        default=None,
+        description="'pkg.module:fn' returning the data: train and validation loaders (and optionally a test loader).",
+    )
+    batch_size: int = Field(default=64, gt=0, description="Batch size of the loaders.")
+    val_fraction: float = Field(
+        default=0.2, gt=0.0, lt=1.0,
+        description="Fraction of the training data held out for validation (built-in data sets).",
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Keyword arguments for the data set (or the factory).",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -127,46 +172,66 @@ class DataConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    epochs: int = Field(default=10, ge=0)
-    lr: float = Field(default=0.05, gt=0.0)
-    momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
-    weight_decay: float = Field(default=5e-4, ge=0.0)
+    epochs: int = Field(default=10, ge=0, description="Passes over the training data.")
+    lr: float = Field(default=0.05, gt=0.0, description="Learning rate.")
+    momentum: float = Field(default=0.9, ge=0.0, lt=1.0, description="SGD momentum.")
+    weight_decay: float = Field(default=5e-4, ge=0.0, description="L2 weight decay.")
 
 
-def _loss_names() -> list[str]:
-    from autoprune.evaluate._losses import LOSSES  # the registry lives with the training loop; loaded on use
-
-    return LOSSES.names()
-
-
-def _known_loss(name: str) -> str:
-    """A registered loss name, or ``"pkg.module:fn"`` (imported when the evaluator is built)."""
-    return registered_or_spec(name, "loss", _loss_names)
+def _loss_spec(name: str) -> str:
+    """A loss name or ``"pkg.module:fn"``; whether the name is registered is checked when the run is resolved."""
+    return spec_or_name(name, "loss")
 
 
-LossName = Annotated[str, AfterValidator(_known_loss)]
+LossName = Annotated[str, AfterValidator(_loss_spec)]
+
+
+def _cost_spec(name: str) -> str:
+    """A cost name (macs, params, nonzero_params, latency, or one registered with ``register_cost``) or
+    ``"pkg.module:fn"``; whether the name is registered is checked when the run is resolved."""
+    return spec_or_name(name, "cost")
+
+
+CostName = Annotated[str, AfterValidator(_cost_spec)]
 OptimizerName = Literal["sgd", "adamw"]
 
 
 class DistillConfig(_Strict):
     """Knowledge distillation from the unpruned model: ``(1 - weight) * task loss + weight * T^2 * KL`` on logits."""
 
-    weight: float = Field(default=0.5, ge=0.0, le=1.0)
-    temperature: float = Field(default=4.0, gt=0.0)
+    weight: float = Field(
+        default=0.5, ge=0.0, le=1.0,
+        description="Weight of the distillation term: (1 - weight) * task loss + weight * T^2 * KL.",
+    )
+    temperature: float = Field(default=4.0, gt=0.0, description="Softmax temperature T of the distillation term.")
 
 
 class FinetuneConfig(TrainConfig):
-    epochs: int = Field(default=1, ge=0)
-    lr: float = Field(default=0.01, gt=0.0)
-    bn_recalibration_batches: int = Field(default=20, ge=0)
+    epochs: int = Field(default=1, ge=0, description="Fine-tune epochs per candidate (steps overrides).")
+    lr: float = Field(default=0.01, gt=0.0, description="Fine-tune learning rate.")
+    bn_recalibration_batches: int = Field(
+        default=20, ge=0,
+        description="Training batches that re-estimate BatchNorm statistics after pruning, before scoring (0: none).",
+    )
     steps: int | None = Field(
-        default=None, ge=1
-    )  # exactly this many optimizer steps (cycling the data); overrides epochs
-    optimizer: OptimizerName = "sgd"
-    loss: LossName = "cross_entropy"  # a registered loss, or "pkg.module:fn" with fn(model, batch) -> loss
-    loss_options: dict[str, Any] = Field(default_factory=dict)  # keyword arguments for the loss
-    distill: DistillConfig | None = None  # null: off
-    val_batches: int | None = Field(default=None, ge=1)  # the search scores the first N validation batches; null: all
+        default=None, ge=1,
+        description="Exactly this many optimizer steps (cycling the data); overrides epochs. null: epochs.",
+    )
+    optimizer: OptimizerName = Field(default="sgd", description="The fine-tune optimizer: sgd or adamw.")
+    loss: LossName = Field(
+        default="cross_entropy",
+        description="A registered loss (cross_entropy, label_smoothing, ...) or 'pkg.module:fn' with fn(model, batch)"
+                    " -> loss.",
+    )
+    loss_options: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the loss.")
+    distill: DistillConfig | None = Field(
+        default=None,
+        description="Knowledge distillation from the unpruned model on the logits. null: off.",
+    )
+    val_batches: int | None = Field(
+        default=None, ge=1,
+        description="The search scores candidates on the first N validation batches. null: all of them.",
+    )
 
 
 class ScheduleConfig(_Strict):
@@ -177,10 +242,14 @@ class ScheduleConfig(_Strict):
     model_pruning), which prunes fast while the model has redundancy and slowly near the target.
     """
 
-    kind: str = "linear"
-    steps: int = Field(default=1, ge=1)
-    exponent: float = Field(default=3.0, gt=0.0)
-    step_epochs: int = Field(default=1, ge=0)
+    kind: str = Field(
+        default="linear",
+        description="The gradual-pruning schedule: linear (step k of K reaches k/K of the plan) or polynomial (1 - (1"
+                    " - k/K) ** exponent), or a registered one.",
+    )
+    steps: int = Field(default=1, ge=1, description="Pruning steps to reach the plan (1: at once).")
+    exponent: float = Field(default=3.0, gt=0.0, description="The polynomial schedule's exponent.")
+    step_epochs: int = Field(default=1, ge=0, description="Fine-tune epochs between two pruning steps.")
 
     @field_validator("kind")
     @classmethod
@@ -189,28 +258,51 @@ class ScheduleConfig(_Strict):
 
 
 class ExportConfig(TrainConfig):
-    """``autoprune export``: the recovery fine-tune, gradual pruning, and how latency is measured."""
+    """``autoprune export``: the recovery fine-tune and gradual pruning (latency is timed as ``latency:`` says)."""
 
-    epochs: int = Field(default=10, ge=0)
-    lr: float = Field(default=0.01, gt=0.0)
-    bn_recalibration_batches: int = Field(default=20, ge=0)
-    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
-    latency_runs: int = Field(default=50, gt=0)
-    latency_warmup: int = Field(default=10, ge=0)
-    latency_threads: int = Field(default=1, gt=0)
-    onnx_exporter: Literal["dynamo", "torchscript", "off"] = "dynamo"
-    # The recovery fine-tune's recipe; optimizer, loss and loss_options are finetune's unless set here
-    # (loss_options: {} when only export.loss is set).
-    steps: int | None = Field(default=None, ge=1)  # the recovery fine-tune in optimizer steps; overrides epochs
-    optimizer: OptimizerName | None = None
-    loss: LossName | None = None
-    loss_options: dict[str, Any] | None = None
-    distill: DistillConfig | None = None  # null: off
+    epochs: int = Field(default=10, ge=0, description="Recovery fine-tune epochs of the exported model.")
+    lr: float = Field(default=0.01, gt=0.0, description="Recovery fine-tune learning rate.")
+    bn_recalibration_batches: int = Field(
+        default=20, ge=0,
+        description="Training batches that re-estimate BatchNorm statistics after pruning.",
+    )
+    schedule: ScheduleConfig = Field(
+        default_factory=ScheduleConfig,
+        description="Gradual pruning: reach the plan in steps, fine-tuning between them.",
+    )
+    onnx_exporter: Literal["dynamo", "torchscript", "off"] = Field(
+        default="dynamo",
+        description="How the ONNX artifact is written: dynamo, torchscript, or off (no ONNX file).",
+    )
+    steps: int | None = Field(
+        default=None, ge=1,
+        description="The recovery fine-tune in optimizer steps; overrides epochs. null: epochs.",
+    )
+    optimizer: OptimizerName | None = Field(
+        default=None,
+        description="The recovery fine-tune's optimizer. null: finetune.optimizer.",
+    )
+    loss: LossName | None = Field(default=None, description="The recovery fine-tune's loss. null: finetune.loss.")
+    loss_options: dict[str, Any] | None = Field(
+        default=None,
+        description="Keyword arguments for the loss. null: finetune.loss_options ({} when only export.loss is set).",
+    )
+    distill: DistillConfig | None = Field(
+        default=None,
+        description="Knowledge distillation in the recovery fine-tune. null: off.",
+    )
 
     @model_validator(mode="before")
     @classmethod
     def _renamed_keys(cls, data: Any) -> Any:
-        renamed = {"iterative_steps": "export.schedule.steps", "step_epochs": "export.schedule.step_epochs"}
+        renamed = {
+            "iterative_steps": "export.schedule.steps",
+            "step_epochs": "export.schedule.step_epochs",
+            # One latency meter: export times through it too, with the one `latency:` section.
+            "latency_runs": "latency.runs",
+            "latency_warmup": "latency.warmup",
+            "latency_threads": "latency.threads",
+        }
         for old, new in renamed.items():
             if isinstance(data, dict) and old in data:
                 raise ValueError(f"export.{old} is now {new}")
@@ -218,26 +310,75 @@ class ExportConfig(TrainConfig):
 
 
 class Config(_Strict):
-    name: str = Field(min_length=1)
-    output: Path
-    model: ModelConfig
-    data: DataConfig = Field(default_factory=DataConfig)
-    metric: str = "accuracy"
-    base_training: TrainConfig = Field(default_factory=TrainConfig)
-    prune: PruneConfig = Field(default_factory=PruneConfig)
-    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
-    # The cost objective: relative MACs, parameters, non-zero parameters (what unstructured pruning lowers), or
-    # latency (measured as `latency:` says). Default: macs, or nonzero_params when prune.mode includes unstructured.
-    objectives: tuple[Literal["metric"], Literal["macs", "params", "nonzero_params", "latency"]] = ("metric", "macs")
-    constraints: ConstraintsConfig = Field(default_factory=ConstraintsConfig)
-    study: StudyConfig = Field(default_factory=StudyConfig)
-    export: ExportConfig = Field(default_factory=ExportConfig)
-    workers: WorkersConfig = Field(default_factory=WorkersConfig)
-    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
-    latency: LatencyConfig = Field(default_factory=LatencyConfig)
-    # A user's evaluator, "pkg.module:factory", called with train_loader=, val_loader=, metric= and these options.
-    evaluator: str | None = None
-    evaluator_options: dict[str, Any] = Field(default_factory=dict)
+    name: str = Field(min_length=1, description="The run's name: the study's name unless study.name is set.")
+    output: Path = Field(
+        description="The run folder: study.db (the default storage), trials.csv, config.resolved.yaml, the base "
+                    "weights.",
+    )
+    model: ModelConfig = Field(description="The model to prune: exactly one of builtin, factory, file or torchvision.")
+    data: DataConfig = Field(
+        default_factory=DataConfig,
+        description="The data: a built-in data set or a user's loader factory.",
+    )
+    metric: str = Field(
+        default="accuracy",
+        description="The task metric, higher is better: a registered name (accuracy, miou) or 'pkg.module:fn' with "
+                    "fn(model, loader) -> float.",
+    )
+    base_training: TrainConfig = Field(
+        default_factory=TrainConfig,
+        description="Training of the base model when no weights are given (and model.pretrained is false).",
+    )
+    prune: PruneConfig = Field(
+        default_factory=PruneConfig,
+        description="What is pruned, by which criteria, over which search space.",
+    )
+    finetune: FinetuneConfig = Field(
+        default_factory=FinetuneConfig,
+        description="The short fine-tune every candidate gets in the search, and the built-in evaluator's recipe.",
+    )
+    objectives: tuple[Literal["metric"], CostName] = Field(
+        default=("metric", "macs"),
+        description="[metric, cost]: the metric is maximised, the cost (relative to the base) minimised. The cost is "
+                    "macs, params, nonzero_params (what unstructured pruning lowers), latency (measured as latency: "
+                    "says), a name registered with autoprune.evaluate.register_cost, or 'pkg.module:fn' returning a "
+                    "Cost. Default: macs, or nonzero_params when prune.mode includes unstructured.",
+    )
+    constraints: ConstraintsConfig = Field(
+        default_factory=ConstraintsConfig,
+        description="Budgets: a candidate above one is scored but not fine-tuned, and cannot be on the front.",
+    )
+    study: StudyConfig = Field(
+        default_factory=StudyConfig,
+        description="The Optuna study: sampler, trials, storage, and the single or staged search.",
+    )
+    export: ExportConfig = Field(
+        default_factory=ExportConfig,
+        description="autoprune export: the recovery fine-tune and gradual pruning of the chosen trial.",
+    )
+    workers: WorkersConfig = Field(
+        default_factory=WorkersConfig,
+        description="Several workers on one study: local processes, GPUs, and the heartbeat that fails a dead "
+                    "worker's trial.",
+    )
+    runtime: RuntimeConfig = Field(
+        default_factory=RuntimeConfig,
+        description="Where and how models run (device, precision, memory format), resolved once and handed down.",
+    )
+    latency: LatencyConfig = Field(
+        default_factory=LatencyConfig,
+        description="How latency is measured, in the search (objective or constraints.max_latency) and at export.",
+    )
+    evaluator: str | None = Field(
+        default=None,
+        description="A user's evaluator, 'pkg.module:factory', called with train_loader=, val_loader=, metric= and "
+                    "evaluator_options; it recalibrates, fine-tunes and scores candidates instead of the built-in "
+                    "one. null: the built-in evaluator.",
+    )
+    evaluator_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Keyword arguments for the evaluator factory.",
+    )
     # The YAML file this config was loaded from (set by load_config); its folder is on the factories' import path.
     _source: Path | None = PrivateAttr(default=None)
 

@@ -12,76 +12,110 @@ from pydantic import (
     model_validator,
 )
 
-from autoprune.config._types import Sampler, _Strict, registered_or_spec
+from autoprune.config._types import Sampler, _Strict, spec_or_name
 
 
 class ConstraintsConfig(_Strict):
-    max_macs: float | None = Field(default=None, gt=0.0, le=1.0)
-    # Relative to the base model's latency, measured as `latency:` says; over-budget candidates are not fine-tuned.
-    max_latency: float | None = Field(default=None, gt=0.0, le=1.0)
+    max_macs: float | None = Field(
+        default=None, gt=0.0, le=1.0,
+        description="The largest relative MACs a candidate may have; candidates above it are scored but not "
+                    "fine-tuned. null: no budget.",
+    )
+    max_latency: float | None = Field(
+        default=None, gt=0.0, le=1.0,
+        description="The largest latency relative to the base model's, measured as latency: says; over-budget "
+                    "candidates are not fine-tuned. null: no budget.",
+    )
 
 
-def _backend_names() -> list[str]:
-    from autoprune.evaluate._latency import LATENCY_BACKENDS  # the registry lives with the measurement
-
-    return LATENCY_BACKENDS.names()
-
-
-def _known_latency_backend(name: str) -> str:
-    """A registered latency backend (torch, onnxruntime, torch_compile), or ``"pkg.module:fn"``."""
-    return registered_or_spec(name, "latency backend", _backend_names)
+def _latency_backend_spec(name: str) -> str:
+    """A latency backend name (torch, onnxruntime, torch_compile) or ``"pkg.module:fn"``; whether the name is
+    registered is checked when the run is resolved."""
+    return spec_or_name(name, "latency backend")
 
 
 class LatencyConfig(_Strict):
     """How a candidate's latency is measured when ``objectives`` or ``constraints.max_latency`` ask for it: on
     the run's device and precision, ``warmup`` calls, then the median of ``runs`` timed ones."""
 
-    # torch (eager), onnxruntime (the exported graph, CPU provider), torch_compile, or "pkg.module:fn" with
-    # fn(model, example_inputs) -> seconds (TensorRT, a phone, a remote board).
-    backend: Annotated[str, AfterValidator(_known_latency_backend)] = "torch"
-    batch_size: int = Field(default=1, gt=0)
-    runs: int = Field(default=20, gt=0)
-    warmup: int = Field(default=5, ge=0)
-    threads: int = Field(default=1, gt=0)  # torch / onnxruntime intra-op threads on the CPU
-    options: dict[str, Any] = Field(default_factory=dict)  # keyword arguments for the backend
+    backend: Annotated[str, AfterValidator(_latency_backend_spec)] = Field(
+        default="torch",
+        description="torch (eager), onnxruntime (the exported graph, CPU provider), torch_compile, a registered "
+                    "backend, or 'pkg.module:fn' with fn(model, example_inputs) -> seconds (TensorRT, a phone, a "
+                    "remote board).",
+    )
+    batch_size: int = Field(
+        default=1, gt=0,
+        description="The batch the search times candidates at (the example input repeated).",
+    )
+    runs: int = Field(default=20, gt=0, description="Timed calls per measurement; the figure is their median.")
+    warmup: int = Field(default=5, ge=0, description="Untimed calls before the timed ones.")
+    threads: int = Field(default=1, gt=0, description="torch / onnxruntime intra-op threads on the CPU.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the backend.")
 
 
 class ScreenConfig(_Strict):
     """Stage 1 of a staged search: plans scored after BatchNorm recalibration alone, no backward pass."""
 
-    share: float = Field(default=0.3, gt=0.0, lt=1.0)  # of the budget; the finalists get the rest (and the leftover)
-    # A screen's own BatchNorm recalibration and scoring batches; null: a fine-tuned candidate's
-    # (finetune.bn_recalibration_batches, and the validation batches finetune.val_batches leaves).
-    recalibration_batches: int | None = Field(default=None, ge=0)
-    val_batches: int | None = Field(default=None, ge=1)
+    share: float = Field(
+        default=0.3, gt=0.0, lt=1.0,
+        description="The screen's share of the budget; the finalists get the rest (and the leftover).",
+    )
+    recalibration_batches: int | None = Field(
+        default=None, ge=0,
+        description="A screen's BatchNorm recalibration batches. null: a fine-tuned candidate's "
+                    "(finetune.bn_recalibration_batches).",
+    )
+    val_batches: int | None = Field(
+        default=None, ge=1,
+        description="The validation batches a screen is scored on. null: those a fine-tuned candidate is scored on.",
+    )
 
 
 class BandsConfig(_Strict):
     """Finalists are taken band by band, so that every part of the cost axis gets some: ``count`` log-spaced bands
     of the relative cost from ``low`` to 1 (a plan below ``low`` falls in the first band)."""
 
-    count: int = Field(default=4, ge=1)
-    low: float = Field(default=0.01, gt=0.0, lt=1.0)
+    count: int = Field(
+        default=4, ge=1,
+        description="Log-spaced bands of the relative cost, from low to 1; finalists are taken band by band.",
+    )
+    low: float = Field(
+        default=0.01, gt=0.0, lt=1.0,
+        description="The lower end of the first band (a plan below it falls in the first band).",
+    )
 
 
 class PromoteConfig(_Strict):
     """Successive halving: rung 0 is the configured fine-tune; each next rung fine-tunes the best 1/``factor``
     of the one before (band by band) ``factor`` times longer."""
 
-    rungs: int = Field(default=2, ge=1)
-    factor: int = Field(default=3, ge=2)
+    rungs: int = Field(default=2, ge=1, description="Rungs of successive halving; rung 0 is the configured fine-tune.")
+    factor: int = Field(
+        default=3, ge=2,
+        description="Each rung fine-tunes the best 1/factor of the one before (band by band), factor times longer.",
+    )
 
 
 class StagesConfig(_Strict):
     """``study.search: staged`` or ``budgeted``: screen many plans cheaply, then fine-tune the best of each band (or
     budget), then promote. ``bands`` are the staged search's alone: the budgeted search's bands are its budgets."""
 
-    # In optimizer steps plus forward batches; null: study.n_trials standard trials (recalibrate, score, fine-tune,
-    # score), so a staged and a single search with the same n_trials spend the same compute.
-    budget: int | None = Field(default=None, ge=1)
-    screen: ScreenConfig = Field(default_factory=ScreenConfig)
-    bands: BandsConfig = Field(default_factory=BandsConfig)
-    promote: PromoteConfig = Field(default_factory=PromoteConfig)
+    budget: int | None = Field(
+        default=None, ge=1,
+        description="The staged search's compute, in optimizer steps plus forward batches. null: what study.n_trials "
+                    "standard trials cost, so a staged and a single search with the same n_trials spend the same "
+                    "compute.",
+    )
+    screen: ScreenConfig = Field(
+        default_factory=ScreenConfig,
+        description="Stage 1: plans scored after BatchNorm recalibration alone.",
+    )
+    bands: BandsConfig = Field(
+        default_factory=BandsConfig,
+        description="How the cost axis is split so that every part of it gets finalists.",
+    )
+    promote: PromoteConfig = Field(default_factory=PromoteConfig, description="Successive halving of the finalists.")
 
 
 class AllocationConfig(_Strict):
@@ -90,10 +124,16 @@ class AllocationConfig(_Strict):
     later round is proposed from the finished rounds before it alone, so workers and a resumed search make the
     same proposals."""
 
-    # A registered allocation optimizer (autoprune.space.ALLOCATION_OPTIMIZERS): tpe (Optuna's TPESampler on this
-    # budget's screens), cmaes (CmaEsSampler), evolution (regularised evolution), random.
-    optimizer: str = "tpe"
-    round_size: int = Field(default=4, ge=1)
+    optimizer: str = Field(
+        default="tpe",
+        description="A registered allocation optimizer (autoprune.space.ALLOCATION_OPTIMIZERS): tpe (Optuna's "
+                    "TPESampler on this budget's screens), cmaes (CmaEsSampler), evolution (regularised evolution), "
+                    "random.",
+    )
+    round_size: int = Field(
+        default=4, ge=1,
+        description="Screens proposed together, from the rounds finished before them (round 0: the baselines).",
+    )
 
 
 def _budget_list(v: list[float]) -> list[float]:
@@ -111,22 +151,50 @@ DEFAULT_BUDGETS = (0.5, 0.25, 0.1, 0.05)
 
 
 class StudyConfig(_Strict):
-    sampler: Sampler = "tpe"
-    n_trials: int = Field(default=40, gt=0)
-    timeout: float | None = Field(default=None, gt=0)
-    seed: int = 0
-    storage: str | None = None
-    name: str | None = None
-    max_consecutive_failures: int = Field(default=5, gt=0)
-    search: SearchMode = DEFAULT_SEARCH
-    stages: StagesConfig = Field(default_factory=StagesConfig)
-    # budgeted: the relative costs (of objectives[1]: MACs, params or latency) every candidate is built at.
-    budgets: Annotated[list[Budget], AfterValidator(_budget_list)] = Field(
-        default_factory=lambda: list(DEFAULT_BUDGETS), min_length=1
+    sampler: Sampler = Field(default="tpe", description="The Optuna sampler: tpe, nsga2, random or gp.")
+    n_trials: int = Field(
+        default=40, gt=0,
+        description="Trials the study holds when it is done (a resumed or joined study counts those it has).",
     )
-    # budgeted: each budget's share of the compute, in the order of `budgets` as given; null: an even split.
-    budget_weights: list[Annotated[float, Field(gt=0.0)]] | None = None
-    allocation: AllocationConfig = Field(default_factory=AllocationConfig)
+    timeout: float | None = Field(
+        default=None, gt=0,
+        description="Seconds after which no new trial starts. null: none.",
+    )
+    seed: int = Field(default=0, description="Seeds the sampler, the data split and each trial's fine-tune.")
+    storage: str | None = Field(
+        default=None,
+        description="An Optuna storage URL (sqlite:///..., postgresql://..., a journal file). null: output/study.db.",
+    )
+    name: str | None = Field(default=None, description="The study's name in the storage. null: the config's name.")
+    max_consecutive_failures: int = Field(
+        default=5, gt=0,
+        description="The search stops after this many failed trials in a row.",
+    )
+    search: SearchMode = Field(
+        default=DEFAULT_SEARCH,
+        description="budgeted: every candidate built at one of study.budgets, the hand-picked baselines screened "
+                    "first and the best of each budget fine-tuned and promoted; single: every trial fine-tuned as "
+                    "configured; staged: screen many plans cheaply, then fine-tune and promote the best of each "
+                    "cost band (study.stages).",
+    )
+    stages: StagesConfig = Field(
+        default_factory=StagesConfig,
+        description="study.search staged or budgeted: the compute, the screen, the bands (staged) and the promotion.",
+    )
+    budgets: Annotated[list[Budget], AfterValidator(_budget_list)] = Field(
+        default_factory=lambda: list(DEFAULT_BUDGETS), min_length=1,
+        description="study.search budgeted: the relative costs (of objectives[1]: MACs, params or latency) every "
+                    "candidate is built at. Default budgets out of the model's reach are dropped with a warning.",
+    )
+    budget_weights: list[Annotated[float, Field(gt=0.0)]] | None = Field(
+        default=None,
+        description="study.search budgeted: each budget's share of the compute, in the order budgets are given. "
+                    "null: an even split.",
+    )
+    allocation: AllocationConfig = Field(
+        default_factory=AllocationConfig,
+        description="study.search budgeted: how each budget's allocations are proposed.",
+    )
 
     @field_validator("stages")
     @classmethod
@@ -170,16 +238,33 @@ class StudyConfig(_Strict):
 class WorkersConfig(_Strict):
     """Several workers on one study: local processes, and the heartbeat that fails a dead worker's trial."""
 
-    count: int = Field(default=1, ge=1)  # local worker processes (`--workers`); more machines: run search again
-    heartbeat_interval: int = Field(default=10, gt=0)  # seconds between a running trial's heartbeats
-    grace_period: int | None = Field(default=None, gt=0)  # seconds without one before FAIL; null: 2x interval
-    # One GPU per worker: worker i runs on cuda:{devices[i % len(devices)]} (`--devices 0,1`); null: runtime.device
-    devices: list[Annotated[int, Field(ge=0)]] | None = Field(default=None, min_length=1)
+    count: int = Field(
+        default=1, ge=1,
+        description="Local worker processes on the study (--workers); more machines: run search again with the same "
+                    "storage.",
+    )
+    heartbeat_interval: int = Field(default=10, gt=0, description="Seconds between a running trial's heartbeats.")
+    grace_period: int | None = Field(
+        default=None, gt=0,
+        description="Seconds without a heartbeat before a trial is failed. null: twice heartbeat_interval.",
+    )
+    devices: list[Annotated[int, Field(ge=0)]] | None = Field(
+        default=None, min_length=1,
+        description="One GPU per worker: worker i runs on cuda:{devices[i % len(devices)]} (--devices 0,1). null: "
+                    "runtime.device.",
+    )
 
 
 class RuntimeConfig(_Strict):
     """Where and how models run: resolved once into ``autoprune.evaluate.Runtime`` and handed down."""
 
-    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps; auto: cuda if available, else mps, else cpu
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast in fine-tune, recalibration, evaluation
-    channels_last: bool = False
+    device: str = Field(
+        default="auto",
+        description="auto, cpu, cuda, cuda:N or mps; auto: cuda if available, else mps, else cpu. A device asked for "
+                    "but missing is an error.",
+    )
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        default="fp32",
+        description="fp32, bf16 or fp16: autocast in fine-tune, recalibration and evaluation (fp16 needs a GPU).",
+    )
+    channels_last: bool = Field(default=False, description="true: models in channels-last memory format.")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -58,12 +58,15 @@ def _ordered(name: str, bounds: tuple[float, float]) -> tuple[float, float]:
     return bounds
 
 
-def registered_or_spec(name: str, kind: str, names: Callable[[], Sequence[str]]) -> str:
-    """``name`` when it is ``"pkg.module:fn"`` (imported later, where it is used) or one of ``names()`` (a
-    registry, loaded only when needed); else a ValueError naming the ``kind`` and the known names."""
+def spec_or_name(name: str, kind: str) -> str:
+    """``name`` when it is a plain name or ``"pkg.module:fn"``; else a ValueError naming the ``kind``.
+
+    Whether a plain name is registered (a loss, a latency backend, a cost) is checked when the run is resolved
+    (``autoprune.study.resolve``): the registries live with the code that uses them, above the config."""
     if ":" in name:
         module, _, attr = name.partition(":")
         if not module or not attr:
             raise ValueError(f"expected a registered {kind} or 'pkg.module:fn', found {name!r}")
-        return name
-    return known_name(name, kind, list(names()), alternative=" or 'pkg.module:fn'")
+    elif not name:
+        raise ValueError(f"expected a registered {kind} or 'pkg.module:fn', found ''")
+    return name

@@ -13,6 +13,7 @@ from autoprune.engine._apply import (
 )
 from autoprune.engine._attention import ATTENTION_ADAPTERS, AttentionAdapter, Projection, register_attention_adapter
 from autoprune.engine._check import UnsupportedGroup, UnsupportedGroupWarning, check_output_shapes, find_unsupported
+from autoprune.engine._device import to_device, weights_device
 from autoprune.engine._global import channel_importances, global_ranking_plan, importance_table, relative_macs
 from autoprune.engine._graph import (
     Group,
@@ -22,7 +23,7 @@ from autoprune.engine._graph import (
     find_output_layers,
     matching_modules,
 )
-from autoprune.engine._io import call_model, output_tensors
+from autoprune.engine._io import call_model, logits_of, output_tensors
 from autoprune.engine._sparsify import (
     SPARSIFIERS,
     Sparsifier,
@@ -66,6 +67,7 @@ __all__ = [
     "group_seed",
     "importance_table",
     "layer_sparsity",
+    "logits_of",
     "make_permanent",
     "matching_modules",
     "output_tensors",
@@ -74,4 +76,6 @@ __all__ = [
     "relative_macs",
     "select_removed",
     "sparsifiable_layers",
+    "to_device",
+    "weights_device",
 ]

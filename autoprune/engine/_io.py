@@ -1,18 +1,18 @@
 """The one place that calls a model on an input and turns its output into tensors.
 
 Graph building, the dry run, MAC counting, recalibration, training, metrics, export checks and latency all go
-through these two functions: nothing else unpacks a model's inputs or outputs.
+through these functions (``logits_of`` reads a classifier's logits): nothing else unpacks a model's inputs or outputs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
-__all__ = ["call_model", "output_tensors"]
+__all__ = ["call_model", "logits_of", "output_tensors"]
 
 
 def call_model(model: nn.Module, inputs: Any) -> Any:
@@ -35,3 +35,18 @@ def output_tensors(value: Any) -> list[torch.Tensor]:
     if isinstance(value, (tuple, list)):
         return [t for v in value for t in output_tensors(v)]
     return []
+
+
+def logits_of(output: Any) -> torch.Tensor:
+    """The logits of a model output: the tensor itself, or ``output["logits"]`` / ``output.logits`` (a dict,
+    Hugging Face's ``ModelOutput``)."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, Mapping) and isinstance(output.get("logits"), torch.Tensor):
+        return cast(torch.Tensor, output["logits"])
+    if isinstance(getattr(output, "logits", None), torch.Tensor):
+        return cast(torch.Tensor, output.logits)
+    raise TypeError(
+        f"the model returned {type(output).__name__}; expected a logits tensor or a dict / ModelOutput with 'logits' "
+        "(a 'pkg.module:fn' loss or metric reads any output)"
+    )

@@ -11,6 +11,8 @@ from autoprune.evaluate._costs import (
     LatencyMeter,
     LatencyResult,
     MemoryCache,
+    cost_label,
+    get_cost,
     needs_latency,
     register_cost,
 )
@@ -25,17 +27,8 @@ from autoprune.evaluate._latency import (
     register_latency_backend,
 )
 from autoprune.evaluate._lightning import LightningEvaluator, lightning_evaluator  # lightning: imported on use
-from autoprune.evaluate._losses import LOSSES, Distill, logits_of, register_loss, resolve_loss
-from autoprune.evaluate._runtime import (
-    CPU,
-    Runtime,
-    check_worker_devices,
-    model_device,
-    pin_worker_device,
-    resolve_runtime,
-    to_device,
-    worker_device,
-)
+from autoprune.evaluate._losses import LOSSES, Distill, register_loss, resolve_loss
+from autoprune.evaluate._runtime import CPU, Runtime, resolve_runtime
 from autoprune.evaluate._train import recalibrate_bn, reseed, train
 
 __all__ = [
@@ -44,6 +37,8 @@ __all__ = [
     "LATENCY_BACKENDS",
     "Candidate",
     "Cost",
+    "cost_label",
+    "get_cost",
     "LatencyCache",
     "LatencyMeter",
     "LatencyResult",
@@ -64,19 +59,13 @@ __all__ = [
     "Runtime",
     "build_evaluator",
     "check_evaluator",
-    "check_worker_devices",
     "fixed_batches",
     "lightning_evaluator",
     "load_user_evaluator",
-    "logits_of",
-    "model_device",
-    "pin_worker_device",
     "recalibrate_bn",
     "register_loss",
     "reseed",
     "resolve_loss",
     "resolve_runtime",
-    "to_device",
     "train",
-    "worker_device",
 ]

@@ -3,12 +3,17 @@
 ``cost(candidate) -> Cost``: ``macs``, ``params`` and ``nonzero_params`` read the prune report; ``latency`` asks
 the candidate's :class:`LatencyMeter`, which measures each pruned architecture (channels per group) once per
 backend, device, precision and batch, and keeps the figure in a cache (the study's, so workers share it).
+
+``objectives: [metric, NAME]`` minimises any of them: a name registered with ``@register_cost(NAME, label=...)``
+(or an entry point of the group ``autoprune.costs``), or a user's ``"pkg.module:fn"`` (its ``label`` attribute, if
+any, names the axis). The label names the cost in the front, the report and the dashboard.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -17,9 +22,10 @@ from typing import Any, Protocol
 
 from torch import nn
 
-from autoprune._registry import Registry
+from autoprune._registry import Registry, import_callable, one_line
 from autoprune.config import Config, LatencyConfig
 from autoprune.engine import PruneReport
+from autoprune.errors import AutopruneError, ConfigError
 from autoprune.evaluate._latency import LatencyRun, Measurement, get_latency_backend, hardware_name, measure_latency
 from autoprune.evaluate._runtime import Runtime
 
@@ -28,6 +34,8 @@ __all__ = [
     "Candidate",
     "Cost",
     "CostFunction",
+    "cost_label",
+    "get_cost",
     "LatencyCache",
     "LatencyMeter",
     "LatencyResult",
@@ -192,14 +200,67 @@ class Candidate:
 
 
 CostFunction = Callable[[Candidate], Cost]
-COSTS: Registry[CostFunction] = Registry("cost")
+COST_KEY = "objectives[1]"
 
 
-def register_cost(name: str) -> Callable[[CostFunction], CostFunction]:
+def _check_cost(name: str, obj: CostFunction) -> None:
+    if not callable(obj):
+        raise TypeError(f"cost {name!r} is {type(obj).__name__}, not callable")
+
+
+COSTS: Registry[CostFunction] = Registry("cost", entry_point_group="autoprune.costs", check=_check_cost)
+_LABELS: dict[str, str] = {}  # registered name -> the label of its axis
+
+
+def register_cost(name: str, *, label: str | None = None) -> Callable[[CostFunction], CostFunction]:
+    """``@register_cost("conv_params", label="conv params")`` on ``fn(candidate) -> Cost``; then
+    ``objectives: [metric, conv_params]`` minimises ``Cost.relative``, shown as ``conv params (relative)``."""
+    _LABELS[name] = label or name
     return COSTS.register(name)
 
 
-@register_cost("macs")
+def _checked(name: str, fn: Callable[[Candidate], Any]) -> CostFunction:
+    """``fn`` with what it returns checked: a :class:`Cost` with a finite, positive relative figure; anything else,
+    and anything a user's cost raises, is one line naming the cost and the key."""
+
+    def cost(candidate: Candidate) -> Cost:
+        try:
+            value = fn(candidate)
+        except AutopruneError:
+            raise
+        except Exception as exc:  # a user's cost fails in any way; the line names whose code and why
+            raise ConfigError(f"cost {name!r} raised {one_line(exc)}", key=COST_KEY) from None
+        if not isinstance(value, Cost) or not math.isfinite(value.relative) or value.relative < 0:
+            raise ConfigError(
+                f"cost {name!r} returned {value!r:.80}; expected autoprune.evaluate.Cost(relative, absolute, unit) "
+                "with a finite relative figure >= 0",
+                key=COST_KEY,
+            )
+        return value
+
+    return cost
+
+
+def get_cost(name: str, *, search_paths: Iterable[str | Path] = ()) -> CostFunction:
+    """The registered cost ``name``, or the user's ``"pkg.module:fn"`` (imported from ``search_paths`` first)."""
+    if ":" in name:
+        fn = import_callable(name, key=COST_KEY, expected="fn(candidate) -> Cost", search_paths=search_paths)
+        return _checked(name, fn)
+    return _checked(name, COSTS.get(name, key=COST_KEY))
+
+
+def cost_label(name: str, *, search_paths: Iterable[str | Path] = ()) -> str:
+    """How the cost axis is named: the registered label, a ``"pkg.module:fn"``'s ``label`` attribute, else its
+    name."""
+    if ":" in name:
+        fn = import_callable(name, key=COST_KEY, expected="fn(candidate) -> Cost", search_paths=search_paths)
+        label = getattr(fn, "label", None)
+        return label if isinstance(label, str) and label else name.rpartition(":")[2]
+    COSTS.get(name, key=COST_KEY)  # loads the entry points, whose modules register their labels
+    return _LABELS.get(name, name)
+
+
+@register_cost("macs", label="MACs")
 def macs_cost(candidate: Candidate) -> Cost:
     return Cost(candidate.report.macs_ratio, float(candidate.report.macs_after), "MACs")
 
@@ -209,7 +270,7 @@ def params_cost(candidate: Candidate) -> Cost:
     return Cost(candidate.report.params_ratio, float(candidate.report.params_after), "params")
 
 
-@register_cost("nonzero_params")
+@register_cost("nonzero_params", label="non-zero params")
 def nonzero_params_cost(candidate: Candidate) -> Cost:
     return Cost(candidate.report.nonzero_params_ratio, float(candidate.report.nonzero_params_after), "params")
 

@@ -26,9 +26,7 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from autoprune._registry import Registry, import_callable, one_line
-from autoprune.engine import call_model
-from autoprune.engine._device import to_device
-from autoprune.engine._sparsify import make_permanent
+from autoprune.engine import call_model, make_permanent, to_device
 from autoprune.errors import AutopruneError, ConfigError
 from autoprune.evaluate._runtime import Runtime
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import itertools
 import logging
 import math
 import warnings
@@ -21,6 +20,7 @@ import torch
 from torch import nn
 
 from autoprune._registry import import_object
+from autoprune.engine import weights_device
 from autoprune.errors import ConfigError
 from autoprune.evaluate._runtime import Runtime
 from autoprune.evaluate._train import recalibrate_bn, reseed
@@ -112,7 +112,7 @@ class LightningEvaluator:
 
     def recalibrate(self, model: nn.Module, batches: int, seed: int) -> int:
         # The built-in recalibration, on the model's own device; Lightning's precision applies to its own loops.
-        runtime = Runtime(device=str(_device_of(model)))
+        runtime = Runtime(device=str(weights_device(model)))
         return recalibrate_bn(model, self.train_loader, batches, seed, forward=self.forward_batch, runtime=runtime)
 
     def finetune(
@@ -199,7 +199,7 @@ class LightningEvaluator:
             )
 
     def _trainer(self, api: Any, model: nn.Module, budget: Mapping[str, Any], extra_callbacks: Iterable[Any] = ()) -> Any:
-        accelerator, devices = _accelerator(_device_of(model))
+        accelerator, devices = _accelerator(weights_device(model))
         options: dict[str, Any] = {
             "logger": False,
             "enable_checkpointing": False,
@@ -216,18 +216,12 @@ class LightningEvaluator:
     @contextlib.contextmanager
     def _kept_on(self, model: nn.Module) -> Iterator[None]:
         """Run a Trainer call quietly and leave ``model`` where it was: Lightning's teardown moves it to the CPU."""
-        device = _device_of(model)
+        device = weights_device(model)
         try:
             with _quiet():
                 yield
         finally:
             model.to(device)
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    for tensor in itertools.chain(model.parameters(), model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
 
 
 def _accelerator(device: torch.device) -> tuple[str, Any]:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from autoprune._registry import Registry, call_user, import_callable
-from autoprune.engine import call_model
+from autoprune.engine import call_model, logits_of
 from autoprune.errors import ConfigError
 
 __all__ = [
@@ -30,7 +30,6 @@ __all__ = [
     "OutputsLoss",
     "StepLoss",
     "distill_kl",
-    "logits_of",
     "register_loss",
     "resolve_loss",
 ]
@@ -55,21 +54,6 @@ register_loss("cross_entropy")(nn.CrossEntropyLoss)
 def label_smoothing(smoothing: float = 0.1, ignore_index: int = -100) -> nn.Module:
     """Cross-entropy with label smoothing (Szegedy et al. 2016), ``smoothing`` 0.1 unless set."""
     return nn.CrossEntropyLoss(label_smoothing=smoothing, ignore_index=ignore_index)
-
-
-def logits_of(output: Any) -> torch.Tensor:
-    """The logits of a model output: the tensor itself, or ``output["logits"]`` / ``output.logits`` (a dict,
-    Hugging Face's ``ModelOutput``)."""
-    if isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, Mapping) and isinstance(output.get("logits"), torch.Tensor):
-        return cast(torch.Tensor, output["logits"])
-    if isinstance(getattr(output, "logits", None), torch.Tensor):
-        return cast(torch.Tensor, output.logits)
-    raise TypeError(
-        f"the model returned {type(output).__name__}; expected a logits tensor or a dict / ModelOutput with 'logits' "
-        "(a 'pkg.module:fn' loss or metric reads any output)"
-    )
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ device, it allocates where the model's weights are.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -15,21 +14,10 @@ import torch
 from torch import nn
 
 from autoprune.config import RuntimeConfig
-from autoprune.engine._device import to_device
-from autoprune.engine._device import weights_device as model_device
+from autoprune.engine import to_device
 from autoprune.errors import ConfigError
 
-__all__ = [
-    "CPU",
-    "Precision",
-    "Runtime",
-    "check_worker_devices",
-    "model_device",
-    "pin_worker_device",
-    "resolve_runtime",
-    "to_device",
-    "worker_device",
-]
+__all__ = ["CPU", "Precision", "Runtime", "resolve_runtime"]
 
 Precision = Literal["fp32", "bf16", "fp16"]
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -102,45 +90,6 @@ def resolve_runtime(config: RuntimeConfig, *, device: str | None = None, key: st
     if config.precision == "fp16" and parsed.type == "cpu":
         raise ConfigError("fp16 autocast needs a GPU; use bf16 on the CPU", key="runtime.precision")
     return Runtime(device=str(parsed), precision=config.precision, channels_last=config.channels_last)
-
-
-def worker_device(devices: Sequence[int], index: int) -> str:
-    """The device worker ``index`` is pinned to with ``workers.devices``: ``cuda:{devices[index % n]}``."""
-    if not devices:
-        raise ValueError("worker_device needs at least one device index")
-    return f"cuda:{devices[index % len(devices)]}"
-
-
-def check_worker_devices(devices: Sequence[int] | None, config: RuntimeConfig, *, key: str = "workers.devices") -> None:
-    """``workers.devices`` asks for CUDA devices that exist, with ``runtime.device`` auto or cuda; else one line."""
-    if not devices:
-        return
-    bad = [d for d in devices if isinstance(d, bool) or not isinstance(d, int) or d < 0]
-    if bad:
-        raise ConfigError(f"expected CUDA device indices (integers >= 0), found {bad[0]!r}", key=key)
-    if config.device.strip().lower() not in ("auto", "cuda"):
-        raise ConfigError(
-            f"{list(devices)} pins each worker to a CUDA device, but runtime.device is {config.device!r}; "
-            "set runtime.device to cuda or auto",
-            key=key,
-        )
-    if not torch.cuda.is_available():
-        raise ConfigError(f"{list(devices)} requested but CUDA is not available", key=key)
-    count = torch.cuda.device_count()
-    missing = [d for d in devices if d >= count]
-    if missing:
-        raise ConfigError(f"CUDA device {missing[0]} requested but only {count} CUDA devices exist", key=key)
-
-
-def pin_worker_device(devices: Sequence[int] | None, index: int, config: RuntimeConfig) -> str | None:
-    """Pin this process to its worker's GPU (before any CUDA work), so ``cuda`` and ``auto`` resolve to it;
-    returns the device, or None without ``workers.devices``."""
-    if not devices:
-        return None
-    check_worker_devices(devices, config)
-    device = worker_device(devices, index)
-    torch.cuda.set_device(torch.device(device))
-    return device
 
 
 def _mps_available() -> bool:

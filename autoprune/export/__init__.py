@@ -5,7 +5,7 @@ from __future__ import annotations
 from autoprune.export._artifacts import ARTIFACTS, ArtifactContext, ExportError, write_artifacts
 from autoprune.export._export import EXPORT_FILE, ExportResult, check_out_dir, config_hash, export_model
 from autoprune.export._load import load, load_example_inputs, shape_plan
-from autoprune.export._measure import cpu_latency_ms
+from autoprune.export._measure import latency_before_after
 from autoprune.export._recover import SCHEDULES, Recovered, prune_gradually, recover, step_fractions, step_plan
 from autoprune.export._select import (
     SELECTION_RULES,
@@ -32,9 +32,9 @@ __all__ = [
     "check_out_dir",
     "chord_heights",
     "config_hash",
-    "cpu_latency_ms",
     "export_model",
     "is_exportable",
+    "latency_before_after",
     "load",
     "load_example_inputs",
     "pareto_optimal",

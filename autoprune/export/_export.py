@@ -22,12 +22,12 @@ import torch
 
 from autoprune._version import __version__
 from autoprune.config import Config, dump_config
-from autoprune.engine import PruneReport, call_model, compressed_bytes, count_nonzero_params
+from autoprune.engine import PruneReport, call_model, compressed_bytes, count_nonzero_params, to_device
 from autoprune.errors import ConfigError
-from autoprune.evaluate import to_device
+from autoprune.evaluate import CPU
 from autoprune.export._artifacts import ArtifactContext, write_artifacts
 from autoprune.export._load import EXAMPLE_INPUTS_FILE
-from autoprune.export._measure import cpu_latency_ms, device_latency_ms, remeasure_search_latency, search_latency_line
+from autoprune.export._measure import latency_before_after, remeasure_search_latency, search_latency_line
 from autoprune.export._recover import EpochHook, Recovered, recover
 from autoprune.export._select import Selection, select_trial
 from autoprune.plan import PruningPlan
@@ -72,7 +72,7 @@ class ExportResult:
             f"{r['compressed_bytes']['after'] / 1e3:.0f} kB ({r['compressed_bytes']['relative']:.3f})",
             f"  {m['name']} on {m['split']}: base {m['base']:.4f} | pruned {m['pruned']:.4f} | "
             f"search fine-tune {m['search_finetuned']:.4f} | recovered {m['recovered']:.4f}",
-            f"  CPU latency (batch 1, {lat['threads']} thread(s), median of {lat['runs']}): "
+            f"  CPU latency (batch {lat['batch']}, {lat['threads']} thread(s), median of {lat['runs']}): "
             f"{lat['before_ms']:.3f} ms -> {lat['after_ms']:.3f} ms ({lat['speedup']:.2f}x)",
             *_device_line(r.get("latency_on_device")),
             *search_latency_line(r.get("latency_search")),
@@ -251,17 +251,6 @@ def _sparsity_record(task: Task, model: torch.nn.Module, report: PruneReport, re
     }
 
 
-def _latency_record(before: dict[str, Any], after: dict[str, Any], warmup: int, keep: tuple[str, ...]) -> dict[str, Any]:
-    return {
-        "before_ms": before["median_ms"],
-        "after_ms": after["median_ms"],
-        "speedup": before["median_ms"] / after["median_ms"],
-        "statistic": "median",
-        **{k: before[k] for k in keep},
-        "warmup": warmup,
-    }
-
-
 def _place(tmp: Path, out: Path, force: bool) -> None:
     """Move the finished folder into place; an old export (with ``force``) goes only once the new one is ready."""
     check_out_dir(out, force)
@@ -328,16 +317,12 @@ def export_model(
     example = to_device(task.example_inputs, "cpu")  # the example inputs in their own form (tensor, tuple, dict)
     on_device: dict[str, Any] | None = None
     if runtime.torch_device.type != "cpu":
-        counts = {"runs": ecfg.latency_runs, "warmup": ecfg.latency_warmup}
-        device_before = device_latency_ms(task.base_model, example, runtime, **counts)
-        device_after = device_latency_ms(model, example, runtime, **counts)
-        on_device = _latency_record(device_before, device_after, ecfg.latency_warmup, ("runs", "batch", "device", "precision"))
+        on_device = latency_before_after(config, runtime, task.base_model, model, example)
     # The search's latency (its backend, device, batch), re-measured for the chosen model, beside the search's figure.
     search_latency = remeasure_search_latency(config, runtime, task.base_model, model, task.example_inputs, trial)
     # The artifacts are written from the CPU, where most pruned models are deployed; latency is measured there too.
     model, base_model = model.cpu(), task.base_model.cpu()
-    timing = {"runs": ecfg.latency_runs, "warmup": ecfg.latency_warmup, "threads": ecfg.latency_threads}
-    before, after = cpu_latency_ms(base_model, example, **timing), cpu_latency_ms(model, example, **timing)
+    on_cpu = latency_before_after(config, CPU, base_model, model, example)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     for path in remove_stale_tmp(out):
@@ -369,7 +354,7 @@ def export_model(
                 **recovered.metrics,
                 "search_validation": trial.values[0],
             },
-            "latency": {**_latency_record(before, after, ecfg.latency_warmup, ("runs", "threads", "batch")), "device": "cpu"},
+            "latency": on_cpu,
             "latency_on_device": on_device,  # null when the run's device is the CPU
             "latency_search": search_latency,  # null when the search measured no latency
             "runtime": {"device": runtime.device, "precision": runtime.precision, "channels_last": runtime.channels_last},

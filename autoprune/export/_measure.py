@@ -1,65 +1,43 @@
-"""Latency at export: the median of repeated runs on the CPU (threads stated) or on the run's device
-(synchronised before each reading of the clock, under the run's autocast), on any example input (a tensor, a
-tuple, a dict: the model is called through ``call_model``); and the search's latency, re-measured for the model
-chosen, beside what the search recorded."""
+"""Latency at export, through the one latency meter (``autoprune.evaluate.measure_latency``, as ``latency:``
+says): the base and the chosen model timed on the CPU and on the run's device with eager torch, and the search's
+own latency (its backend, device, batch) re-measured for the model chosen, beside what the search recorded."""
 
 from __future__ import annotations
 
-import statistics
 from typing import Any
 
-import torch
 from optuna.trial import FrozenTrial
 from torch import nn
 
 from autoprune.config import Config
-from autoprune.engine import call_model
-from autoprune.evaluate import CPU, LatencyRun, Runtime, measure_latency
-from autoprune.evaluate._latency import _synchronizer, batch_of, time_calls
-from autoprune.study._resolve import factory_search_paths
+from autoprune.evaluate import LatencyRun, Runtime, measure_latency
+from autoprune.study import factory_search_paths
 
-__all__ = ["cpu_latency_ms", "device_latency_ms", "remeasure_search_latency", "search_latency_line"]
+__all__ = ["latency_before_after", "remeasure_search_latency", "search_latency_line"]
 
 
-def _summary(seconds: list[float], batch: int) -> dict[str, Any]:
-    times = sorted(t * 1e3 for t in seconds)
-    return {
-        "median_ms": statistics.median(times),
-        "p90_ms": times[min(len(times) - 1, int(0.9 * len(times)))],
-        "runs": len(times),
-        "batch": batch,
+def latency_before_after(config: Config, runtime: Runtime, base_model: nn.Module, model: nn.Module, example: Any) -> dict[str, Any]:
+    """``base_model`` and ``model`` (both on ``runtime``'s device) timed with eager torch, ``latency.runs`` calls
+    after ``latency.warmup``, ``latency.threads`` threads on the CPU, at the example's own batch: the medians in
+    milliseconds, the speed-up, and how they were measured."""
+    lat = config.latency
+    run = LatencyRun(runtime, lat.runs, lat.warmup, lat.threads)
+    before = measure_latency(base_model, example, run, backend="torch")
+    after = measure_latency(model, example, run, backend="torch")
+    record = {
+        "before_ms": before.median_ms,
+        "after_ms": after.median_ms,
+        "speedup": before.median_ms / after.median_ms,
+        "statistic": "median",
+        "runs": after.runs,
+        "batch": after.batch,
+        "device": after.device,
+        "precision": after.precision,
+        "warmup": lat.warmup,
     }
-
-
-def _timed(model: nn.Module, example: Any, runtime: Runtime, runs: int, warmup: int) -> list[float]:
-    if runs <= 0:
-        raise ValueError(f"latency runs must be positive, found {runs}")
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode(), runtime.autocast():
-            return time_calls(lambda: call_model(model, example), runs, warmup, _synchronizer(runtime.torch_device))
-    finally:
-        model.train(was_training)
-
-
-def cpu_latency_ms(model: nn.Module, example: Any, *, runs: int, warmup: int, threads: int) -> dict[str, Any]:
-    """``{"median_ms", "p90_ms", "runs", "threads", "batch"}`` for ``model`` on ``example`` on the CPU, in eval
-    mode (``model`` and ``example`` must be on the CPU)."""
-    saved_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        times = _timed(model, example, CPU, runs, warmup)
-    finally:
-        torch.set_num_threads(saved_threads)
-    return {**_summary(times, batch_of(example)), "threads": threads}
-
-
-def device_latency_ms(model: nn.Module, example: Any, runtime: Runtime, *, runs: int, warmup: int) -> dict[str, Any]:
-    """``{"median_ms", "p90_ms", "runs", "batch", "device", "precision"}`` for ``model`` on ``example`` on
-    ``runtime``'s device (where ``model`` is), under its autocast, in eval mode."""
-    times = _timed(model, runtime.to_device(example), runtime, runs, warmup)
-    return {**_summary(times, batch_of(example)), "device": runtime.device, "precision": runtime.precision}
+    if after.threads is not None:
+        record["threads"] = after.threads
+    return record
 
 
 def remeasure_search_latency(

@@ -11,21 +11,61 @@ No model runs here: a MACs target is met through ``macs_of(plan)``, which the ta
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 from autoprune.config import SpaceSpec
 from autoprune.errors import ConfigError
-from autoprune.plan import PruningPlan
-from autoprune.ranking import ranked_plan
+from autoprune.plan import PruningPlan, Scope
+from autoprune.ranking import ChannelImportances, ranked_plan
 
-if TYPE_CHECKING:
-    from autoprune.space._space import SearchSpace
-
-__all__ = ["MACS_PARAM", "SCALE_PARAM", "check_importances", "ranked_entries", "target_distribution", "uniform_target"]
+__all__ = [
+    "MACS_PARAM",
+    "SCALE_PARAM",
+    "RankedSpace",
+    "check_importances",
+    "ranked_entries",
+    "target_distribution",
+    "uniform_target",
+]
 
 MACS_PARAM = "macs"  # the global target when spec.target is macs; "ratio" when it is ratio
 SCALE_PARAM = "scale"  # scale:<knob>, one per ratio knob
+
+
+class RankedSpace(Protocol):
+    """What global ranking reads of a search space (``SearchSpace`` is one), so this module never imports it."""
+
+    @property
+    def spec(self) -> SpaceSpec: ...
+
+    @property
+    def groups(self) -> tuple[str, ...]: ...
+
+    @property
+    def criteria(self) -> tuple[str, ...]: ...
+
+    @property
+    def round_to(self) -> int: ...
+
+    @property
+    def importances(self) -> Mapping[tuple[str, str], ChannelImportances]: ...
+
+    @property
+    def macs_of(self) -> Callable[[PruningPlan], float] | None: ...
+
+    @property
+    def scopes(self) -> tuple[Scope, ...]: ...
+
+    def scope_of(self, params: Mapping[str, Any]) -> Scope: ...
+
+    def criterion_of(self, group: str, params: Mapping[str, Any]) -> str: ...
+
+    def scale_param(self, group: str) -> str: ...
+
+    def ratio_bounds(self, group: str) -> tuple[float, float]: ...
+
+    def global_bounds(self) -> tuple[float, float]: ...
 
 
 def target_distribution(spec: SpaceSpec, ratio_bounds: tuple[float, float]) -> dict[str, tuple[Any, ...]]:
@@ -36,7 +76,7 @@ def target_distribution(spec: SpaceSpec, ratio_bounds: tuple[float, float]) -> d
     return {"ratio": ("float", *ratio_bounds)}
 
 
-def check_importances(space: SearchSpace) -> None:
+def check_importances(space: RankedSpace) -> None:
     """Every (criterion, scope) the space may pick has importances for every group, and a MACs target can be
     measured; else one ConfigError saying what is missing."""
     for criterion in space.criteria:
@@ -58,7 +98,7 @@ def check_importances(space: SearchSpace) -> None:
         )
 
 
-def ranked_entries(space: SearchSpace, params: Mapping[str, Any]) -> dict[str, tuple[float, str]]:
+def ranked_entries(space: RankedSpace, params: Mapping[str, Any]) -> dict[str, tuple[float, str]]:
     """Each group's (ratio, criterion): one threshold over the scaled importances, meeting the trial's target
     (the nearest reachable plan when the ratio bounds put it out of reach)."""
     scope = space.scope_of(params)
@@ -83,11 +123,11 @@ def ranked_entries(space: SearchSpace, params: Mapping[str, Any]) -> dict[str, t
     return {group: (entry.ratio, entry.criterion) for group, entry in plan.groups.items()}
 
 
-def uniform_target(space: SearchSpace, ratio: float, criterion: str) -> float:
+def uniform_target(space: RankedSpace, ratio: float, criterion: str) -> float:
     """The global target that stands for a uniform ``ratio``: that ratio of all channels, or (target macs) the
     relative MACs of the uniform plan at that ratio, so the warm start sits where a uniform sweep's points sit."""
     if space.spec.target != "macs":
-        low, high = space._global_bounds()
+        low, high = space.global_bounds()
         return min(max(ratio, low), high)
     if space.macs_of is None:
         raise ConfigError("target: macs needs macs_of(plan) for its warm start", key="prune.search_space")

@@ -13,10 +13,21 @@ from autoprune.errors import ConfigError, did_you_mean
 __all__ = ["available_presets", "load_space_spec", "preset_dirs"]
 
 
+def _source_presets() -> Path | None:
+    """``search_spaces/`` beside the package in a source checkout (or an editable install): the presets' one
+    source. A wheel has none there; the build maps the folder into the package instead."""
+    root = Path(__file__).resolve().parents[2]
+    folder = root / "search_spaces"
+    return folder if (root / "pyproject.toml").is_file() and folder.is_dir() else None
+
+
 def preset_dirs() -> list[Traversable]:
-    """Where presets live, first wins: the package's own ``autoprune/search_spaces`` (read through
-    ``importlib.resources``, so a wheel install has them), then ``<prefix>/share/autoprune/search_spaces``."""
-    return [files("autoprune") / "search_spaces", Path(sys.prefix) / "share" / "autoprune" / "search_spaces"]
+    """Where presets live, first wins: the checkout's ``search_spaces/`` when running from source, else the
+    package's ``autoprune/search_spaces`` (where the wheel build puts them; read through ``importlib.resources``),
+    then ``<prefix>/share/autoprune/search_spaces``."""
+    source = _source_presets()
+    packaged: Traversable = source if source is not None else files("autoprune") / "search_spaces"
+    return [packaged, Path(sys.prefix) / "share" / "autoprune" / "search_spaces"]
 
 
 def available_presets() -> dict[str, Traversable]:

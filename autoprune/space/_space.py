@@ -129,7 +129,8 @@ class SearchSpace:
         """The ratio knobs (stage or group names), model order, once each."""
         return list(dict.fromkeys(self._knob(g, self.spec.ratio) for g in self.groups))
 
-    def _global_bounds(self) -> tuple[float, float]:
+    def global_bounds(self) -> tuple[float, float]:
+        """The lowest and highest ratio any group may take: a global knob's range."""
         bounds = [self.ratio_bounds(g) for g in self.groups]
         return min(lo for lo, _ in bounds), max(hi for _, hi in bounds)
 
@@ -142,9 +143,9 @@ class SearchSpace:
         if self.budgets:
             return budget_distributions(self)
         if schedule == "global_rank":
-            dists.update(target_distribution(self.spec, self._global_bounds()))
+            dists.update(target_distribution(self.spec, self.global_bounds()))
         elif schedule != "independent":
-            dists["ratio"] = ("float", *self._global_bounds())
+            dists["ratio"] = ("float", *self.global_bounds())
         if schedule == "depth_linear":
             dists["ratio_slope"] = ("float", -spread, spread)
         for group in self.groups:

@@ -24,6 +24,8 @@ from autoprune.study._budget_report import (
     spearman_rho,
 )
 from autoprune.study._budgeted import SLOT_ATTR, Planner, budget_of, budgeted_plan, run_budgeted
+from autoprune.study._devices import check_worker_devices, pin_worker_device, worker_device
+from autoprune.study._dispatch import search
 from autoprune.study._frame import (
     FIDELITY_ATTR,
     FRONT_COLUMNS,
@@ -49,7 +51,7 @@ from autoprune.study._objective import (
     recorded_seed,
     trial_seed,
 )
-from autoprune.study._resolve import factory_search_paths
+from autoprune.study._resolve import check_registered_names, factory_search_paths
 from autoprune.study._search import (
     SearchAborted,
     SearchInterrupted,
@@ -57,7 +59,6 @@ from autoprune.study._search import (
     join_study,
     metric_names,
     open_config_storage,
-    search,
     write_outputs,
 )
 from autoprune.study._staged import STAGE_ATTR, band_of, run_staged, staged_spend
@@ -94,11 +95,15 @@ __all__ = [
     "StorageLost",
     "PlanResult",
     "Task",
+    "check_worker_devices",
+    "pin_worker_device",
+    "worker_device",
     "atomic_write_bytes",
     "base_point",
     "base_source",
     "fit_budgets",
     "check_output_writable",
+    "check_registered_names",
     "create_or_load_study",
     "describe_inputs",
     "factory_search_paths",

@@ -12,9 +12,10 @@ import optuna
 
 from autoprune.config import Config
 from autoprune.engine import PruneReport, check_sparsity_held, compressed_bytes
-from autoprune.evaluate import COSTS, Candidate, FirstBatches, LatencyMeter, LatencyResult
+from autoprune.evaluate import Candidate, FirstBatches, LatencyMeter, LatencyResult, get_cost
 from autoprune.plan import PruningPlan
 from autoprune.study._latency import StudyLatencyCache, latency_meter, process_latency_meter
+from autoprune.study._resolve import factory_search_paths
 from autoprune.study._task import Task
 
 __all__ = [
@@ -142,7 +143,7 @@ def evaluate_plan(
     seconds["prune"] = report.seconds["graph"] + report.seconds["prune"] + report.seconds["sparsify"]
     seconds["count"] = report.seconds["count"]
     candidate = Candidate(pruned, report, latency if latency is not None else process_latency_meter(task))
-    cost = COSTS.get(cfg.objectives[1], key="objectives")(candidate).relative
+    cost = get_cost(cfg.objectives[1], search_paths=factory_search_paths(cfg))(candidate).relative
     measured = candidate.latency() if candidate.meter is not None else None
     if measured is not None:
         seconds["latency"] = measured.seconds  # 0 when the architecture was measured before

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from autoprune._registry import one_line
+from autoprune._registry import Registry, one_line
 from autoprune.config import Config, SpaceSpec
 from autoprune.data import DataBundle, load_data
 from autoprune.engine import (
@@ -23,15 +23,15 @@ from autoprune.engine import (
     find_groups,
     sparsifiable_layers,
 )
-from autoprune.errors import AutopruneError, ConfigError
-from autoprune.evaluate import Runtime, resolve_runtime
+from autoprune.errors import AutopruneError, ConfigError, did_you_mean
+from autoprune.evaluate import COSTS, LATENCY_BACKENDS, LOSSES, Runtime, resolve_runtime
 from autoprune.metrics import Metric, resolve_metric
 from autoprune.space import config_list_bounds, load_space_spec
 from autoprune.study._base import build_base_model
 from autoprune.study._inputs import describe_inputs, first_channels, load_example_inputs
 from autoprune.study._io import check_output_writable
 
-__all__ = ["Resolved", "check_metric_value", "factory_search_paths", "resolve"]
+__all__ = ["Resolved", "check_metric_value", "check_registered_names", "factory_search_paths", "resolve"]
 
 
 @dataclass
@@ -55,6 +55,27 @@ def factory_search_paths(config: Config) -> list[Path]:
     working directory (as ``python -m`` does)."""
     paths = [config.source.parent] if config.source is not None else []
     return [*paths, Path.cwd()]
+
+
+def _registered(name: str, registry: Registry[Any], key: str) -> None:
+    """``name`` is ``"pkg.module:fn"`` (imported where it is used) or registered; else one line naming ``key``."""
+    if ":" in name or name in registry:
+        return
+    known = registry.names()
+    raise ConfigError(
+        f"unknown {registry.kind} {name!r}{did_you_mean(name, known)}; known: {', '.join(known)} or 'pkg.module:fn'",
+        key=key,
+    )
+
+
+def check_registered_names(config: Config) -> None:
+    """The registered names a config gives (losses, the latency backend, the cost objective) exist. The config checks only their form:
+    the registries live with the code that uses them, above the config, and a user's entry points may add names."""
+    _registered(config.finetune.loss, LOSSES, "finetune.loss")
+    if config.export.loss is not None:
+        _registered(config.export.loss, LOSSES, "export.loss")
+    _registered(config.latency.backend, LATENCY_BACKENDS, "latency.backend")
+    _registered(config.objectives[1], COSTS, "objectives[1]")
 
 
 def _first_batch(config: Config, data: DataBundle) -> Any:
@@ -142,6 +163,7 @@ def resolve(config: Config) -> Resolved:
 
     The runtime is resolved here, once per process: a device that is not there is one line before anything
     is loaded. The model is placed on it, and the example inputs made there."""
+    check_registered_names(config)
     runtime = resolve_runtime(config.runtime)
     check_output_writable(config.output)
     spec = load_space_spec(config.prune.search_space)

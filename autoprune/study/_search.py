@@ -1,4 +1,8 @@
-"""``search``: join (or create) the study the config names and run trials until it holds ``n_trials``."""
+"""One process on a study: join (or create) the study the config names and run trials until it holds ``n_trials``.
+
+``autoprune.study.search`` (``_dispatch``) runs this, or starts local worker processes (``_workers``) that each run
+it; the pieces both need (joining the study, writing trials.csv, the interruption) live here.
+"""
 
 from __future__ import annotations
 
@@ -15,15 +19,17 @@ from optuna.storages import BaseStorage
 
 from autoprune.config import Config, dump_config
 from autoprune.errors import AutopruneError, ConfigError
-from autoprune.evaluate import pin_worker_device
+from autoprune.evaluate import cost_label
 from autoprune.study._budget import staged_schedule
 from autoprune.study._budget_report import summary_lines
 from autoprune.study._budgeted import BUDGETED_ATTR, budgeted_plan, check_budgeted_mode, run_budgeted
+from autoprune.study._devices import pin_worker_device
 from autoprune.study._frame import trials_frame
 from autoprune.study._io import RESOLVED_CONFIG, run_file, write_run_file
 from autoprune.study._loop import FINISHED, run_trials
 from autoprune.study._objective import Objective, PhaseHook
 from autoprune.study._record import DEFINITION_ATTR, check_base, check_definition, record_base, record_definition
+from autoprune.study._resolve import factory_search_paths
 from autoprune.study._staged import check_mode, run_staged
 from autoprune.study._storage import create_or_load_study, make_sampler, open_storage, worker_seed
 from autoprune.study._task import Log, Task, prepare_task, resolve
@@ -38,7 +44,7 @@ __all__ = [
     "join_study",
     "metric_names",
     "open_config_storage",
-    "search",
+    "search_single",
     "write_outputs",
 ]
 
@@ -79,9 +85,10 @@ class FailureStreak:
 
 
 def metric_names(config: Config) -> list[str]:
+    """The two objectives' names (the study's metric names, shown by the front, the report and the dashboard): the
+    metric, and the cost's label (``macs`` is ``MACs (relative)``; a registered cost's label)."""
     metric = config.metric.split(":")[-1]
-    names = {"macs": "MACs", "params": "params", "nonzero_params": "non-zero params", "latency": "latency"}
-    cost = names[config.objectives[1]] + " (relative)"
+    cost = cost_label(config.objectives[1], search_paths=factory_search_paths(config)) + " (relative)"
     return [metric, cost]
 
 
@@ -186,7 +193,7 @@ def worker_record(index: int, task: Task | None = None) -> dict[str, Any]:
     return record
 
 
-def search(
+def search_single(
     config: Config,
     *,
     log: Log = lambda _: None,
@@ -196,20 +203,8 @@ def search(
     worker_index: int | None = None,
     evaluator: object | None = None,
 ) -> optuna.Study:
-    """Run (or resume, or join) the study that ``config`` describes; returns it. What ``autoprune search`` runs.
-
-    With ``config.workers.count`` > 1 it starts that many local worker processes on the study. Run the same
-    on other machines (with a shared storage) and they join it; ``study.n_trials`` is the study's total.
-    With ``config.workers.devices``, worker ``i`` runs on ``cuda:{devices[i % len(devices)]}`` (a process
-    without ``worker_index`` on the first of them).
-
-    ``evaluator`` (an object with ``recalibrate``, ``finetune`` and ``score``) replaces the config's
-    ``evaluator`` and the built-in one; local worker processes get it pickled.
-    """
-    if config.workers.count > 1 and worker_index is None:
-        from autoprune.study._workers import search_with_workers
-
-        return search_with_workers(config, log=log, callbacks=callbacks, on_ready=on_ready, evaluator=evaluator)
+    """Run (or resume, or join) the study that ``config`` describes in this process, as worker ``worker_index``
+    (pinned to its GPU with ``workers.devices``); returns it. See ``autoprune.study.search``."""
     # Before any CUDA work: `cuda` and `auto` then resolve to this worker's GPU.
     pin_worker_device(config.workers.devices, worker_index or 0, config.runtime)
     study, storage, task, index = join_study(config, log=log, worker_index=worker_index, evaluator=evaluator)

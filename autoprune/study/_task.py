@@ -29,7 +29,6 @@ from autoprune.engine import (
 )
 from autoprune.errors import AutopruneError, ConfigError, PruningError
 from autoprune.evaluate import (
-    COSTS,
     Candidate,
     LatencyMeter,
     MemoryCache,
@@ -37,6 +36,7 @@ from autoprune.evaluate import (
     build_evaluator,
     check_evaluator,
     fixed_batches,
+    get_cost,
     load_user_evaluator,
 )
 from autoprune.plan import PruningPlan
@@ -310,7 +310,7 @@ def _cost_of(
 ) -> Callable[[PruningPlan], float]:
     """``cost_of(plan)``: the relative cost (``objectives[1]``, a registered cost) of ``plan`` applied to ``base``,
     as a trial measures it (latency with a meter of its own, in this process's memory)."""
-    cost = COSTS.get(config.objectives[1], key="objectives")
+    cost = get_cost(config.objectives[1], search_paths=factory_search_paths(config))
     meter = None
     if config.objectives[1] == "latency":
         channels = {g.name: g.channels for g in resolved.groups}

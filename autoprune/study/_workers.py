@@ -30,9 +30,9 @@ from optuna.trial import TrialState
 
 from autoprune.config import Config
 from autoprune.errors import AutopruneError
-from autoprune.evaluate import pin_worker_device, worker_device
+from autoprune.study._devices import pin_worker_device, worker_device
 from autoprune.study._loop import FINISHED, WORKER_ATTR
-from autoprune.study._search import SearchInterrupted, StudyCallback, join_study, search, write_outputs
+from autoprune.study._search import SearchInterrupted, StudyCallback, join_study, search_single, write_outputs
 from autoprune.study._storage import guard_storage
 from autoprune.study._task import Log, Task
 
@@ -83,7 +83,7 @@ def _worker_main(config: Config, index: int, evaluator: object | None = None) ->
         print(f"worker {index}: {message}", file=sys.stderr, flush=True)
 
     try:
-        search(config, log=log, worker_index=index, evaluator=evaluator)
+        search_single(config, log=log, worker_index=index, evaluator=evaluator)
     except AutopruneError as exc:
         print(f"autoprune: worker {index}: error: {exc}", file=sys.stderr, flush=True)
         sys.exit(2)
