@@ -20,20 +20,20 @@ task supplies.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 from autoprune.errors import ConfigError
 from autoprune.plan import PruningPlan
 from autoprune.ranking import ranked_plan
-
-if TYPE_CHECKING:
-    from autoprune.space._space import SearchSpace
+from autoprune.space._global import RankedSpace
 
 __all__ = [
     "BASES",
     "BASIS_PARAM",
     "BUDGET_PARAM",
+    "SCOPE_PARAM",
+    "BudgetedSpace",
     "GLOBAL_BASELINE_CRITERIA",
     "baseline_criteria",
     "baseline_params",
@@ -43,6 +43,7 @@ __all__ = [
     "projected_entries",
 ]
 
+SCOPE_PARAM = "criteria_scope"  # the searched criteria scope, when prune.criteria_scope lists more than one
 BUDGET_PARAM = "budget"
 BASIS_PARAM = "basis"
 BASES = ("uniform", "ranked")
@@ -50,12 +51,26 @@ GLOBAL_BASELINE_CRITERIA = ("l1", "l2")  # Torch-Pruning's global pruning: magni
 Distribution = tuple[Any, ...]
 
 
+class BudgetedSpace(RankedSpace, Protocol):
+    """What the budgeted space reads of a search space (``SearchSpace`` is one), so this module never imports it."""
+
+    @property
+    def budgets(self) -> tuple[float, ...]: ...
+
+    @property
+    def cost_of(self) -> Callable[[PruningPlan], float] | None: ...
+
+    def criterion_param(self, group: str) -> str: ...
+
+    def channels(self) -> dict[str, int]: ...
+
+
 def positional_importances(channels: Mapping[str, int]) -> dict[str, tuple[float, ...]]:
     """Scores that make one global threshold a uniform ratio: the k-th channel of a group of n scores (k+1)/n."""
     return {name: tuple((k + 1) / count for k in range(count)) for name, count in channels.items()}
 
 
-def budget_distributions(space: SearchSpace) -> dict[str, Distribution]:
+def budget_distributions(space: BudgetedSpace) -> dict[str, Distribution]:
     """Every searched param of a budgeted trial, in the order ``sample`` suggests them (the budget first)."""
     dists: dict[str, Distribution] = {
         BUDGET_PARAM: ("categorical", list(space.budgets)),
@@ -67,13 +82,11 @@ def budget_distributions(space: SearchSpace) -> dict[str, Distribution]:
         criterion = space.criterion_param(group)
         dists.setdefault(criterion, ("categorical", list(space.criteria)))
     if len(space.scopes) > 1:
-        from autoprune.space._space import SCOPE_PARAM
-
         dists[SCOPE_PARAM] = ("categorical", list(space.scopes))
     return dists
 
 
-def projected_entries(space: SearchSpace, params: Mapping[str, Any]) -> dict[str, tuple[float, str]]:
+def projected_entries(space: BudgetedSpace, params: Mapping[str, Any]) -> dict[str, tuple[float, str]]:
     """Each group's (ratio, criterion): the params' allocation projected onto their budget."""
     if space.cost_of is None:
         raise ConfigError("a budgeted space needs cost_of(plan) -> relative cost to project plans", key="study.search")
@@ -109,7 +122,7 @@ def baseline_criteria(criteria: Sequence[str]) -> list[tuple[str, str]]:
     return [("uniform", c) for c in criteria] + [("ranked", c) for c in ranked]
 
 
-def baseline_params(space: SearchSpace, budget: float) -> list[dict[str, Any]]:
+def baseline_params(space: BudgetedSpace, budget: float) -> list[dict[str, Any]]:
     """The plans a user would try by hand at ``budget``, in this order: uniform with each searched criterion,
     then global ranking with l1 and l2 (those searched; the first criterion when neither is)."""
     dists = budget_distributions(space)
@@ -131,7 +144,7 @@ def baseline_params(space: SearchSpace, budget: float) -> list[dict[str, Any]]:
     return baselines
 
 
-def check_budgets(space: SearchSpace) -> None:
+def check_budgets(space: BudgetedSpace) -> None:
     """Every budget is reachable within the ratio bounds; else one ConfigError naming the first that is not."""
     if space.cost_of is None:
         raise ConfigError("a budgeted space needs cost_of(plan) -> relative cost", key="study.search")

@@ -10,7 +10,7 @@ from autoprune.config import SpaceSpec
 from autoprune.errors import ConfigError
 from autoprune.plan import PruningPlan, Scope
 from autoprune.ranking import ChannelImportances
-from autoprune.space._budgeted import budget_distributions, check_budgets, projected_entries
+from autoprune.space._budgeted import SCOPE_PARAM, budget_distributions, check_budgets, projected_entries
 from autoprune.space._global import SCALE_PARAM, check_importances, ranked_entries, target_distribution, uniform_target
 from autoprune.space._optimizers import optuna_distribution
 from autoprune.space._sparsity import SparsitySpace
@@ -20,7 +20,6 @@ __all__ = ["SCOPE_PARAM", "SearchSpace", "TrialLike", "UNIFORM_BASELINES"]
 UNIFORM_BASELINES = tuple(SpaceSpec().warm_start_ratios)  # the presets' default warm-start ratios
 # A knob's distribution: ("float", low, high), ("log_float", low, high) or ("categorical", choices).
 Distribution = tuple[Any, ...]
-SCOPE_PARAM = "criteria_scope"  # the searched criteria scope, when prune.criteria_scope lists more than one
 
 
 class TrialLike(Protocol):
