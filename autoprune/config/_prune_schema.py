@@ -184,6 +184,8 @@ class PruneConfig(_Strict):
     allow_output_pruning: bool = False
     round_to: int = Field(default=1, ge=1)
     search_space: str | SpaceSpec = "per_layer"
+    # [layers]: every repeated block of one type shares its ratio and criterion knobs (autoprune/space/_tie.py).
+    tie: list[Literal["layers"]] = Field(default_factory=list)
     ratio: tuple[Ratio, Ratio] = (0.0, 0.9)
     criteria: list[CriterionName] = Field(default_factory=lambda: ["l1", "l2", "fpgm"], min_length=1)
     # Which weights a criterion scores: the root layer's own (layer: the papers' and NNI's choice) or every coupled
