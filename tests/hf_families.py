@@ -108,3 +108,19 @@ def inputs(name: str, batch: int = 2, length: int = 8) -> dict[str, torch.Tensor
         return {"input_features": torch.randn(batch, 8, 16, generator=g)}
     size = 32 if kind == "image32" else 16
     return {"pixel_values": torch.randn(batch, 3, size, size, generator=g)}
+
+
+def hf_model(family: str = "llama") -> nn.Module:
+    """A factory (``model.factory: hf_families:hf_model``) for configs and ``autoprune.load``."""
+    return build(family)
+
+
+def architecture(family: str, channels: dict[str, int]) -> dict[str, Any]:
+    """What an export's ``architecture.json`` holds for a tiny family built by :func:`hf_model`."""
+    from pathlib import Path
+
+    return {
+        "builtin": None, "factory": "hf_families:hf_model", "options": {"family": family}, "torchvision": None,
+        "file": None, "factory_paths": [str(Path(__file__).resolve().parent)], "in_channels": 0, "num_classes": 0,
+        "input_shape": None, "channels": channels,
+    }  # fmt: skip
