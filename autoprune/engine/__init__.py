@@ -22,7 +22,7 @@ from autoprune.engine._graph import (
     find_output_layers,
     matching_modules,
 )
-from autoprune.engine._io import call_model, output_tensors
+from autoprune.engine._io import LABELS, call_model, has_labels, output_loss, output_tensors, without_labels
 from autoprune.engine._sparsify import (
     SPARSIFIERS,
     Sparsifier,
@@ -37,6 +37,10 @@ from autoprune.engine._sparsify import (
 )
 
 __all__ = [
+    "LABELS",
+    "has_labels",
+    "output_loss",
+    "without_labels",
     "ATTENTION_ADAPTERS",
     "AttentionAdapter",
     "Group",
