@@ -39,14 +39,14 @@ def apply_tie(spec: SpaceSpec, tie: Sequence[str], *, key: str = "prune.tie") ->
 
 
 def tie_summary(groups: Iterable[str], spec: SpaceSpec) -> str | None:
-    """One line for ``validate`` about layer tying on a model with attention heads (None on other models): how
-    many ratio knobs tying gives, or offers it."""
+    """One line for ``validate`` about layer tying: how many ratio knobs a tied search has, or, untied on a model
+    with attention heads, an offer of it (None on other untied models)."""
     names = list(groups)
-    if not any(n.endswith("#heads") for n in names):
-        return None
     tied = len(dict.fromkeys(tied_knob(n) for n in names))
     if spec.ratio == "tied":
         return f"layers tied: {tied} ratio knobs for {len(names)} groups"
+    if not any(n.endswith("#heads") for n in names):
+        return None
     return (
         f"transformer blocks found: prune.tie: [layers] would search {tied} ratio knobs instead of one per group "
         f"({len(names)}), every layer keeping the same heads and MLP width (what save_pretrained export needs)"
