@@ -126,11 +126,18 @@ class DataConfig(_Strict):
         return self
 
 
+OptimizerName = Literal["sgd", "adamw"]
+
+
 class TrainConfig(_Strict):
     epochs: int = Field(default=10, ge=0)
     lr: float = Field(default=0.05, gt=0.0)
     momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
     weight_decay: float = Field(default=5e-4, ge=0.0)
+
+
+class BaseTrainingConfig(TrainConfig):
+    optimizer: OptimizerName = "sgd"  # adamw: what transformers are usually trained with
 
 
 def _loss_names() -> list[str]:
@@ -145,7 +152,6 @@ def _known_loss(name: str) -> str:
 
 
 LossName = Annotated[str, AfterValidator(_known_loss)]
-OptimizerName = Literal["sgd", "adamw"]
 
 
 class DistillConfig(_Strict):
@@ -223,7 +229,7 @@ class Config(_Strict):
     model: ModelConfig
     data: DataConfig = Field(default_factory=DataConfig)
     metric: str = "accuracy"
-    base_training: TrainConfig = Field(default_factory=TrainConfig)
+    base_training: BaseTrainingConfig = Field(default_factory=BaseTrainingConfig)
     prune: PruneConfig = Field(default_factory=PruneConfig)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     # The cost objective: relative MACs, parameters, non-zero parameters (what unstructured pruning lowers), or

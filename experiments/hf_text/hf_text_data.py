@@ -1,6 +1,7 @@
 """A text task built offline: short "reviews" of word tokens whose label is their overall polarity.
 
-Each sentence mixes neutral words with a few positive and negative ones; ``not`` before a polar word flips it.
+Each sentence mixes neutral words with two to five positive and negative ones; ``not`` before a polar word (one
+in ten) flips it.
 The label is 1 when the flipped polar words lean positive, else 0 (ties are never drawn). Order matters only
 through the negations, so a bag of words gets most of it and attention the rest. Deterministic from ``seed``.
 """
@@ -34,7 +35,7 @@ def make_split(samples: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
                 positive = bool(torch.rand(1, generator=g) < 0.5)
                 pool = POSITIVE if positive else NEGATIVE
                 words[at] = int(pool[int(torch.randint(len(pool), (1,), generator=g))])
-                negated = bool(torch.rand(1, generator=g) < 0.3) and words[at - 1] not in (*POSITIVE, *NEGATIVE)
+                negated = bool(torch.rand(1, generator=g) < 0.1) and words[at - 1] not in (*POSITIVE, *NEGATIVE)
                 if negated:
                     words[at - 1] = NOT
                 score += (1 if positive else -1) * (-1 if negated else 1)
@@ -59,7 +60,7 @@ class Reviews(Dataset):
         return {"input_ids": ids, "attention_mask": (ids != PAD).long(), "labels": self.labels[i]}
 
 
-def loaders(train: int = 1600, val: int = 400, test: int = 400, batch_size: int = 64) -> tuple[DataLoader, ...]:
+def loaders(train: int = 1200, val: int = 300, test: int = 300, batch_size: int = 50) -> tuple[DataLoader, ...]:
     """The data factory: ``(train, val, test)`` loaders of dict batches (``data.options`` set the sizes)."""
     g = torch.Generator().manual_seed(0)
     return (
