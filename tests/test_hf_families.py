@@ -175,3 +175,21 @@ def test_tied_embeddings_stay_tied_when_the_hidden_size_is_pruned():
 def test_a_shared_embedding_that_two_groups_would_prune_differently_is_left_out_with_the_reason():
     _, left_out = _groups("bart")  # encoder and decoder residual streams share model.shared
     assert any("tied parameter" in line and "model.shared.weight" in line for line in left_out), left_out
+
+
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_a_fused_projection_finds_each_heads_rows_in_its_layout(interleaved):
+    from autoprune.engine._attention import Projection
+
+    parts, heads, head_dim = 3, 4, 2
+    linear = nn.Linear(1, parts * heads * head_dim, bias=False)
+    with torch.no_grad():
+        linear.weight.copy_(torch.arange(parts * heads * head_dim, dtype=torch.float).unsqueeze(1))  # row i holds i
+    projection = Projection("qkv", linear, "out", parts=parts, interleaved=interleaved)
+    # Where q, k and v of head 1 sit: blocked [q0..q3 | k0..k3 | v0..v3], interleaved [q0 k0 v0 | q1 k1 v1 | ...]
+    expected = (
+        [2, 3, 10, 11, 18, 19] if not interleaved else [6, 7, 8, 9, 10, 11]
+    )
+    assert projection.indices("heads", [1], heads, head_dim) == expected
+    blocks = projection.blocks(heads, head_dim)  # [parts, heads, per_unit, head_dim, in]
+    assert sorted(int(v) for v in blocks[:, 1].flatten()) == expected
