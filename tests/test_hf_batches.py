@@ -81,3 +81,22 @@ def test_a_causal_lm_fine_tunes_with_the_builtin_loss_and_its_perplexity_improve
     model.train()
     train(model, batches, epochs=8, lr=0.05)
     assert perplexity(model, batches) > before  # negated: higher is better
+
+
+def test_taylor_scores_mlp_width_from_the_models_own_loss_on_labels_batches():
+    from autoprune import PruningPlan, apply_plan
+
+    model, batches = build("bert"), _classification_batches(2)
+    group = "bert.encoder.layer.0.intermediate.dense"
+    x = {k: v for k, v in batches[0].items() if k != "labels"}
+    pruned, report = apply_plan(model, x, PruningPlan({group: (0.5, "taylor")}), gradient_batches=batches)
+    assert report.channels[group] == (64, 32)
+    # The same ranking by hand: (sum over each row of grad * weight)^2, the gradient averaged over the batches.
+    reference = build("bert")
+    reference.eval()
+    for batch in batches:
+        reference(**batch).loss.backward()
+    dense = reference.bert.encoder.layer[0].intermediate.dense
+    scores = ((dense.weight.grad / len(batches)).double() * dense.weight.double()).sum(dim=1).pow(2)
+    kept = sorted(torch.argsort(scores, stable=True)[32:].tolist())
+    torch.testing.assert_close(pruned.bert.encoder.layer[0].intermediate.dense.weight, dense.weight.detach()[kept])
