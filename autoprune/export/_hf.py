@@ -149,16 +149,16 @@ def write_hf_folder(model: nn.Module, folder: Path) -> tuple[dict[str, Any], Any
         "status": "ok",
         "auto_class": auto_name,
         "files": files,
-        "config": {k: getattr(config, k) for k in sorted(_shape_keys(config))},
+        "config_changes": _changes(model.config, config),
         "bytes": {f"{HF_FOLDER}/{f}": (folder / HF_FOLDER / f).stat().st_size for f in files},
     }
     return record, auto_name
 
 
-def _shape_keys(config: Any) -> list[str]:
-    keys = ("num_attention_heads", "num_key_value_heads", "head_dim", "intermediate_size", "hidden_size", "n_head",
-            "n_inner", "n_embd", "n_heads", "hidden_dim", "dim", "num_heads", "d_kv", "d_ff", "d_model")  # fmt: skip
-    return [k for k in keys if isinstance(getattr(config, k, None), int)]
+def _changes(before: Any, after: Any) -> dict[str, list[int]]:
+    """The config keys the pruning changed: ``{key: [before, after]}``."""
+    old, new = before.to_dict(), after.to_dict()
+    return {k: [old.get(k), v] for k, v in sorted(new.items()) if isinstance(v, int) and old.get(k) != v}
 
 
 def reload_outputs(folder: Path, auto_name: str, probe: Any) -> tuple[list[torch.Tensor], dict[str, Any]]:

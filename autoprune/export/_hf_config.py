@@ -39,6 +39,9 @@ class HfConfigRule:
     hidden: str | None
     kv_heads: str | None = None
     head_dim: str | None = None
+    # Encoder-decoder configs keep heads and MLP width per stack: (module-path component, heads key, MLP key),
+    # in place of ``heads`` and ``mlp[0]``; a stack the model does not have (an encoder alone) sets nothing.
+    stacks: tuple[tuple[str, str, str], ...] = ()
 
 
 HF_CONFIG_RULES: Registry[HfConfigRule] = Registry("Hugging Face config rule")
@@ -62,6 +65,9 @@ register_hf_config_rule("gptj", HfConfigRule("n_head", ("n_inner", "mlp.fc_in"),
 register_hf_config_rule("t5", HfConfigRule("num_heads", ("d_ff", "DenseReluDense.wi"), "d_model", head_dim="d_kv"))
 for _type in ("vit", "deit"):
     register_hf_config_rule(_type, HfConfigRule("num_attention_heads", ("intermediate_size", "mlp.fc1"), "hidden_size"))
+_STACKS = (("encoder", "encoder_attention_heads", "encoder_ffn_dim"), ("decoder", "decoder_attention_heads", "decoder_ffn_dim"))
+for _type in ("bart", "whisper"):
+    register_hf_config_rule(_type, HfConfigRule(None, ("", "fc1"), "d_model", stacks=_STACKS))
 for _type in ("clip_text_model", "clip_vision_model"):
     register_hf_config_rule(_type, HfConfigRule("num_attention_heads", ("intermediate_size", "mlp.fc1"), "hidden_size"))
 
@@ -98,22 +104,28 @@ def derive_hf_config(model: nn.Module, saved: nn.Module | None = None) -> Any:
     if model_type not in HF_CONFIG_RULES:
         raise HfShapeError(f"no config rule for model_type {model_type!r} (register_hf_config_rule)")
     rule = HF_CONFIG_RULES.get(model_type)
-    sites = [s for s in find_attention_sites(model) if s.unsupported is None]
+    all_sites = [s for s in find_attention_sites(model) if s.unsupported is None]
+    _, suffix = rule.mlp
+    mlps = {n: int(m.out_features) for n, m in model.named_modules() if n.endswith(suffix) and isinstance(m, nn.Linear)}
+    stacks = rule.stacks or (("", rule.heads or "", rule.mlp[0]),)
     updates: dict[str, int] = {}
-    if sites:
-        groups = {s.owner_name: getattr(s, "groups", 1) for s in sites}
-        if rule.heads:
-            updates[rule.heads] = _one({s.owner_name: s.units * groups[s.owner_name] for s in sites}, "head counts")
+    for component, heads_key, mlp_key in stacks:
+        sites = [s for s in all_sites if not component or component in s.owner_name.split(".")]
+        widths = {n: w for n, w in mlps.items() if not component or component in n.split(".")}
+        if component and not sites and not widths:
+            continue
+        if sites and heads_key:
+            groups = {s.owner_name: getattr(s, "groups", 1) for s in sites}
+            updates[heads_key] = _one({s.owner_name: s.units * groups[s.owner_name] for s in sites}, "head counts")
+        updates[mlp_key] = _one(widths, "MLP widths")
+    if all_sites:
         if rule.kv_heads:
-            updates[rule.kv_heads] = _one({s.owner_name: s.units for s in sites}, "KV head counts")
+            updates[rule.kv_heads] = _one({s.owner_name: s.units for s in all_sites}, "KV head counts")
         if rule.head_dim:
-            updates[rule.head_dim] = _one({s.owner_name: s.head_dim for s in sites}, "head dims")
+            updates[rule.head_dim] = _one({s.owner_name: s.head_dim for s in all_sites}, "head dims")
         if rule.hidden:
-            outputs = {p.name: p.linear.out_features for s in sites for p in s.projections if p.axis == "in"}
+            outputs = {p.name: p.linear.out_features for s in all_sites for p in s.projections if p.axis == "in"}
             updates[rule.hidden] = _one(outputs, "hidden sizes")
-    key, suffix = rule.mlp
-    widths = {n: int(m.out_features) for n, m in model.named_modules() if n.endswith(suffix) and isinstance(m, nn.Linear)}
-    updates[key] = _one(widths, "MLP widths")
     for name, value in updates.items():
         setattr(config, name, value)
     _check_shapes(model if saved is None else saved, config, updates)
