@@ -22,7 +22,7 @@ from autoprune.export import Selection, select_trial
 from autoprune.models import build_model
 from autoprune.plan import PruningPlan
 from autoprune.report import collect
-from autoprune.space import ALLOCATION_OPTIMIZERS, SearchSpace, baseline_params
+from autoprune.space import ALLOCATION_OPTIMIZERS, SearchSpace, baseline_params, tied_knob
 from autoprune.study import (
     SLOT_ATTR,
     SearchInterrupted,
@@ -336,3 +336,33 @@ def test_every_allocation_optimizer_proposes_the_same_round_from_the_same_histor
         first = optimizer.propose(dists, history, 3, seed=7)
         assert first == ALLOCATION_OPTIMIZERS.get(name)().propose(dists, history, 3, seed=7)
         assert len(first) == 3 and all(0.5 <= p["scale:a"] <= 2.0 and p["basis"] in ("uniform", "ranked") for p in first)
+
+
+def test_tied_layers_keep_one_width_per_layer_type_at_the_budget():
+    torch.manual_seed(0)
+    model = build_model("vit_tiny", in_channels=1, num_classes=10).eval()
+    inputs = torch.randn(1, 1, 16, 16)
+    groups = find_groups(model, inputs, [])
+    counts = count_macs_params(model, inputs)
+
+    def cost_of(plan: PruningPlan) -> float:
+        return apply_plan(model, inputs, plan, base_counts=counts)[1].macs_ratio
+
+    space = SearchSpace(
+        spec=SpaceSpec(ratio="tied", criterion="tied"),
+        groups=tuple(g.name for g in groups),
+        ratio=(0.0, 0.95),
+        criteria=("l1",),
+        importances=importance_table(model, inputs, groups, ["l1"], ["layer"]),
+        budgets=(0.25,),
+        cost_of=cost_of,
+    )
+    params = {**baseline_params(space, 0.25)[-1]}
+    params.update({k: (0.7 if i % 2 else 1.6) for i, k in enumerate(params) if k.startswith("scale")})
+    plan = space.plan_from_params(params)
+    assert cost_of(plan) <= 0.25
+    by_knob: dict[str, set[float]] = {}
+    for group, entry in plan.groups.items():
+        by_knob.setdefault(tied_knob(group), set()).add(entry.ratio)
+    assert any(len([g for g in plan.groups if tied_knob(g) == k]) > 1 for k in by_knob)  # layers really repeat
+    assert all(len(ratios) == 1 for ratios in by_knob.values())

@@ -11,13 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from any_input_models import pretrained_net
+from any_input_models import hf_accuracy, pretrained_net
 
 import autoprune
 from autoprune.cli import main
 from autoprune.config import config_from_dict
 from autoprune.engine import call_model, output_tensors
-from autoprune.errors import ConfigError
 from autoprune.export import Selection, export_model, load_example_inputs
 from autoprune.study import prepare_task, resolve
 from autoprune.study._base import weights_sha256
@@ -180,17 +179,19 @@ def test_bad_example_inputs_are_one_line_naming_the_key(tmp_path, capsys, spec, 
     assert not (tmp_path / "run").exists()
 
 
-def test_a_built_in_metric_on_dict_batches_names_the_metric_key(tmp_path):
+def test_a_built_in_metric_reads_hugging_face_dict_batches_with_labels(tmp_path):
+    # (#25) A dict batch carrying `labels` is Hugging Face's convention: the built-in metric runs the model on the
+    # other entries and scores the logits against the labels, as the user's hf_accuracy does.
     raw = _config(
         tmp_path / "run",
         model={"factory": "any_input_models:tiny_vit", "example_inputs": "any_input_models:pixel_values"},
         data={"factory": "any_input_models:hf_batches"},
         prune={"ignore": ["*classifier*"]},
     )
-    expected = r"metric 'accuracy' takes \(inputs, targets\) batches, found a dict with keys pixel_values, labels"
-    with pytest.raises(ConfigError, match=expected) as caught:
-        resolve(config_from_dict(raw))
-    assert caught.value.key == "metric"
+    resolved = resolve(config_from_dict(raw))
+    assert resolved.metric(resolved.model, resolved.data.val) == pytest.approx(
+        hf_accuracy(resolved.model, resolved.data.val)
+    )
 
 
 def test_the_hf_vit_digits_example_validates(capsys, tmp_path):

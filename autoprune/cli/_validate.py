@@ -21,6 +21,7 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from autoprune.engine import find_output_layers
+    from autoprune.space import tie_summary
     from autoprune.study import base_source, check_worker_devices, describe_inputs, resolve
 
     config = load_with_overrides(args, **{"runtime.device": args.device})
@@ -31,6 +32,9 @@ def run(args: argparse.Namespace) -> int:
     found = []
     if config.prune.structured:
         found.append(f"{len(resolved.groups)} prunable groups: {', '.join(g.name for g in resolved.groups)}")
+        tying = tie_summary([g.name for g in resolved.groups], resolved.spec)
+        if tying:
+            found.append(tying)
         outputs = find_output_layers(resolved.model, resolved.example_inputs)
         if outputs:
             allowed = config.prune.allow_output_pruning

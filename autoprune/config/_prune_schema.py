@@ -260,8 +260,13 @@ class PruneConfig(_Strict):
     )
     search_space: str | SpaceSpec = Field(
         default="per_layer",
-        description="A preset name (uniform, per_stage, per_layer, global_offset, global_rank), a path to a preset "
-                    "YAML file, or an inline spec.",
+        description="A preset name (uniform, per_stage, per_layer, global_offset, global_rank, tied_layers), a path "
+                    "to a preset YAML file, or an inline spec.",
+    )
+    tie: list[Literal["layers"]] = Field(
+        default_factory=list,
+        description="[layers]: every repeated block of one type shares its ratio and criterion knobs (same heads, "
+                    "same MLP width in every layer: what a standard Hugging Face config can hold).",
     )
     ratio: tuple[Ratio, Ratio] = Field(
         default=(0.0, 0.9),

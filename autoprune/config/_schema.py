@@ -171,6 +171,9 @@ class DataConfig(_Strict):
         return self
 
 
+OptimizerName = Literal["sgd", "adamw"]
+
+
 class TrainConfig(_Strict):
     epochs: int = Field(default=10, ge=0, description="Passes over the training data.")
     lr: float = Field(default=0.05, gt=0.0, description="Learning rate.")
@@ -193,7 +196,12 @@ def _cost_spec(name: str) -> str:
 
 
 CostName = Annotated[str, AfterValidator(_cost_spec)]
-OptimizerName = Literal["sgd", "adamw"]
+
+
+class BaseTrainingConfig(TrainConfig):
+    optimizer: OptimizerName = Field(
+        default="sgd", description="sgd, or adamw (what transformers are usually trained with).",
+    )
 
 
 class DistillConfig(_Strict):
@@ -325,8 +333,8 @@ class Config(_Strict):
         description="The task metric, higher is better: a registered name (accuracy, miou) or 'pkg.module:fn' with "
                     "fn(model, loader) -> float.",
     )
-    base_training: TrainConfig = Field(
-        default_factory=TrainConfig,
+    base_training: BaseTrainingConfig = Field(
+        default_factory=BaseTrainingConfig,
         description="Training of the base model when no weights are given (and model.pretrained is false).",
     )
     prune: PruneConfig = Field(

@@ -15,7 +15,7 @@ from pydantic import (
 from autoprune.criteria import CRITERIA
 from autoprune.errors import did_you_mean
 
-Granularity = Literal["shared", "per_stage", "per_group"]
+Granularity = Literal["shared", "per_stage", "per_group", "tied"]  # tied: see autoprune/space/_tie.py
 ScopeName = Literal["layer", "group"]
 DEFAULT_CRITERIA_SCOPE: ScopeName = "layer"  # prune.criteria_scope's default: the one line to switch it
 SAMPLERS = ("tpe", "nsga2", "random", "gp")

@@ -23,7 +23,7 @@ from autoprune.engine._graph import (
     find_output_layers,
     matching_modules,
 )
-from autoprune.engine._io import call_model, logits_of, output_tensors
+from autoprune.engine._io import LABELS, call_model, has_labels, logits_of, output_loss, output_tensors, without_labels
 from autoprune.engine._sparsify import (
     SPARSIFIERS,
     Sparsifier,
@@ -38,6 +38,10 @@ from autoprune.engine._sparsify import (
 )
 
 __all__ = [
+    "LABELS",
+    "has_labels",
+    "output_loss",
+    "without_labels",
     "ATTENTION_ADAPTERS",
     "AttentionAdapter",
     "Group",

@@ -16,6 +16,7 @@ from autoprune.criteria import get_criterion, needs_gradients
 from autoprune.engine._check import UnsupportedGroup, UnsupportedGroupWarning, check_output_shapes, find_unsupported
 from autoprune.engine._device import rng_devices, to_device, weights_device
 from autoprune.engine._graph import Group, ModelGraph, count_macs_params
+from autoprune.engine._io import call_model, has_labels, output_loss
 from autoprune.engine._sparsify import apply_sparsity, count_nonzero_params, refresh_masked_weights
 from autoprune.errors import PruningError, did_you_mean
 from autoprune.plan import PruningPlan, kept_channels
@@ -137,13 +138,14 @@ def group_seed(plan: PruningPlan, name: str) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-def accumulate_gradients(model: nn.Module, batches: Iterable[tuple[Any, Any]], loss_fn: LossFn) -> int:
+def accumulate_gradients(model: nn.Module, batches: Iterable[Any], loss_fn: LossFn) -> int:
     """Fill every parameter's ``.grad`` with the loss gradient averaged over ``batches``; returns their count.
 
     Runs in evaluation mode, the network that is pruned: BatchNorm uses its running statistics. In training
     mode a conv followed by BatchNorm is scale-invariant, so ``sum(grad * weight)`` over each of its filters is
-    zero in exact arithmetic and a Taylor ranking would be round-off. A fixed random seed covers any op that
-    still draws at random; the buffers and the mode are put back afterwards, so only ``.grad`` changes.
+    zero in exact arithmetic and a Taylor ranking would be round-off. A dict batch with ``labels`` (Hugging Face's
+    convention) is the model's own ``loss``. A fixed random seed covers any op that still draws at random; the
+    buffers and the mode are put back afterwards, so only ``.grad`` changes.
     """
     was_training = model.training
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
@@ -155,9 +157,16 @@ def accumulate_gradients(model: nn.Module, batches: Iterable[tuple[Any, Any]], l
         device = weights_device(model)
         with torch.random.fork_rng(devices=rng_devices(model)), torch.enable_grad():
             torch.manual_seed(0)
-            for inputs, targets in batches:
-                inputs, targets = to_device((inputs, targets), device)
-                loss_fn(model(inputs), targets).backward()
+            for batch in batches:
+                batch = to_device(batch, device)
+                if has_labels(batch):  # a Hugging Face batch: the model computes its own loss from the labels
+                    loss = output_loss(call_model(model, dict(batch)))
+                    if loss is None:
+                        raise PruningError("a gradient batch carries 'labels' but the model returned no 'loss'")
+                else:
+                    inputs, targets = batch
+                    loss = loss_fn(model(inputs), targets)
+                loss.backward()
                 count += 1
     finally:
         with torch.no_grad():

@@ -12,7 +12,25 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-__all__ = ["call_model", "logits_of", "output_tensors"]
+__all__ = ["LABELS", "call_model", "has_labels", "logits_of", "output_loss", "output_tensors", "without_labels"]
+
+LABELS = "labels"  # Hugging Face's convention: the targets travel in the batch dict, the model returns its loss
+
+
+def has_labels(batch: Any) -> bool:
+    """Whether ``batch`` is a dict batch carrying its targets under ``labels`` (Hugging Face's convention)."""
+    return isinstance(batch, Mapping) and isinstance(batch.get(LABELS), torch.Tensor)
+
+
+def without_labels(batch: Mapping[str, Any]) -> dict[str, Any]:
+    """A dict batch's model inputs: every entry but ``labels``."""
+    return {k: v for k, v in batch.items() if k != LABELS}
+
+
+def output_loss(output: Any) -> torch.Tensor | None:
+    """The ``loss`` a model returned (a dict or ``ModelOutput`` entry, as Hugging Face models do given labels)."""
+    loss = output.get("loss") if isinstance(output, Mapping) else getattr(output, "loss", None)
+    return loss if isinstance(loss, torch.Tensor) and loss.numel() == 1 else None
 
 
 def call_model(model: nn.Module, inputs: Any) -> Any:

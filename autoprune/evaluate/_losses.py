@@ -4,7 +4,9 @@ Every loss the training loop sees is a *step loss*, ``loss(model, batch) -> scal
 forward itself. A user's function has that signature, so it handles any batch (dicts, several inputs) and any
 output (dicts, Hugging Face ``ModelOutput``). A registered loss is a criterion ``criterion(outputs, targets)``
 (``torch.nn.CrossEntropyLoss`` and the like), built with ``finetune.loss_options``; :class:`OutputsLoss` adapts it
-to ``(inputs, targets, ...)`` batches: ``criterion(logits(model(inputs)), targets)``.
+to ``(inputs, targets, ...)`` batches: ``criterion(logits(model(inputs)), targets)``, and to Hugging Face dict
+batches with ``labels``: plain ``cross_entropy`` (no options) is the model's own ``loss`` (a causal LM's shifts
+its labels), any other criterion reads the ``logits`` (class dim last for tokens) and the labels.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from autoprune._registry import Registry, call_user, import_callable
-from autoprune.engine import call_model, logits_of
+from autoprune.engine import LABELS, call_model, has_labels, logits_of, output_loss, without_labels
 from autoprune.errors import ConfigError
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "OutputsLoss",
     "StepLoss",
     "distill_kl",
+    "class_dim_first",
     "register_loss",
     "resolve_loss",
 ]
@@ -56,17 +59,33 @@ def label_smoothing(smoothing: float = 0.1, ignore_index: int = -100) -> nn.Modu
     return nn.CrossEntropyLoss(label_smoothing=smoothing, ignore_index=ignore_index)
 
 
+def class_dim_first(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Token logits ``[batch, tokens, classes]`` for ``[batch, tokens]`` labels as ``[batch, classes, tokens]``, the
+    layout ``cross_entropy`` takes; any other logits as they are."""
+    if logits.dim() == 3 and labels.dim() == 2 and logits.shape[:2] == labels.shape:
+        return logits.transpose(1, 2)
+    return logits
+
+
 @dataclass(frozen=True)
 class OutputsLoss:
     """A registered criterion on ``(inputs, targets, ...)`` batches: ``criterion(logits(model(inputs)), targets)``."""
 
     criterion: Callable[[Any, Any], torch.Tensor]
     name: str = "cross_entropy"
+    model_loss: bool = True  # a labels batch: the model's own loss when it returns one (plain cross-entropy)
 
     def __call__(self, model: nn.Module, batch: Any) -> torch.Tensor:
+        if has_labels(batch):
+            output = call_model(model, dict(batch) if self.model_loss else without_labels(batch))
+            loss = output_loss(output) if self.model_loss else None
+            if loss is not None:
+                return loss
+            labels = batch[LABELS]
+            return self.criterion(class_dim_first(logits_of(output), labels), labels)
         if not isinstance(batch, (tuple, list)) or len(batch) < 2:
             raise ConfigError(
-                f"loss {self.name!r} takes (inputs, targets) batches, found a {type(batch).__name__}; "
+                f"loss {self.name!r} takes (inputs, targets) batches or dicts with 'labels', found a {type(batch).__name__}; "
                 "for other batches set finetune.loss: 'pkg.module:fn' with fn(model, batch) -> loss",
                 key="finetune.loss",
             )
@@ -74,6 +93,8 @@ class OutputsLoss:
 
     def forward_only(self, model: nn.Module, batch: Any) -> Any:
         """The model's forward on the batch's inputs (BatchNorm recalibration needs no loss)."""
+        if has_labels(batch):
+            return call_model(model, without_labels(batch))
         return call_model(model, batch[0] if isinstance(batch, (tuple, list)) else batch)
 
 
@@ -92,7 +113,7 @@ def resolve_loss(
         return cast(StepLoss, _WithOptions(fn, options))
     factory = LOSSES.get(spec, key=key)
     criterion = call_user(factory, what=f"loss {spec!r}", key=key, options=options, options_key=options_key)
-    return OutputsLoss(criterion, spec)
+    return OutputsLoss(criterion, spec, model_loss=spec == "cross_entropy" and not options)
 
 
 @dataclass(frozen=True)

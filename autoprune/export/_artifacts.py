@@ -1,9 +1,10 @@
 """Write every artifact, reload it at once, and check its outputs against the in-memory model.
 
 ``model.pt`` (the whole module), ``weights.pt`` + ``plan.json`` + ``architecture.json`` + ``example_inputs.pt``
-(rebuilt by ``autoprune.load``), ``model.ts`` (TorchScript) and ``model.onnx``. A reloaded artifact whose outputs
-(every tensor of them: a dict, a ``ModelOutput``, a tuple) differ from the model's on a fixed batch by more than
-the tolerance fails the export, naming the artifact.
+(rebuilt by ``autoprune.load``), ``model.ts`` (TorchScript) and ``model.onnx``; for a Hugging Face model also
+``hf/``, a ``save_pretrained`` folder reloaded by ``from_pretrained`` in a process without autoprune (``_hf``). A reloaded artifact whose
+outputs (every tensor of them: a dict, a ``ModelOutput``, a tuple) differ from the model's on a fixed batch by
+more than the tolerance fails the export, naming the artifact.
 TorchScript and ONNX are best effort: a model that does not script, trace or export is recorded, not fatal.
 """
 
@@ -215,6 +216,35 @@ def write_onnx(model: nn.Module, ctx: ArtifactContext) -> dict[str, Any]:
     return record
 
 
+@torch.no_grad()
+def write_hf(model: nn.Module, ctx: ArtifactContext) -> dict[str, Any]:
+    from autoprune.export._hf import HF_FOLDER, reload_outputs, write_hf_folder
+
+    if not isinstance(ctx.probe, dict):
+        return {"status": "refused", "detail": "hf/ not written: the reload check needs dict example inputs"}
+    record, auto_name = write_hf_folder(model, ctx.folder)
+    if auto_name is None:
+        return record
+    try:
+        outputs, report = reload_outputs(ctx.folder, auto_name, ctx.probe)
+    except Exception as exc:  # the subprocess's own error, in one line
+        raise ExportError(f"{HF_FOLDER}/: {type(exc).__name__}: {exc}") from exc
+    finally:
+        for scratch in ("probe.safetensors", "outputs.safetensors"):
+            (ctx.folder / scratch).unlink(missing_ok=True)
+    if report.get("autoprune_imported", True):
+        raise ExportError(f"{HF_FOLDER}/: the reload imported autoprune; the folder must load without it")
+    diff = _check(f"{HF_FOLDER}/", outputs, ctx)
+    loader = f"transformers.{auto_name}.from_pretrained"
+    return {**record, "max_abs_diff": diff, "tolerance": TOLERANCE, "loader": loader, "class": report.get("class")}
+
+
+def _is_hf_model(model: nn.Module) -> bool:
+    from autoprune.export._hf_config import is_hf_model
+
+    return is_hf_model(model)
+
+
 # In writing order; the name is the artifact's main file.
 ARTIFACTS: tuple[tuple[str, Writer], ...] = (
     ("model.pt", write_whole_module),
@@ -222,10 +252,14 @@ ARTIFACTS: tuple[tuple[str, Writer], ...] = (
     ("model.ts", write_torchscript),
     ("model.onnx", write_onnx),
 )
+# Written only for the models each applies to: (name, applies(model), writer).
+OPTIONAL_ARTIFACTS: tuple[tuple[str, Callable[[nn.Module], bool], Writer], ...] = (("hf", _is_hf_model, write_hf),)
 
 
 @torch.no_grad()
 def write_artifacts(model: nn.Module, ctx: ArtifactContext) -> dict[str, dict[str, Any]]:
     """Write and verify each artifact in ``ctx.folder``; returns a record per artifact."""
     model.eval()
-    return {name: writer(model, ctx) for name, writer in ARTIFACTS}
+    records = {name: writer(model, ctx) for name, writer in ARTIFACTS}
+    records.update({name: writer(model, ctx) for name, applies, writer in OPTIONAL_ARTIFACTS if applies(model)})
+    return records

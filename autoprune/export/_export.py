@@ -22,7 +22,15 @@ import torch
 
 from autoprune._version import __version__
 from autoprune.config import Config, dump_config
-from autoprune.engine import PruneReport, call_model, compressed_bytes, count_nonzero_params, to_device
+from autoprune.engine import (
+    PruneReport,
+    call_model,
+    compressed_bytes,
+    count_nonzero_params,
+    has_labels,
+    to_device,
+    without_labels,
+)
 from autoprune.errors import ConfigError
 from autoprune.evaluate import CPU
 from autoprune.export._artifacts import ArtifactContext, write_artifacts
@@ -194,11 +202,14 @@ def _first_rows(inputs: Any, count: int) -> Any:
 
 def _probe(task: Task, loader: Any) -> Any:
     """A fixed batch for the reload checks: the first evaluation batch's inputs when they have the example
-    inputs' form (a real ``(inputs, targets)`` batch), else the example inputs themselves."""
+    inputs' form (a real ``(inputs, targets)`` batch, or a dict batch without its ``labels``), else the example
+    inputs themselves."""
     example = to_device(task.example_inputs, "cpu")
     for batch in loader:
         if isinstance(batch, (tuple, list)) and batch and _same_form(batch[0], example):
             return _first_rows(batch[0], PROBE_SIZE)
+        if has_labels(batch) and _same_form(without_labels(batch), example):  # a Hugging Face dict batch
+            return _first_rows(to_device(without_labels(batch), "cpu"), PROBE_SIZE)
         break
     if isinstance(example, torch.Tensor) and example.is_floating_point():
         return torch.randn(PROBE_SIZE, *example.shape[1:], generator=torch.Generator().manual_seed(0))

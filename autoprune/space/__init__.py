@@ -15,6 +15,7 @@ from autoprune.space._optimizers import ALLOCATION_OPTIMIZERS, AllocationOptimiz
 from autoprune.space._presets import available_presets, load_space_spec, preset_dirs
 from autoprune.space._space import SCOPE_PARAM, UNIFORM_BASELINES, SearchSpace
 from autoprune.space._sparsity import SparsitySpace
+from autoprune.space._tie import TIE_CHOICES, apply_tie, tie_summary, tied_knob
 
 __all__ = [
     "ALLOCATION_OPTIMIZERS",
@@ -26,13 +27,17 @@ __all__ = [
     "baseline_params",
     "positional_importances",
     "SCOPE_PARAM",
+    "TIE_CHOICES",
     "UNIFORM_BASELINES",
     "SearchSpace",
     "SparsitySpace",
+    "apply_tie",
     "available_presets",
     "config_list_bounds",
     "load_space_spec",
     "parse_config_list",
     "plan_to_config_list",
     "preset_dirs",
+    "tie_summary",
+    "tied_knob",
 ]

@@ -27,6 +27,7 @@ from autoprune.errors import ConfigError
 from autoprune.plan import PruningPlan
 from autoprune.ranking import ranked_plan
 from autoprune.space._global import RankedSpace
+from autoprune.space._tie import tied_knob
 
 __all__ = [
     "BASES",
@@ -87,32 +88,66 @@ def budget_distributions(space: BudgetedSpace) -> dict[str, Distribution]:
 
 
 def projected_entries(space: BudgetedSpace, params: Mapping[str, Any]) -> dict[str, tuple[float, str]]:
-    """Each group's (ratio, criterion): the params' allocation projected onto their budget."""
+    """Each group's (ratio, criterion): the params' allocation projected onto their budget. With tied layers
+    (``prune.tie: [layers]``) the threshold runs over tied knobs, so every layer of a type keeps as many channels."""
     if space.cost_of is None:
         raise ConfigError("a budgeted space needs cost_of(plan) -> relative cost to project plans", key="study.search")
+    cost_of = space.cost_of
     budget, basis = float(params[BUDGET_PARAM]), str(params[BASIS_PARAM])
     scope = space.scope_of(params)
     criteria = {group: space.criterion_of(group, params) for group in space.groups}
     channels = space.channels()
     if basis == "uniform":
-        scores: Mapping[str, tuple[float, ...]] = positional_importances(channels)
+        scores: Mapping[str, Sequence[float]] = positional_importances(channels)
     else:
         scores = {group: space.importances[(criteria[group], scope)].groups[group] for group in space.groups}
-    scales = {group: float(params.get(space.scale_param(group), 1.0)) for group in space.groups}
+    members = _tied_members(space, channels)
+    units = {unit: _mean_sorted([scores[g] for g in groups]) for unit, groups in members.items()}
+
+    def expand(plan: PruningPlan) -> PruningPlan:
+        return PruningPlan(
+            {g: (entry.ratio, criteria[g]) for unit, entry in plan.groups.items() for g in members[unit]},
+            round_to=space.round_to,
+            scope=scope,
+        )
+
     try:
         plan = ranked_plan(
-            scores,
-            criteria,
+            units,
+            {unit: criteria[groups[0]] for unit, groups in members.items()},
             macs=budget,
-            macs_of=space.cost_of,
-            scales=scales,
-            bounds={group: space.ratio_bounds(group) for group in space.groups},
+            macs_of=lambda unit_plan: cost_of(expand(unit_plan)),
+            scales={unit: float(params.get(space.scale_param(groups[0]), 1.0)) for unit, groups in members.items()},
+            bounds={unit: space.ratio_bounds(groups[0]) for unit, groups in members.items()},
             round_to=space.round_to,
             scope=scope,
         )
     except ValueError as exc:
         raise ConfigError(f"budget {budget:g} cannot be reached: {exc}", key="study.budgets") from None
-    return {group: (entry.ratio, entry.criterion) for group, entry in plan.groups.items()}
+    return {group: (entry.ratio, entry.criterion) for group, entry in expand(plan).groups.items()}
+
+
+def _tied_members(space: BudgetedSpace, channels: Mapping[str, int]) -> dict[str, list[str]]:
+    """The units one threshold ranks: each group alone, or (tied layers) each tied knob's groups together, when
+    they have as many channels."""
+    if space.spec.ratio != "tied":
+        return {group: [group] for group in space.groups}
+    knobs: dict[str, list[str]] = {}
+    for group in space.groups:
+        knobs.setdefault(tied_knob(group), []).append(group)
+    units: dict[str, list[str]] = {}
+    for knob, groups in knobs.items():
+        if len({channels[g] for g in groups}) == 1:
+            units[knob] = groups
+        else:  # repeated blocks of different widths: each keeps its own count
+            units.update({g: [g] for g in groups})
+    return units
+
+
+def _mean_sorted(vectors: Sequence[Sequence[float]]) -> tuple[float, ...]:
+    """The mean of each rank's score over equally long vectors (each sorted): a tied unit's channel scores."""
+    ordered = [sorted(v) for v in vectors]
+    return tuple(sum(v[i] for v in ordered) / len(ordered) for i in range(len(ordered[0])))
 
 
 def baseline_criteria(criteria: Sequence[str]) -> list[tuple[str, str]]:

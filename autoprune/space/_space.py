@@ -14,6 +14,7 @@ from autoprune.space._budgeted import SCOPE_PARAM, budget_distributions, check_b
 from autoprune.space._global import SCALE_PARAM, check_importances, ranked_entries, target_distribution, uniform_target
 from autoprune.space._optimizers import optuna_distribution
 from autoprune.space._sparsity import SparsitySpace
+from autoprune.space._tie import tied_knob
 
 __all__ = ["SCOPE_PARAM", "SearchSpace", "TrialLike", "UNIFORM_BASELINES"]
 
@@ -118,6 +119,8 @@ class SearchSpace:
             return ""
         if granularity == "per_stage":
             return ".".join(group.split(".")[: self.spec.stage_depth])
+        if granularity == "tied":
+            return tied_knob(group)
         return group
 
     @staticmethod

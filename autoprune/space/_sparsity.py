@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from autoprune.plan import SparsityPlan
+from autoprune.space._tie import tied_knob
 
 __all__ = ["GLOBAL_PARAM", "METHOD_PARAM", "SPARSITY_BASELINES", "SparsitySpace"]
 
@@ -37,6 +38,8 @@ class SparsitySpace:
             return "sparsity"
         if self.granularity == "per_stage":
             return "sparsity:" + ".".join(layer.split(".")[: self.stage_depth])
+        if self.granularity == "tied":
+            return f"sparsity:{tied_knob(layer)}"
         return f"sparsity:{layer}"
 
     def sample(self, trial: _Trial) -> SparsityPlan:

@@ -34,10 +34,13 @@ def base_key(config: Config) -> str:
     for key in ("options", "example_inputs", "pretrained"):
         if not model.get(key):
             model.pop(key, None)
+    base_training = config.base_training.model_dump(mode="json")
+    if base_training.get("optimizer") == "sgd":  # the default, and the only choice before the key existed
+        base_training.pop("optimizer")
     relevant = {
         "model": model,
         "data": config.data.model_dump(mode="json"),
-        "base_training": config.base_training.model_dump(mode="json"),
+        "base_training": base_training,
         "seed": config.study.seed,
     }
     finetune = config.finetune
@@ -102,6 +105,7 @@ def _train(config: Config, model: nn.Module, data: DataBundle, runtime: Runtime,
             lr=config.base_training.lr,
             momentum=config.base_training.momentum,
             weight_decay=config.base_training.weight_decay,
+            optimizer=config.base_training.optimizer,
             seed=config.study.seed,
             loss=loss,
             runtime=runtime,

@@ -15,7 +15,7 @@ or from an installed package through the entry-point group ``autoprune.attention
 
 from __future__ import annotations
 
-from autoprune.engine._attention import _hf, _llama, _mha, _timm  # noqa: F401  (registers the built-in adapters)
+from autoprune.engine._attention import _gpt2, _hf, _llama, _mha, _separate, _swin, _timm  # noqa: F401  (registers the built-in adapters)
 from autoprune.engine._attention._base import (
     ATTENTION_ADAPTERS,
     ENTRY_POINT_GROUP,

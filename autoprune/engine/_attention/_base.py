@@ -61,11 +61,14 @@ class Projection:
     axis: str  # "out": q, k, v (heads are output rows); "in": the output projection (heads are input columns)
     parts: int = 1
     per_unit: int = 1
+    interleaved: bool = False
 
     def blocks(self, units: int, head_dim: int, weight: torch.Tensor | None = None) -> torch.Tensor:
         """The weight as ``[parts, units, per_unit, head_dim, features]``."""
         w = self.linear.weight if weight is None else weight
         w = w.detach() if self.axis == "out" else w.detach().t()
+        if self.interleaved:
+            return w.reshape(units, self.parts, self.per_unit, head_dim, -1).transpose(0, 1)
         return w.reshape(self.parts, units, self.per_unit, head_dim, -1)
 
     def indices(self, unit: str, remove: Sequence[int], units: int, head_dim: int) -> list[int]:
@@ -77,8 +80,9 @@ class Projection:
                 for p in range(self.per_unit):
                     for i in range(head_dim):
                         if (u if unit == "heads" else i) in removed:
-                            found.append(((part * units + u) * self.per_unit + p) * head_dim + i)
-        return found
+                            block = u * self.parts + part if self.interleaved else part * units + u
+                            found.append((block * self.per_unit + p) * head_dim + i)
+        return sorted(found)
 
 
 class AttentionAdapter(ABC):
@@ -87,12 +91,15 @@ class AttentionAdapter(ABC):
     Subclasses implement :meth:`match` (recognise the module by its structure and read its head layout) and
     :meth:`update_module` (keep every attribute the module's forward reads consistent after pruning). Set
     ``unsupported`` to a reason when the module's heads cannot be pruned in place: its ``#heads`` group is then
-    reported by name and left out, never half pruned.
+    reported by name and left out, never half pruned. ``heads_unsupported`` does so for whole heads alone (T5:
+    a position bias shared by every layer's heads), while head dims are still pruned. Per-head tables that the
+    module holds besides its linears (Swin's relative position bias) follow in :meth:`prune_tables`.
     """
 
     style: ClassVar[str] = ""
     head_dims_sound: bool = True  # whether head dims may be pruned (an adapter may decide per module)
     unsupported: str | None = None
+    heads_unsupported: str | None = None  # why whole heads cannot be removed (head dims still can)
 
     def __init__(
         self, owner_name: str, owner: nn.Module, projections: Sequence[Projection], units: int, head_dim: int
@@ -165,6 +172,10 @@ class AttentionAdapter(ABC):
     def prune_indices(self, unit: str, remove: Sequence[int]) -> list[tuple[Projection, list[int]]]:
         """For each projection, the channels along its head axis that removing ``remove`` units takes away."""
         return [(p, p.indices(unit, remove, self.units, self.head_dim)) for p in self.projections]
+
+    def prune_tables(self, unit: str, remove: Sequence[int]) -> None:
+        """Remove ``remove`` units from per-head tables the module holds besides its linears (none by default)."""
+        return None
 
     def after_pruning(self, unit: str, removed: int) -> None:
         if unit == "heads":

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 from collections.abc import Sequence
 
 from torch import nn
 
 from autoprune.engine._attention import find_attention_sites
+from autoprune.engine._graph._conv1d import has_conv1d, linearize_conv1d
 
 
 def matching_modules(model: nn.Module, globs: Sequence[str]) -> dict[str, list[str]]:
@@ -27,6 +29,9 @@ def matching_modules(model: nn.Module, globs: Sequence[str]) -> dict[str, list[s
 
 def check_ignore_globs(model: nn.Module, globs: Sequence[str]) -> list[str]:
     """The globs that match no module (nor an attention's ``<query>#heads`` group)."""
+    if has_conv1d(model):  # GPT-2's attention is matched on its nn.Linear twin, as the graph sees it
+        model = copy.deepcopy(model)
+        linearize_conv1d(model)
     heads = [site.heads_name for site in find_attention_sites(model)]
     return [
         g

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 from typing import Any
 
@@ -11,6 +12,7 @@ import torch_pruning as tp
 from torch import nn
 
 from autoprune.engine._device import to_device, weights_device
+from autoprune.engine._graph._conv1d import has_conv1d, linearize_conv1d
 from autoprune.engine._io import call_model, output_tensors
 
 
@@ -54,8 +56,19 @@ class _DependencyGraph(tp.DependencyGraph):
     def _build_dependency(self, module2node: Any) -> None:
         # Runs between tracing and DepGraph's shape inference and index mapping, which then skip the shuffles.
         super()._build_dependency(module2node)
+        _negative_dim_concats_pass_through(list(module2node.values()))
         if self.cut_shuffles:
             self.shuffles = _cut_shuffles(list(module2node.values()), self.cut)
+
+
+def _negative_dim_concats_pass_through(nodes: list[Any]) -> None:
+    """A concat along a negative dim other than -1 (a KV cache's ``torch.cat([past, new], dim=-2)`` in GPT-2) is
+    not along the features, but torch-pruning reads the saved dim as unsigned (2**64 - 2), takes it for one and
+    fails sizing its inputs. Such a concat maps channels one to one, as torch-pruning's own non-feature concats."""
+    for node in nodes:
+        dim = getattr(node.grad_fn, "_saved_dim", None)
+        if node.type == tp.ops.OPTYPE.CONCAT and isinstance(dim, int) and dim >= 2**63 and dim - 2**64 != -1:
+            node.type = tp.ops.OPTYPE.ELEMENTWISE
 
 
 def _grad_fn_name(node: Any) -> str:
@@ -153,6 +166,9 @@ def _unwrapped_parameters(model: nn.Module) -> list[tuple[nn.Parameter, int]]:
 def count_macs_params(model: nn.Module, example_inputs: Any) -> tuple[int, int]:
     """Multiply-accumulates of one forward on ``example_inputs`` (moved to the model's device), and the
     parameter count."""
+    if has_conv1d(model):  # torch-pruning counts no MACs of transformers' Conv1D: count its nn.Linear twin
+        model = copy.deepcopy(model)
+        linearize_conv1d(model)
     was_training = model.training
     try:
         # torch-pruning prints "No positional inputs found ..., assuming batch size is 1" for every module called

@@ -15,8 +15,10 @@ from torch import nn
 from autoprune.criteria import GroupTensors
 from autoprune.engine._attention import HEADS_SUFFIX, AttentionAdapter, find_attention_sites, find_unknown_attention
 from autoprune.engine._device import to_device, weights_device
+from autoprune.engine._graph._conv1d import linearize_conv1d
 from autoprune.engine._graph._names import matching_modules
 from autoprune.engine._graph._rows import _ROOT_TYPES, _out_rows, _rows_of, _scatter_rows
+from autoprune.engine._graph._tied import retie, shared_parameters
 from autoprune.engine._graph._trace import _build_graph, _output_nodes, _unwrapped_parameters
 from autoprune.engine._io import output_tensors
 from autoprune.errors import PruningError
@@ -53,6 +55,8 @@ class ModelGraph:
         """``allow_output_pruning`` False (the default) leaves out every group whose channels reach a model
         output (see :meth:`output_layers`), as if its layers were ignored; True keeps them, named like the rest."""
         self.model = model
+        linearize_conv1d(model)  # GPT-2's Conv1D as marked nn.Linear (see _conv1d): DepGraph cannot trace it
+        self._shared = shared_parameters(model)  # tied embeddings: tied again after each pruning
         self.example_inputs = example_inputs = to_device(example_inputs, weights_device(model))
         self._names = {m: n for n, m in model.named_modules()}
         self._order = {m: i for i, (_, m) in enumerate(model.named_modules())}
@@ -243,7 +247,10 @@ class ModelGraph:
                 continue
             if any(m in ignored or m not in self.graph.module2node for m in site.claimed):
                 continue
-            units = ["dims", "heads"] if site.head_dims_sound else ["heads"]
+            units = [u for u, ok in (("dims", site.head_dims_sound), ("heads", not site.heads_unsupported)) if ok]
+            if site.heads_unsupported and kept(site.heads_name):
+                heads = Group(site.heads_name, site.units, site.members, f"{site.kind} heads")
+                self.left_out.append((heads, site.heads_unsupported))
             for unit in units:
                 name, what = (site.name, "head dims") if unit == "dims" else (site.heads_name, "heads")
                 if kept(name):
@@ -369,6 +376,7 @@ class ModelGraph:
             group.prune()
         except Exception as exc:
             raise PruningError(f"group {name!r}: torch-pruning failed: {type(exc).__name__}: {exc}") from exc
+        retie(self._shared)
 
     def _prune_attention(self, site: AttentionAdapter, unit: str, remove: list[int]) -> None:
         for projection, idxs in site.prune_indices(unit, remove):
@@ -376,6 +384,7 @@ class ModelGraph:
                 tp.prune_linear_out_channels(projection.linear, idxs)
             else:
                 tp.prune_linear_in_channels(projection.linear, idxs)
+        site.prune_tables(unit, remove)
         site.after_pruning(unit, len(remove))
 
 
