@@ -24,6 +24,7 @@ __all__ = [
     "SCALE_PARAM",
     "RankedSpace",
     "check_importances",
+    "check_macs_target",
     "ranked_entries",
     "target_distribution",
     "uniform_target",
@@ -76,20 +77,24 @@ def target_distribution(spec: SpaceSpec, ratio_bounds: tuple[float, float]) -> d
     return {"ratio": ("float", *ratio_bounds)}
 
 
-def check_importances(space: RankedSpace) -> None:
-    """Every (criterion, scope) the space may pick has importances for every group, and a MACs target can be
-    measured; else one ConfigError saying what is missing."""
+def check_importances(space: RankedSpace, *, who: str = "ratio_schedule global_rank", key: str = "prune.search_space") -> None:
+    """Every (criterion, scope) the space may pick has importances for every group; else one ConfigError (at
+    ``key``) saying what ``who`` misses."""
     for criterion in space.criteria:
         for scope in space.scopes:
             found = space.importances.get((criterion, scope))
             missing = [g for g in space.groups if found is None or g not in found.groups]
             if missing:
                 raise ConfigError(
-                    f"ratio_schedule global_rank ranks channels by importances computed on the base model; none for "
+                    f"{who} ranks channels by importances computed on the base model; none for "
                     f"criterion {criterion!r}, scope {scope!r}, group {missing[0]!r} "
                     "(autoprune.engine.importance_table computes them)",
-                    key="prune.search_space",
+                    key=key,
                 )
+
+
+def check_macs_target(space: RankedSpace) -> None:
+    """A MACs target can be measured; else one ConfigError."""
     if space.spec.target == "macs" and space.macs_of is None:
         raise ConfigError(
             "target: macs needs macs_of(plan) -> relative MACs to find each plan's threshold "

@@ -11,7 +11,14 @@ from autoprune.errors import ConfigError
 from autoprune.plan import PruningPlan, Scope
 from autoprune.ranking import ChannelImportances
 from autoprune.space._budgeted import SCOPE_PARAM, budget_distributions, check_budgets, projected_entries
-from autoprune.space._global import SCALE_PARAM, check_importances, ranked_entries, target_distribution, uniform_target
+from autoprune.space._global import (
+    SCALE_PARAM,
+    check_importances,
+    check_macs_target,
+    ranked_entries,
+    target_distribution,
+    uniform_target,
+)
 from autoprune.space._optimizers import optuna_distribution
 from autoprune.space._sparsity import SparsitySpace
 from autoprune.space._tie import tied_knob
@@ -57,11 +64,12 @@ class SearchSpace:
 
     def __post_init__(self) -> None:
         if self.budgets and self.groups:
-            self._check_ranking_inputs()
+            check_importances(self, who="the budgeted search", key="prune.criteria")
             check_budgets(self)
             return
         if self.spec.ratio_schedule == "global_rank" and self.groups:
             check_importances(self)
+            check_macs_target(self)
         if self.spec.ratio_schedule != "independent":
             return  # every group clips the scheduled ratio into its own bounds
         knobs: dict[str, tuple[str, tuple[float, float]]] = {}
@@ -93,18 +101,6 @@ class SearchSpace:
         """Each group's channel count (read off the base model's importances, which every budgeted space has)."""
         first = next(iter(self.importances.values()))
         return {group: first.channels[group] for group in self.groups}
-
-    def _check_ranking_inputs(self) -> None:
-        for criterion in self.criteria:
-            for scope in self.scopes:
-                found = self.importances.get((criterion, scope))
-                missing = [g for g in self.groups if found is None or g not in found.groups]
-                if missing:
-                    raise ConfigError(
-                        f"the budgeted search ranks channels by importances computed on the base model; none for "
-                        f"criterion {criterion!r}, scope {scope!r}, group {missing[0]!r}",
-                        key="prune.criteria",
-                    )
 
     def scale_param(self, group: str) -> str:
         """``scale:<knob>``: a global_rank group's scale factor (absent with ratio: shared, where it is 1)."""
@@ -163,6 +159,11 @@ class SearchSpace:
         if len(self.scopes) > 1:
             dists[SCOPE_PARAM] = ("categorical", list(self.scopes))
         return dists
+
+    def distributions(self) -> dict[str, Distribution]:
+        """Every searched parameter's distribution, in the order ``sample`` suggests them: ``("float", low, high)``,
+        ``("log_float", low, high)`` or ``("categorical", choices)``."""
+        return self._distributions()
 
     def optuna_distributions(self) -> dict[str, BaseDistribution]:
         """Every searched parameter's Optuna distribution (as ``sample`` suggests it)."""

@@ -127,10 +127,7 @@ class Schedule:
 
     @property
     def planned(self) -> Compute:
-        spent = self.costs.screen().times(self.screens)
-        for rung in self.rungs:
-            spent = spent + self.costs.finetune(rung.steps).times(rung.finalists)
-        return spent
+        return _planned(self.costs, self.screens, self.rungs)
 
     @property
     def trials(self) -> int:
@@ -151,6 +148,14 @@ class Schedule:
             "rungs": [{"finalists": r.finalists, "steps": r.steps} for r in self.rungs],
             "unit_costs": {"recalibration": self.costs.recalibration, "validation": self.costs.validation},
         }
+
+
+def _planned(costs: UnitCosts, screens: int, rungs: tuple[Rung, ...]) -> Compute:
+    """What ``screens`` screens and the finalists of ``rungs`` cost."""
+    spent = costs.screen().times(screens)
+    for rung in rungs:
+        spent = spent + costs.finetune(rung.steps).times(rung.finalists)
+    return spent
 
 
 def _rung_counts(first: int, rungs: int, factor: int) -> list[int]:
@@ -217,10 +222,7 @@ class BudgetSchedule:
 
     @property
     def planned(self) -> Compute:
-        spent = self.costs.screen().times(self.screens)
-        for rung in self.rungs:
-            spent = spent + self.costs.finetune(rung.steps).times(rung.finalists)
-        return spent
+        return _planned(self.costs, self.screens, self.rungs)
 
     @property
     def trials(self) -> int:

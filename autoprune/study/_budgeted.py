@@ -111,7 +111,7 @@ class Planner:
     def __init__(self, space: SearchSpace, schedule: BudgetedSchedule, optimizer: str, seed: int, factor: int) -> None:
         self.space, self.schedule, self.seed, self.factor = space, schedule, seed, factor
         self.optimizer = ALLOCATION_OPTIMIZERS.get(optimizer, key="study.allocation.optimizer")()
-        self.allocation = {n: d for n, d in space._distributions().items() if n != BUDGET_PARAM}
+        self.allocation = {n: d for n, d in space.distributions().items() if n != BUDGET_PARAM}
         self._proposals: dict[tuple[int, int, str], list[dict[str, Any]]] = {}
 
     def rounds(self, part: BudgetSchedule) -> list[tuple[int, int]]:
@@ -269,11 +269,11 @@ def _create(
 
 def _duplicate_of(study: optuna.Study, trial: optuna.Trial) -> int | None:
     """Two workers that chose the same slot at once: the lower trial number keeps it."""
-    mine = study._storage.get_trial(trial._trial_id)
-    slot = _slot(mine)
+    slot = trial.user_attrs.get(SLOT_ATTR, {})
+    plan = json.dumps(trial.user_attrs.get("plan"), sort_keys=True)
     for other in study.get_trials(deepcopy=False):
         if other.number < trial.number and holds(other) and _slot(other) == slot:
-            if slot.get("kind") == "screen" or _plan_key(other) == _plan_key(mine):
+            if slot.get("kind") == "screen" or _plan_key(other) == plan:
                 return other.number
     return None
 

@@ -234,36 +234,21 @@ def search_single(
     started = time.perf_counter()
     streak = FailureStreak(config.study.max_consecutive_failures)
     try:
+        staged: dict[str, Any] = {
+            "on_phase": on_phase,
+            "timeout": config.study.timeout,
+            "catch": (Exception,),
+            "stop": lambda: streak.tripped,
+            "callbacks": [streak, *callbacks],
+            "worker": worker_record(index, task),
+            "log": log,
+        }
         if budgeted is not None:
-            run_budgeted(
-                study,
-                storage,
-                task,
-                *budgeted,
-                on_phase=on_phase,
-                timeout=config.study.timeout,
-                catch=(Exception,),
-                stop=lambda: streak.tripped,
-                callbacks=[streak, *callbacks],
-                worker=worker_record(index, task),
-                log=log,
-            )
+            run_budgeted(study, storage, task, *budgeted, **staged)
             for line in summary_lines(study):
                 log(line)
         elif schedule is not None:
-            run_staged(
-                study,
-                storage,
-                task,
-                schedule,
-                on_phase=on_phase,
-                timeout=config.study.timeout,
-                catch=(Exception,),
-                stop=lambda: streak.tripped,
-                callbacks=[streak, *callbacks],
-                worker=worker_record(index, task),
-                log=log,
-            )
+            run_staged(study, storage, task, schedule, **staged)
         else:
             run_trials(
                 study,
