@@ -66,8 +66,10 @@ def log_cost(cost: float) -> float:
     return (math.log10(max(cost, LOG_FLOOR)) - math.log10(LOG_FLOOR)) / -math.log10(LOG_FLOOR)
 
 
-def converged_base(config: Config, out: Path, patience: int, max_epochs: int, log: Any) -> Path:
-    """Train the base one epoch at a time until validation accuracy stalls for ``patience`` epochs."""
+def converged_base(config: Config, out: Path, patience: int, max_epochs: int, log: Any, plateau: int = 0) -> Path:
+    """Train the base one epoch at a time until validation accuracy stalls for ``patience`` epochs; with
+    ``plateau`` > 0, then go on from the best weights at a tenth of the learning rate, ``plateau`` times (a
+    reduce-on-plateau schedule, so that the base is trained to convergence at a small learning rate too)."""
     path = out / "base-converged.pt"
     if path.exists():
         log(f"  base: reusing {path}")
@@ -75,9 +77,13 @@ def converged_base(config: Config, out: Path, patience: int, max_epochs: int, lo
     resolved = resolve(config)
     model, data, metric = resolved.model, resolved.data, resolved.metric
     lr = config.base_training.lr
-    best, best_state, since, curve = -math.inf, None, 0, []
+    best, best_state, since, curve, drops = -math.inf, None, 0, [], 0
     for epoch in range(max_epochs):
-        train(model, data.train, epochs=1, lr=lr * 0.5 * (1 + math.cos(math.pi * min(epoch / max_epochs, 1.0))), seed=epoch)
+        if plateau:
+            step_lr = lr * 0.1**drops
+        else:
+            step_lr = lr * 0.5 * (1 + math.cos(math.pi * min(epoch / max_epochs, 1.0)))
+        train(model, data.train, epochs=1, lr=step_lr, seed=epoch)
         accuracy = float(metric(model.eval(), data.val))
         curve.append(round(accuracy, 4))
         if accuracy > best:
@@ -85,7 +91,10 @@ def converged_base(config: Config, out: Path, patience: int, max_epochs: int, lo
         else:
             since += 1
         if since >= patience:
-            break
+            if drops >= plateau:
+                break
+            drops, since = drops + 1, 0
+            model.load_state_dict(best_state)
     log(f"  base: {len(curve)} epochs, best validation {best:.4f}; curve {curve}")
     assert best_state is not None
     out.mkdir(parents=True, exist_ok=True)
@@ -183,6 +192,8 @@ def run(argv: Sequence[str]) -> int:
     parser.add_argument("--optimizers", nargs="+", default=["tpe"])
     parser.add_argument("--patience", type=int, default=5)
     parser.add_argument("--max-epochs", type=int, default=80)
+    parser.add_argument("--plateau", type=int, default=0,
+                        help="after the first stall, go on from the best weights at lr/10 this many times")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -191,7 +202,7 @@ def run(argv: Sequence[str]) -> int:
     for seed in args.seeds:
         started = time.perf_counter()
         out = args.out / f"seed{seed}"
-        weights = converged_base(seeded(config, seed, out, args), out, args.patience, args.max_epochs, log)
+        weights = converged_base(seeded(config, seed, out, args), out, args.patience, args.max_epochs, log, args.plateau)
         task = prepare_task(seeded(config, seed, out, args, weights), log)
         costs = unit_costs(task)
         arms: dict[str, Any] = {}
