@@ -7,7 +7,7 @@ mkdir -p "$OUT"
 B="env OMP_NUM_THREADS=1 .venv/bin/python -W ignore experiments/benchmark_search.py budgets"
 {
 for s in 0 1 2 3 4; do echo "$B experiments/digits_jitter/config.yaml --seeds $s --finetune-steps 54 --optimizers tpe cmaes evolution --out $OUT/jitter > $OUT/jitter-s$s.log 2>&1"; done
-for s in 0 1 2 3 4; do echo "$B experiments/digits_noisy/mobilenet.yaml --seeds $s --finetune-steps 54 --optimizers tpe evolution --out $OUT/mobilenet > $OUT/mobilenet-s$s.log 2>&1"; done
+for s in 0 1 2 3 4; do echo "$B experiments/digits_noisy/mobilenet.yaml --seeds $s --finetune-steps 54 --out $OUT/mobilenet > $OUT/mobilenet-s$s.log 2>&1"; done
 for s in 0 1 2 3 4; do echo "$B experiments/digits_noisy/config.yaml --seeds $s --finetune-steps 54 --out $OUT/resnet > $OUT/resnet-s$s.log 2>&1"; done
 } | xargs -P 2 -I{} bash -c "{}"
 C=".venv/bin/python experiments/benchmark_search.py budgets-combine"
