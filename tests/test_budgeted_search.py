@@ -96,8 +96,8 @@ def uninterrupted(tmp_path_factory, base_weights):
 # -- the projection --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["resnet_small", "mobilenet_small", "vit_tiny"])
-def test_a_projected_plan_lands_on_its_budget_within_one_channel_step(name):
+def _space_on(name: str, spec: SpaceSpec, criteria: tuple[str, ...], budgets: tuple[float, ...]):
+    """A budgeted space over a zoo model's groups (random weights) and what measures a plan's relative MACs."""
     torch.manual_seed(0)
     model = build_model(name, in_channels=1, num_classes=10).eval()
     inputs = torch.randn(1, 1, 16, 16)
@@ -107,15 +107,15 @@ def test_a_projected_plan_lands_on_its_budget_within_one_channel_step(name):
     def cost_of(plan: PruningPlan) -> float:
         return apply_plan(model, inputs, plan, base_counts=counts)[1].macs_ratio
 
-    space = SearchSpace(
-        spec=SpaceSpec(ratio="per_stage", criterion="shared"),
-        groups=tuple(g.name for g in groups),
-        ratio=(0.0, 0.95),
-        criteria=("l1", "l2"),
-        importances=importance_table(model, inputs, groups, ["l1", "l2"], ["layer"]),
-        budgets=(0.25, 0.05),
-        cost_of=cost_of,
-    )
+    importances = importance_table(model, inputs, groups, list(criteria), ["layer"])
+    space = SearchSpace(spec=spec, groups=tuple(g.name for g in groups), ratio=(0.0, 0.95), criteria=criteria,
+                        importances=importances, budgets=budgets, cost_of=cost_of)  # fmt: skip
+    return space, cost_of
+
+
+@pytest.mark.parametrize("name", ["resnet_small", "mobilenet_small", "vit_tiny"])
+def test_a_projected_plan_lands_on_its_budget_within_one_channel_step(name):
+    space, cost_of = _space_on(name, SpaceSpec(ratio="per_stage", criterion="shared"), ("l1", "l2"), (0.25, 0.05))
     channels = space.channels()
     for budget in space.budgets:
         uniform, ranked = baseline_params(space, budget)[0], baseline_params(space, budget)[-1]
@@ -133,7 +133,6 @@ def test_a_projected_plan_lands_on_its_budget_within_one_channel_step(name):
                     wider[group] = (1 - (kept + 1) / channels[group], entry.criterion)
                     steps.append(cost_of(PruningPlan(wider)) - cost)
             assert budget - cost <= max(steps) + 1e-12
-            print(name, budget, params["basis"], cost, max(steps), min(steps))
             if max(steps) <= 0.01 * budget:  # where the channel granularity allows: within 1% of the budget
                 assert budget - cost <= 0.01 * budget
 
@@ -339,24 +338,7 @@ def test_every_allocation_optimizer_proposes_the_same_round_from_the_same_histor
 
 
 def test_tied_layers_keep_one_width_per_layer_type_at_the_budget():
-    torch.manual_seed(0)
-    model = build_model("vit_tiny", in_channels=1, num_classes=10).eval()
-    inputs = torch.randn(1, 1, 16, 16)
-    groups = find_groups(model, inputs, [])
-    counts = count_macs_params(model, inputs)
-
-    def cost_of(plan: PruningPlan) -> float:
-        return apply_plan(model, inputs, plan, base_counts=counts)[1].macs_ratio
-
-    space = SearchSpace(
-        spec=SpaceSpec(ratio="tied", criterion="tied"),
-        groups=tuple(g.name for g in groups),
-        ratio=(0.0, 0.95),
-        criteria=("l1",),
-        importances=importance_table(model, inputs, groups, ["l1"], ["layer"]),
-        budgets=(0.25,),
-        cost_of=cost_of,
-    )
+    space, cost_of = _space_on("vit_tiny", SpaceSpec(ratio="tied", criterion="tied"), ("l1",), (0.25,))
     params = {**baseline_params(space, 0.25)[-1]}
     params.update({k: (0.7 if i % 2 else 1.6) for i, k in enumerate(params) if k.startswith("scale")})
     plan = space.plan_from_params(params)
