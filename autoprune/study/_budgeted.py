@@ -37,9 +37,18 @@ from autoprune.space import ALLOCATION_OPTIMIZERS, BUDGET_PARAM, SearchSpace, ba
 from autoprune.study._budget import BudgetedSchedule, BudgetSchedule, Compute, budgeted_schedule, unit_costs
 from autoprune.study._frame import FIDELITY_ATTR, SCREEN
 from autoprune.study._heartbeat import fail_stale
-from autoprune.study._loop import run_one
 from autoprune.study._objective import SEED_ATTR, FinetuneBudget, Objective, PhaseHook, ScreenRecipe
-from autoprune.study._staged import FINETUNE, STAGE_ATTR, Screening, create_running_trial, holds, staged_spend
+from autoprune.study._staged import (
+    FINETUNE,
+    STAGE_ATTR,
+    Screening,
+    create_running_trial,
+    fail_duplicate,
+    holds,
+    plan_key,
+    run_slot,
+    staged_spend,
+)
 from autoprune.study._storage import guard_storage
 from autoprune.study._task import Log, Task
 
@@ -70,17 +79,13 @@ def budget_of(trial: FrozenTrial) -> float | None:
     return float(budget) if isinstance(budget, (int, float)) and SLOT_ATTR in trial.user_attrs else None
 
 
-def _plan_key(trial: FrozenTrial) -> str:
-    return json.dumps(trial.user_attrs.get("plan"), sort_keys=True)
-
-
 def _running(trial: FrozenTrial) -> bool:
     return trial.state in (TrialState.RUNNING, TrialState.WAITING)
 
 
 def _canonical(trial: FrozenTrial) -> tuple[int, str]:
     """A tie-break that is the same in every process (trial numbers are not, with several workers)."""
-    return int(_slot(trial).get("index", -1)), _plan_key(trial)
+    return int(_slot(trial).get("index", -1)), plan_key(trial)
 
 
 def _scored(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
@@ -88,7 +93,7 @@ def _scored(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
     seen: set[str] = set()
     ranked = []
     for trial in sorted(trials, key=lambda t: (-t.values[0], _canonical(t))):
-        key = _plan_key(trial)
+        key = plan_key(trial)
         if trial.state == TrialState.COMPLETE and trial.user_attrs.get("feasible") is not False and key not in seen:
             seen.add(key)
             ranked.append(trial)
@@ -179,12 +184,12 @@ class Planner:
                 previous = [t for t in mine if _slot(t).get("kind") == "finalist" and _slot(t).get("rung") == rung - 1]
                 if any(_running(t) for t in previous):
                     return phase + rung, Step("wait", index)
-                keys = {_plan_key(t) for t in wanted}
-                done = _scored([t for t in previous if t.values is not None and _plan_key(t) in keys])
+                keys = {plan_key(t) for t in wanted}
+                done = _scored([t for t in previous if t.values is not None and plan_key(t) in keys])
                 wanted = done[: min(plan.finalists, math.ceil(len(wanted) / self.factor))]
-            taken = {_plan_key(t) for t in finalists if holds(t)}
+            taken = {plan_key(t) for t in finalists if holds(t)}
             for source in wanted:
-                if _plan_key(source) not in taken:
+                if plan_key(source) not in taken:
                     return phase + rung, Step("finalist", index, rung, source=source)
         return phase + len(part.rungs), Step("done", index)
 
@@ -260,7 +265,7 @@ def _create(
     attrs = {
         FIDELITY_ATTR: FINETUNE,
         SLOT_ATTR: slot,
-        SEED_ATTR: slot_seed(planner.seed, slot, _plan_key(source)),
+        SEED_ATTR: slot_seed(planner.seed, slot, plan_key(source)),
         STAGE_ATTR: {"rung": step.index, "source": source.number, **costs.finetune(rung.steps).to_dict()},
         "plan": source.user_attrs.get("plan"),
     }
@@ -270,10 +275,10 @@ def _create(
 def _duplicate_of(study: optuna.Study, trial: optuna.Trial) -> int | None:
     """Two workers that chose the same slot at once: the lower trial number keeps it."""
     slot = trial.user_attrs.get(SLOT_ATTR, {})
-    plan = json.dumps(trial.user_attrs.get("plan"), sort_keys=True)
+    plan = plan_key(trial)
     for other in study.get_trials(deepcopy=False):
         if other.number < trial.number and holds(other) and _slot(other) == slot:
-            if slot.get("kind") == "screen" or _plan_key(other) == plan:
+            if slot.get("kind") == "screen" or plan_key(other) == plan:
                 return other.number
     return None
 
@@ -313,19 +318,10 @@ def run_budgeted(
                 time.sleep(poll_s)
                 continue
             trial, trial_id = _create(study, storage, study_id, step, planner, worker)
-            twin = _duplicate_of(study, trial)
-            if twin is not None:
-                trial.set_user_attr("error", f"duplicate of trial {twin}, which another worker runs")
-                study.tell(trial, state=TrialState.FAIL)
+            if fail_duplicate(study, trial, _duplicate_of(study, trial)):
                 continue
             objective = screening if step.kind == "screen" else finetunes[step.index]
-            frozen = run_one(study, storage, trial, trial_id, objective, catch)
-            if step.kind == "finalist" and frozen.state == TrialState.COMPLETE:
-                assert step.source is not None
-                if frozen.user_attrs.get("plan") != step.source.user_attrs.get("plan"):
-                    raise RuntimeError(f"finalist {frozen.number} re-created another plan than trial {step.source.number}")
-            for callback in callbacks:
-                callback(study, frozen)
+            run_slot(study, storage, trial, trial_id, objective, step.source, catch, callbacks)
     spent = staged_spend(study)
     log(
         f"budgeted search: spent {spent.total} of {schedule.total} batches ({spent.train_steps} optimizer steps, "

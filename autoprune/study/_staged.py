@@ -48,7 +48,10 @@ __all__ = [
     "FINETUNE",
     "Screening",
     "create_running_trial",
+    "fail_duplicate",
     "holds",
+    "plan_key",
+    "run_slot",
     "STAGES_ATTR",
     "STAGE_ATTR",
     "band_of",
@@ -70,7 +73,8 @@ def band_of(cost: float, count: int, low: float) -> int:
     return min(count - 1, int(math.log(cost / low) / math.log(1.0 / low) * count))
 
 
-def _plan_key(trial: FrozenTrial) -> str:
+def plan_key(trial: FrozenTrial | optuna.Trial) -> str:
+    """A trial's plan as a canonical string: finalists and their slots are named by it."""
     return json.dumps(trial.user_attrs.get("plan"), sort_keys=True)
 
 
@@ -94,7 +98,7 @@ def _by_band(trials: Sequence[FrozenTrial], take: int, stages: StagesConfig) -> 
     bands: dict[int, list[FrozenTrial]] = defaultdict(list)
     seen: set[str] = set()
     for trial in sorted(trials, key=lambda t: (-t.values[0], t.number)):
-        key = _plan_key(trial)
+        key = plan_key(trial)
         if key not in seen:
             seen.add(key)
             bands[band_of(trial.values[1], stages.bands.count, stages.bands.low)].append(trial)
@@ -136,12 +140,12 @@ def next_step(trials: Sequence[FrozenTrial], schedule: Schedule, stages: StagesC
             previous = [t for t in trials if _rung(t) == index - 1]
             if any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in previous):
                 return NextStep("wait")
-            keys = {_plan_key(t) for t in wanted}
-            done = [t for t in previous if t.state == TrialState.COMPLETE and _plan_key(t) in keys]
+            keys = {plan_key(t) for t in wanted}
+            done = [t for t in previous if t.state == TrialState.COMPLETE and plan_key(t) in keys]
             wanted = _by_band(done, min(rung.finalists, math.ceil(len(wanted) / stages.promote.factor)), stages)
-        held = {_plan_key(t) for t in trials if _rung(t) == index and holds(t)}
+        held = {plan_key(t) for t in trials if _rung(t) == index and holds(t)}
         for source in wanted:
-            if _plan_key(source) not in held:
+            if plan_key(source) not in held:
                 return NextStep("run", index, source)
     return NextStep("done")
 
@@ -256,9 +260,37 @@ def _start_finalist(
 def _duplicate_of(study: optuna.Study, trial: optuna.Trial, rung: int, key: str) -> int | None:
     """Two workers that chose the same slot at once: the lower trial number keeps it."""
     for other in study.get_trials(deepcopy=False):
-        if other.number < trial.number and _rung(other) == rung and _plan_key(other) == key and holds(other):
+        if other.number < trial.number and _rung(other) == rung and plan_key(other) == key and holds(other):
             return other.number
     return None
+
+
+def fail_duplicate(study: optuna.Study, trial: optuna.Trial, twin: int | None) -> bool:
+    """Fail ``trial`` as a duplicate of trial ``twin`` (when there is one), which another worker runs."""
+    if twin is None:
+        return False
+    trial.set_user_attr("error", f"duplicate of trial {twin}, which another worker runs")
+    study.tell(trial, state=TrialState.FAIL)
+    return True
+
+
+def run_slot(
+    study: optuna.Study,
+    storage: BaseStorage,
+    trial: optuna.Trial,
+    trial_id: int,
+    objective: Callable[[optuna.Trial], Sequence[float]],
+    source: FrozenTrial | None,
+    catch: tuple[type[Exception], ...],
+    callbacks: Sequence[StudyCallback],
+) -> FrozenTrial:
+    """Run a trial created for a slot; a finalist (``source`` given) must re-create its source's plan."""
+    frozen = run_one(study, storage, trial, trial_id, objective, catch)
+    if source is not None and frozen.state == TrialState.COMPLETE and plan_key(frozen) != plan_key(source):
+        raise RuntimeError(f"finalist {frozen.number} re-created another plan than trial {source.number}")
+    for callback in callbacks:
+        callback(study, frozen)
+    return frozen
 
 
 def run_staged(
@@ -316,18 +348,9 @@ def run_staged(
                 continue
             trial, trial_id = _start_finalist(study, storage, study_id, step, schedule, worker)
             assert step.source is not None
-            twin = _duplicate_of(study, trial, step.rung, _plan_key(step.source))
-            if twin is not None:
-                trial.set_user_attr("error", f"duplicate of trial {twin}, which another worker runs")
-                study.tell(trial, state=TrialState.FAIL)
+            if fail_duplicate(study, trial, _duplicate_of(study, trial, step.rung, plan_key(step.source))):
                 continue
-            frozen = run_one(study, storage, trial, trial_id, objectives[step.rung], catch)
-            if frozen.state == TrialState.COMPLETE and frozen.user_attrs.get("plan") != step.source.user_attrs.get(
-                "plan"
-            ):
-                raise RuntimeError(f"finalist {frozen.number} re-created another plan than trial {step.source.number}")
-            for callback in callbacks:
-                callback(study, frozen)
+            run_slot(study, storage, trial, trial_id, objectives[step.rung], step.source, catch, callbacks)
     spent = staged_spend(study)
     log(
         f"staged search: spent {spent.total} of {schedule.budget} batches ({spent.train_steps} optimizer steps, "
