@@ -13,6 +13,7 @@ space turns importances and its knobs into plans (``search_space: global_rank``)
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,7 @@ from autoprune.plan import PruningPlan, Scope, kept_channels
 __all__ = [
     "NORMALIZERS",
     "ChannelImportances",
+    "ChannelSteps",
     "ChannelRanking",
     "normalize",
     "plan_from_kept",
@@ -30,6 +32,9 @@ __all__ = [
     "ratio_for_kept",
     "removal_limits",
     "removed_for_ratio",
+    "snap_plan",
+    "snap_up",
+    "snapped",
 ]
 
 Normalizer = Callable[[list[float]], list[float]]
@@ -200,6 +205,34 @@ class ChannelRanking:
         }
 
 
+ChannelSteps = Mapping[str, Sequence[int]]  # group -> the kept counts allowed (ascending, ending at its width)
+
+
+def snap_up(kept: int, allowed: Sequence[int]) -> int:
+    """The smallest of ``allowed`` (ascending) that is at least ``kept``; the largest when none is."""
+    index = bisect_left(allowed, kept)
+    return allowed[min(index, len(allowed) - 1)]
+
+
+def snapped(kept: Mapping[str, int], steps: ChannelSteps | None) -> dict[str, int]:
+    """``kept`` with each group's count raised to its next allowed step (groups without steps unchanged)."""
+    return {name: snap_up(count, steps[name]) if steps and name in steps else count for name, count in kept.items()}
+
+
+def snap_plan(plan: PruningPlan, steps: ChannelSteps | None) -> PruningPlan:
+    """``plan`` with each group's kept count raised to its next allowed step (a group's width is its last step)."""
+    if not steps:
+        return plan
+    groups = {}
+    for name, entry in plan.groups.items():
+        ratio = entry.ratio
+        if name in steps:
+            width = steps[name][-1]
+            ratio = ratio_for_kept(width, snap_up(kept_channels(width, ratio, plan.round_to), steps[name]), plan.round_to)
+        groups[name] = (ratio, entry.criterion)
+    return PruningPlan(groups, round_to=plan.round_to, scope=plan.scope, sparsity=plan.sparsity)
+
+
 def ratio_for_kept(channels: int, kept: int, round_to: int = 1) -> float:
     """The plan ratio whose :func:`~autoprune.plan.kept_channels` is ``kept`` rounded up to a multiple of
     ``round_to`` (as the plan itself rounds); exact, checked."""
@@ -242,6 +275,7 @@ def ranked_plan(
     scales: Mapping[str, float] | None = None,
     bounds: Mapping[str, tuple[float, float]] | tuple[float, float] = (0.0, 0.9),
     round_to: int = 1,
+    steps: ChannelSteps | None = None,
     scope: Scope = "layer",
     strict: bool = True,
 ) -> PruningPlan:
@@ -252,7 +286,8 @@ def ranked_plan(
       number removed; MACs never rise as it grows), so one channel fewer would miss the target.
 
     Each group removes between the counts of its ratio ``bounds``; then its kept count is rounded up to
-    ``round_to``. A target out of reach within the bounds is a ValueError, or with ``strict=False`` the nearest
+    ``round_to``, or raised to its next allowed count in ``steps`` (``prune.round_to: auto``). A target out of reach
+    within the bounds is a ValueError, or with ``strict=False`` the nearest
     reachable plan.
     """
     if (ratio is None) == (macs is None):
@@ -261,7 +296,7 @@ def ranked_plan(
     ranking = ChannelRanking(importances, scales, removal_limits(channels, bounds, round_to))
 
     def plan(remove: int) -> PruningPlan:
-        return plan_from_kept(ranking.kept(remove), channels, criteria, round_to=round_to, scope=scope)
+        return plan_from_kept(snapped(ranking.kept(remove), steps), channels, criteria, round_to=round_to, scope=scope)
 
     if ratio is not None:
         if not 0.0 <= ratio < 1.0:

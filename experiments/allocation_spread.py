@@ -44,7 +44,7 @@ def allocation(task: Task, weights: dict[str, float], target: float, criterion: 
             # never below one channel: a ratio of 1.0 is not a plan
             ratio = min(1.0 - 1.0 / channels, max(0.0, 1.0 - keep))
             ratios[name] = (round(ratio, 4), criterion)
-        return PruningPlan(ratios, round_to=cfg.round_to, scope=cfg.scopes[0])
+        return PruningPlan(ratios, round_to=cfg.channel_multiple, scope=cfg.scopes[0])
 
     low, high = 0.0, 1.0 / min(weights.values())
     tried = []

@@ -88,7 +88,7 @@ def main() -> None:
     candidates = []
     for criterion in args.criteria:
         for ratio in args.ratios:
-            plan = PruningPlan.uniform(task.groups, ratio, criterion, round_to=config.prune.round_to, scope=config.prune.criteria_scope)
+            plan = PruningPlan.uniform(task.groups, ratio, criterion, round_to=config.prune.channel_multiple, scope=config.prune.criteria_scope)
             pruned, report = task.prune(plan)
             candidates.append((f"{criterion}@{ratio:g}", pruned, report.macs_ratio))
 

@@ -1,24 +1,39 @@
-"""MACs against measured latency, and whether searching on latency pays (issue 19). Reports; asserts nothing.
+"""Latency: MACs against measured latency, the latency table's predictions, and whether searching on it pays.
 
-    OMP_NUM_THREADS=1 python experiments/benchmark_latency.py --out runs/bench-latency
+    python experiments/benchmark_latency.py rank --out runs/bench-latency          # issue 19: MACs vs latency
+    python experiments/benchmark_latency.py predict --out runs/bench24/predict      # issue 24: the table
+    python experiments/benchmark_latency.py pay --out runs/bench24/pay             # issue 24: does it pay?
 
-1. **MACs against latency.** For each built-in model (``--models``), ``--plans`` random per-group plans (ratios
-   uniform in [0, 0.8], l1) on a digits-sized input: relative MACs and relative latency (the ``torch`` backend,
-   batch 1, ``--threads`` CPU threads, the median of ``--runs`` calls), Spearman's rank correlation per model, and
-   the plans whose MACs rank and latency rank disagree most.
-2. **Does it pay?** For the model with the lowest correlation: two searches with the same trials, seed and recipe,
-   one with ``objectives: [metric, macs]``, one with ``[metric, latency]``. Every completed trial of both is
-   re-measured by one meter (so both sides share one base figure), and the best validation metric under 50% and
-   25% of the base latency is printed for each.
-3. **Overhead.** The share of a latency-search trial spent measuring latency (cache hits cost nothing).
+``rank``: for each built-in 16x16 model, random per-group plans (ratios uniform in [0, 0.8], l1): relative MACs
+against relative latency (torch, the median of ``--runs`` calls) and Spearman's rank correlation.
+
+``predict``: for each model (default: the 3x224x224 stand-ins ``resnet18_like``, ``mobilenet_v2_like`` and
+``vit_ti16``, random weights) and each setting (backend x batch x threads): the latency table is built
+(``autoprune.evaluate.profile_latency``: each group at ``--points`` widths, the others at base width; its build time
+and noise printed), then ``--plans`` random plans are timed and predicted. Spearman's rank correlation and the
+median absolute % error of three predictors against the timed figure: the table's additive model, the additive
+model with the two-group interaction (what ``latency.mode: predicted`` uses), and MACs alone (base latency x
+relative MACs). With ``--staircase PNG`` one table's curves are drawn, with the steps ``round_to: auto`` keeps.
+
+``pay``: on ``--config`` (default: mobilenet_small on noisy digits), per seed: a base trained to convergence, then
+two budgeted searches at equal compute (same ``study.n_trials``, so the same training steps and forward batches):
+``objectives: [metric, latency]`` with ``latency.mode: predicted`` and ``prune.round_to: auto`` (budgets 75 / 50 /
+25% of the predicted latency), and ``[metric, macs]`` (budgets 75 / 50 / 25% of the MACs). Every fine-tuned trial
+of both is timed again by one meter; under 75 / 50 / 25% of the base's measured latency, the best validation
+metric of each arm, and that plan recovered (pruned from the base again, fine-tuned ``--recover-epochs`` epochs)
+and scored on the test split. Also: the front's plans slower than the base, the table's build time and the share
+of search time spent timing. Mean ± standard error over seeds. Reports; asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import random
 import shutil
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -28,144 +43,321 @@ import pandas as pd
 import torch
 
 import autoprune
-from autoprune.config import config_from_dict
-from autoprune.data import digits
+from autoprune.config import Config, load_config
 from autoprune.engine import apply_plan, find_groups
-from autoprune.evaluate import CPU, LatencyMeter, LatencyRun, MemoryCache, measure_latency, train
+from autoprune.evaluate import CPU, LatencyMeter, LatencyRun, MemoryCache, measure_latency, profile_latency
 from autoprune.models import build_model
 from autoprune.plan import PruningPlan
-from autoprune.study import prepare_task
+from autoprune.study import is_final, prepare_task, staged_spend
 
-SHAPE = (1, 16, 16)  # digits, upsampled: what every built-in model here takes
-BUDGETS = (0.5, 0.25)
+sys.path.insert(0, str(Path(__file__).parent))
+from _bench_budgets import converged_base  # noqa: E402  (a sibling script)
 
-
-def rank_table(models: list[str], plans: int, runs: int, threads: int, seed: int, batch: int) -> dict[str, float]:
-    """Part 1: per model, random plans' relative MACs and latency; returns Spearman per model."""
-    rng = random.Random(seed)
-    example = torch.zeros(1, *SHAPE)  # groups and MACs per sample; latency at `batch`
-    timed = torch.zeros(batch, *SHAPE)
-    run = LatencyRun(CPU, runs=runs, warmup=max(2, runs // 5), threads=threads)
-    rhos: dict[str, float] = {}
-    rows = []
-    for name in models:
-        model = build_model(name, in_channels=SHAPE[0], num_classes=10).eval()
-        groups = find_groups(model, example)
-        base = measure_latency(model, timed, run)
-        points = []
-        for index in range(plans):
-            plan = PruningPlan({g.name: (round(rng.uniform(0.0, 0.8), 2), "l1") for g in groups})
-            pruned, report = apply_plan(model, example, plan)
-            measured = measure_latency(pruned, timed, run)
-            points.append((index, report.macs_ratio, measured.median_ms / base.median_ms, measured.spread, plan))
-        frame = pd.DataFrame(points, columns=["plan", "macs", "latency", "spread", "obj"])
-        rho = float(frame["macs"].corr(frame["latency"], method="spearman"))
-        rhos[name] = rho
-        frame["gap"] = (frame["macs"].rank() - frame["latency"].rank()).abs()
-        worst = frame.sort_values("gap", ascending=False).head(3)
-        macs_range = f"{frame['macs'].min():.2f}-{frame['macs'].max():.2f}"
-        latency_range = f"{frame['latency'].min():.2f}-{frame['latency'].max():.2f}"
-        spread = f"{frame['spread'].median():.1%}"
-        rows.append((name, len(groups), f"{base.median_ms:.3f}", f"{rho:.3f}", spread, macs_range, latency_range))
-        print(f"\n{name}: plans where the MACs rank and the latency rank disagree most (of {plans}):")
-        for _, r in worst.iterrows():
-            print(f"  plan {int(r['plan'])}: MACs {r['macs']:.3f}, latency {r['latency']:.3f} (rank gap {int(r['gap'])}): "
-                  f"{r['obj'].summary()}")  # fmt: skip
-    print("\n| model | groups | base ms | Spearman (MACs, latency) | median spread | MACs range | latency range |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for row in rows:
-        print("| " + " | ".join(str(v) for v in row) + " |")
-    return rhos
+SMALL = (1, 16, 16)
+LARGE = (3, 224, 224)
+THRESHOLDS = (0.75, 0.5, 0.25)
 
 
-def search_config(
-    out: Path, model: str, weights: Path, cost: str, trials: int, runs: int, threads: int, batch: int
-) -> dict[str, Any]:
-    return {
-        "name": f"bench-{cost}",
-        "output": str(out / cost),
-        "model": {"builtin": model, "input_shape": list(SHAPE), "weights": str(weights)},
-        "data": {"builtin": "digits", "batch_size": 64, "options": {"size": SHAPE[1], "noise": 0.5}},
-        "prune": {"search_space": "per_stage", "ratio": [0.0, 0.9], "criteria": ["l1"]},
-        "finetune": {"epochs": 1, "lr": 0.01, "bn_recalibration_batches": 5},
-        "objectives": ["metric", cost],
-        "latency": {"runs": runs, "warmup": max(2, runs // 5), "threads": threads, "batch_size": batch},
-        "study": {"sampler": "tpe", "n_trials": trials, "seed": 0},
-        "runtime": {"device": "cpu"},
-    }
+def _random_plan(groups: list[Any], rng: random.Random) -> PruningPlan:
+    return PruningPlan({g.name: (round(rng.uniform(0.0, 0.8), 2), "l1") for g in groups})
 
 
-def best_under(rows: list[tuple[float, float]], budget: float) -> str:
-    within = [metric for metric, latency in rows if latency <= budget]
-    return f"{max(within):.4f}" if within else "none"
-
-
-def does_it_pay(model: str, out: Path, trials: int, runs: int, threads: int, base_epochs: int, batch: int) -> None:
-    """Parts 2 and 3."""
-    data = digits(batch_size=64, size=SHAPE[1], noise=0.5, seed=0)
-    base = build_model(model, in_channels=SHAPE[0], num_classes=10)
-    train(base, data.train, epochs=base_epochs, lr=0.05, seed=0)
-    weights = out / "base.pt"
-    torch.save(base.state_dict(), weights)
-    studies, seconds = {}, {}
-    for cost in ("macs", "latency"):
-        shutil.rmtree(out / cost, ignore_errors=True)
-        config = config_from_dict(search_config(out, model, weights, cost, trials, runs, threads, batch))
-        started = time.perf_counter()
-        studies[cost] = autoprune.search(config)
-        seconds[cost] = time.perf_counter() - started
-    # One meter re-measures every trial of both searches: one base figure, one machine state, one cache.
-    task = prepare_task(config_from_dict(search_config(out, model, weights, "latency", trials, runs, threads, batch)))
-    meter = LatencyMeter(task.config.latency, CPU, task.base_model, task.example_inputs,
-                         {g.name: g.channels for g in task.groups}, cache=MemoryCache())  # fmt: skip
-    print(f"\nbase {model}: validation accuracy {task.base_metric:.4f}, {meter.base().median_ms:.3f} ms")
-    print("\n| search | trials | wall | best accuracy, latency <= 50% | best accuracy, latency <= 25% | fastest trial (rel latency) |")
+def rank(args: argparse.Namespace) -> None:
+    """Issue 19: MACs against measured latency on the 16x16 models."""
+    rng = random.Random(0)
+    example = torch.zeros(1, *SMALL)
+    run = LatencyRun(CPU, runs=args.runs, warmup=max(2, args.runs // 5), threads=args.threads)
+    print("| model | groups | base ms | Spearman (MACs, latency) | median spread | latency range |")
     print("| --- | --- | --- | --- | --- | --- |")
-    for cost, study in studies.items():
+    for name in args.models or ["resnet_small", "mobilenet_small", "vit_tiny"]:
+        model = build_model(name, in_channels=SMALL[0], num_classes=10).eval()
+        groups = find_groups(model, example)
+        base = measure_latency(model, example, run, batch_size=args.batch)
+        points = []
+        for _ in range(args.plans):
+            pruned, report = apply_plan(model, example, _random_plan(groups, rng))
+            timed = measure_latency(pruned, example, run, batch_size=args.batch)
+            points.append((report.macs_ratio, timed.median_ms / base.median_ms, timed.spread))
+        frame = pd.DataFrame(points, columns=["macs", "latency", "spread"])
+        rho = frame["macs"].corr(frame["latency"], method="spearman")
+        print(f"| {name} | {len(groups)} | {base.median_ms:.3f} | {rho:.3f} | {frame['spread'].median():.1%} | "
+              f"{frame['latency'].min():.2f}-{frame['latency'].max():.2f} |", flush=True)  # fmt: skip
+
+
+def _quality(timed: pd.Series, predicted: pd.Series) -> tuple[float, float]:
+    return float(timed.corr(predicted, method="spearman")), float(((predicted - timed).abs() / timed).median())
+
+
+def predict_one(name: str, backend: str, batch: int, threads: int, args: argparse.Namespace) -> dict[str, Any]:
+    shape = LARGE if name in ("resnet18_like", "mobilenet_v2_like", "vit_ti16") else SMALL
+    torch.manual_seed(0)
+    model = build_model(name, in_channels=shape[0], num_classes=1000 if shape == LARGE else 10).eval()
+    example = torch.zeros(1, *shape)
+    groups = find_groups(model, example)
+    run = LatencyRun(CPU, runs=args.runs, warmup=args.warmup, threads=threads)
+    table = profile_latency(model, example, groups, run, {"model": name}, backend=backend, batch_size=batch, points=args.points)
+    rng = random.Random(1)
+    rows = []
+    started = time.perf_counter()
+    for _ in range(args.plans):
+        pruned, report = apply_plan(model, example, _random_plan(groups, rng))
+        timed = measure_latency(pruned, example, run, backend=backend, batch_size=batch).median_ms
+        channels = {n: after for n, (_, after) in report.channels.items()}
+        rows.append((timed, table.predict(channels), table.predict(channels, report.macs_ratio), table.base_ms * report.macs_ratio))
+    frame = pd.DataFrame(rows, columns=["timed", "additive", "interaction", "macs"])
+    result = {
+        "model": name, "backend": backend, "batch": batch, "threads": threads, "groups": len(groups),
+        "entries": sum(len(v) for v in table.entries.values()), "base_ms": table.base_ms,
+        "build_s": table.seconds, "noise": table.noise, "plans_s": time.perf_counter() - started,
+        "table": table.to_dict(),
+    }  # fmt: skip
+    for column in ("additive", "interaction", "macs"):
+        result[f"{column}_rho"], result[f"{column}_err"] = _quality(frame["timed"], frame[column])
+    return result
+
+
+def predict(args: argparse.Namespace) -> None:
+    args.out.mkdir(parents=True, exist_ok=True)
+    results_path = args.out / "predict.jsonl"
+    done = {(r["model"], r["backend"], r["batch"], r["threads"]) for r in _read_jsonl(results_path)}
+    for batch in args.batches:
+        for threads in args.thread_counts:
+            for backend in args.backends:
+                for name in args.models or ["resnet18_like", "mobilenet_v2_like", "vit_ti16"]:
+                    if (name, backend, batch, threads) in done:
+                        continue
+                    torch.set_num_threads(threads)
+                    result = predict_one(name, backend, batch, threads, args)
+                    with results_path.open("a") as handle:
+                        handle.write(json.dumps(result) + "\n")
+                    print(_predict_row(result), flush=True)
+    print_predictions(results_path)
+    if args.staircase:
+        _plot_staircase(_read_jsonl(results_path), args.staircase)
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _predict_row(r: dict[str, Any]) -> str:
+    return (f"| {r['model']} | {r['backend']} | {r['batch']} | {r['threads']} | {r['groups']} / {r['entries']} | "
+            f"{r['base_ms']:.2f} | {r['build_s']:.0f} s | {r['noise']:.1%} | "
+            f"{r['interaction_rho']:.3f} / {r['interaction_err']:.1%} | {r['additive_rho']:.3f} / {r['additive_err']:.1%} | "
+            f"{r['macs_rho']:.3f} / {r['macs_err']:.1%} |")  # fmt: skip
+
+
+def print_predictions(path: Path) -> None:
+    print("\n| model | backend | batch | threads | groups / entries | base ms | table build | table noise | "
+          "predicted (Spearman / median error) | additive only | MACs only |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in _read_jsonl(path):
+        print(_predict_row(r))
+
+
+def _plot_staircase(results: list[dict[str, Any]], path: Path) -> None:
+    """One table's per-group curves (the model with the most groups at batch 32, 1 thread, torch), the staircase
+    steps marked."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from autoprune.evaluate import LatencyTable
+
+    chosen = [r for r in results if r["batch"] == 32 and r["threads"] == 1 and r["backend"] == "torch"] or results
+    figure = Figure(figsize=(12, 4.2))
+    FigureCanvasAgg(figure)
+    for index, r in enumerate(chosen[:3]):
+        table = LatencyTable.from_dict(r["table"])
+        axes = figure.add_subplot(1, min(3, len(chosen)), index + 1)
+        steps = table.steps()
+        for group in list(table.entries)[:6]:
+            curve = table.curve(group)
+            width = curve[-1][0]
+            line = axes.plot([k / width for k, _ in curve], [ms / table.base_ms for _, ms in curve], "-", lw=1, label=group)[0]
+            kept = [(k / width, ms / table.base_ms) for k, ms in curve if k in steps[group]]
+            axes.plot(*zip(*kept, strict=True), "o", color=line.get_color(), ms=4)
+        axes.set_title(f"{r['model']}, {r['backend']}, batch {r['batch']}: dots = round_to auto steps", fontsize=8)
+        axes.set_xlabel("kept channels (fraction of the group)")
+        axes.set_ylabel("latency (relative to the base)")
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=6)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    print(f"\nwrote {path}")
+
+
+# --- does it pay -------------------------------------------------------------------------------------------------
+
+
+def _arm_config(config: Config, arm: str, seed: int, out: Path, weights: Path, args: argparse.Namespace) -> Config:
+    latency = config.latency.model_copy(
+        update={"mode": "predicted" if arm == "latency" else "measured", "batch_size": args.batch, "threads": 1,
+                "runs": args.runs, "warmup": args.warmup, "table_points": args.points}
+    )  # fmt: skip
+    prune = config.prune.model_copy(update={"round_to": "auto" if arm == "latency" else 1})
+    study = config.study.model_copy(update={"seed": seed, "search": "budgeted", "budgets": list(THRESHOLDS), "n_trials": args.trials})
+    model = config.model.model_copy(update={"weights": str(weights)})
+    objectives = ["metric", "latency" if arm == "latency" else "macs"]
+    return config.model_copy(update={
+        "latency": latency, "prune": prune, "study": study, "model": model, "objectives": objectives, "output": out / arm,
+    })  # fmt: skip
+
+
+def _recovered(task: Any, plan: dict[str, Any], epochs: int, seed: int) -> float:
+    model, _ = task.prune(PruningPlan.from_dict(plan))
+    task.evaluator.recalibrate(model, task.config.finetune.bn_recalibration_batches, seed)
+    task.evaluator.finetune(model, epochs=epochs, steps=None, lr=task.config.finetune.lr, seed=seed)
+    return float(task.evaluator.score(model, task.data.test))
+
+
+def pay_seed(config: Config, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    out = args.out / f"seed{seed}"
+    seeded = config.model_copy(update={"output": out, "study": config.study.model_copy(update={"seed": seed})})
+    weights = converged_base(seeded, out, args.patience, args.max_epochs, print)
+    arms: dict[str, Any] = {}
+    for arm in ("latency", "macs"):
+        arm_config = _arm_config(config, arm, seed, out, weights, args)
+        shutil.rmtree(arm_config.output, ignore_errors=True)
+        if arm == "latency" and args.shared_tables.exists():
+            shutil.copytree(args.shared_tables, arm_config.output / "latency_tables")
+        started = time.perf_counter()
+        study = autoprune.search(arm_config)
+        wall = time.perf_counter() - started
+        if arm == "latency" and not args.shared_tables.exists():
+            shutil.copytree(arm_config.output / "latency_tables", args.shared_tables)
+        timing = sum(t.user_attrs.get("seconds", {}).get("latency", 0.0) for t in study.trials)
+        spent = staged_spend(study)
+        arms[arm] = {"study": study, "config": arm_config, "wall": wall, "timing": timing,
+                     "compute": spent.train_steps + spent.forward_batches}  # fmt: skip
+    # One meter times every fine-tuned trial of both arms: one base figure, one machine state.
+    task = prepare_task(arms["macs"]["config"])
+    timing_config = task.config.latency.model_copy(update={"mode": "measured"})
+    meter = LatencyMeter(timing_config, CPU, task.base_model, task.example_inputs,
+                         {g.name: g.channels for g in task.groups}, cache=MemoryCache())  # fmt: skip
+    result: dict[str, Any] = {"seed": seed, "base_metric": task.base_metric, "base_ms": meter.base().median_ms}
+    table_seconds = json.loads(next(args.shared_tables.glob("*.json")).read_text()).get("seconds", 0.0)
+    for arm, data in arms.items():
         rows = []
-        for t in study.trials:
-            if t.state != optuna.trial.TrialState.COMPLETE or not t.user_attrs.get("feasible", True):
+        for t in data["study"].get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+            if not is_final(t) or not t.user_attrs.get("feasible", True):
                 continue
             pruned, report = task.prune(PruningPlan.from_dict(t.user_attrs["plan"]))
-            latency = meter.measure(pruned, {n: after for n, (_, after) in report.channels.items()}).relative
-            rows.append((t.values[0], latency))
-        cells = [best_under(rows, b) for b in BUDGETS]
-        print(f"| {cost} objective | {len(study.trials)} | {seconds[cost]:.0f} s | {cells[0]} | {cells[1]} | "
-              f"{min(lat for _, lat in rows):.3f} |")  # fmt: skip
-    shares, fresh = [], []
-    for t in studies["latency"].trials:
-        if t.duration is None or "latency" not in t.user_attrs.get("seconds", {}):
+            timed = meter.measure(pruned, {n: after for n, (_, after) in report.channels.items()}).relative
+            rows.append((t.values[0], timed, t.user_attrs["plan"], t.number))
+        best: dict[str, Any] = {}
+        for threshold in THRESHOLDS:
+            within = [r for r in rows if r[1] <= threshold]
+            if not within:
+                best[str(threshold)] = None
+                continue
+            top = max(within, key=lambda r: r[0])
+            best[str(threshold)] = {"val": top[0], "latency": top[1], "trial": top[3],
+                                    "test": _recovered(task, top[2], args.recover_epochs, seed)}  # fmt: skip
+        front = _front([(m, lat) for m, lat, _, _ in rows])
+        result[arm] = {
+            "best": best, "wall": data["wall"], "timing": data["timing"], "compute": data["compute"],
+            "front_slower_than_base": sum(1 for _, lat in front if lat > 1.0), "front": len(front),
+            "points": [(m, lat) for m, lat, _, _ in rows], "table_seconds": table_seconds if arm == "latency" else 0.0,
+        }  # fmt: skip
+        print(f"seed {seed} {arm}: " + ", ".join(
+            f"<= {t:.0%}: " + ("none" if b is None else f"val {b['val']:.4f} test {b['test']:.4f} at {b['latency']:.2f}")
+            for t, b in ((float(k), v) for k, v in best.items())) + f"; compute {data['compute']}, {data['wall']:.0f} s", flush=True)  # fmt: skip
+    return result
+
+
+def _front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    return [p for p in points if not any(o[0] >= p[0] and o[1] <= p[1] and o != p for o in points)]
+
+
+def _mean_se(values: list[float]) -> str:
+    if not values:
+        return "none"
+    mean = statistics.fmean(values)
+    se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
+    return f"{mean:.4f} ± {se:.4f} (n={len(values)})"
+
+
+def print_pay(results: list[dict[str, Any]]) -> None:
+    print("\n| arm | threshold (measured latency) | best validation | recovered test | seeds with a plan |")
+    print("| --- | --- | --- | --- | --- |")
+    for arm in ("latency", "macs"):
+        for threshold in THRESHOLDS:
+            picks = [r[arm]["best"][str(threshold)] for r in results if r[arm]["best"][str(threshold)]]
+            print(f"| {arm} | <= {threshold:.0%} | {_mean_se([p['val'] for p in picks])} | "
+                  f"{_mean_se([p['test'] for p in picks])} | {len(picks)} / {len(results)} |")  # fmt: skip
+    print("\n| threshold | latency minus MACs arm, recovered test (paired seeds) |")
+    print("| --- | --- |")
+    for threshold in THRESHOLDS:
+        diffs = [r["latency"]["best"][str(threshold)]["test"] - r["macs"]["best"][str(threshold)]["test"]
+                 for r in results if r["latency"]["best"][str(threshold)] and r["macs"]["best"][str(threshold)]]  # fmt: skip
+        print(f"| <= {threshold:.0%} | {_mean_se(diffs)} |")
+    for arm in ("latency", "macs"):
+        slow = sum(r[arm]["front_slower_than_base"] for r in results)
+        front = sum(r[arm]["front"] for r in results)
+        compute = statistics.fmean(r[arm]["compute"] for r in results)
+        share = statistics.fmean(r[arm]["timing"] / r[arm]["wall"] for r in results)
+        print(f"{arm}: front plans slower than the base {slow} of {front}; compute {compute:.0f} batches per search; "
+              f"timing during the search {share:.2%} of its wall time")  # fmt: skip
+    table = results[0]["latency"]["table_seconds"]
+    walls = [r["latency"]["wall"] for r in results]
+    print(f"latency table: built once in {table:.1f} s, shared by every seed: {table / statistics.fmean(walls):.1%} of one "
+          f"search, {table / sum(walls):.1%} of the {len(walls)} searches")  # fmt: skip
+
+
+def pay(args: argparse.Namespace) -> None:
+    torch.set_num_threads(1)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    config = load_config(args.config)
+    args.out.mkdir(parents=True, exist_ok=True)
+    args.shared_tables = args.out / "shared_latency_tables"
+    results_path = args.out / "pay.jsonl"
+    done = {r["seed"] for r in _read_jsonl(results_path)}
+    for seed in args.seeds:
+        if seed in done:
             continue
-        share = t.user_attrs["seconds"]["latency"] / t.duration.total_seconds()
-        shares.append(share)
-        if not t.user_attrs.get("latency_cached"):
-            fresh.append(share)
-    print(f"\noverhead: measuring latency took {statistics.fmean(shares):.1%} of a latency-search trial on average "
-          f"({statistics.fmean(fresh):.1%} of a trial that measured, {len(shares) - len(fresh)} of {len(shares)} trials "
-          "hit the cache)")  # fmt: skip
+        result = pay_seed(config, seed, args)
+        with results_path.open("a") as handle:
+            handle.write(json.dumps(result, default=str) + "\n")
+    print_pay(_read_jsonl(results_path))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["resnet_small", "mobilenet_small", "vit_tiny"])
-    parser.add_argument("--plans", type=int, default=30)
-    parser.add_argument("--runs", type=int, default=15)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--trials", type=int, default=20)
-    parser.add_argument("--base-epochs", type=int, default=8)
-    parser.add_argument("--batch", type=int, default=1, help="latency batch size (latency.batch_size)")
-    parser.add_argument("--search-model", help="the model of part 2 (default: the lowest correlation of part 1)")
-    parser.add_argument("--out", type=Path, default=Path("runs/bench-latency"))
+    commands = parser.add_subparsers(dest="command", required=True)
+    p = commands.add_parser("rank")
+    p.add_argument("--models", nargs="+")
+    p.add_argument("--plans", type=int, default=30)
+    p.add_argument("--runs", type=int, default=15)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--batch", type=int, default=1)
+    p.set_defaults(handler=rank)
+    p = commands.add_parser("predict")
+    p.add_argument("--models", nargs="+")
+    p.add_argument("--backends", nargs="+", default=["torch", "onnxruntime"])
+    p.add_argument("--batches", type=int, nargs="+", default=[32, 1])
+    p.add_argument("--thread-counts", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--plans", type=int, default=30)
+    p.add_argument("--points", type=int, default=4)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--staircase", type=Path, help="also draw one table's curves and steps into this PNG")
+    p.add_argument("--out", type=Path, default=Path("runs/bench24/predict"))
+    p.set_defaults(handler=predict)
+    p = commands.add_parser("pay")
+    p.add_argument("--config", type=Path, default=Path(__file__).parent / "digits_noisy" / "mobilenet.yaml")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--trials", type=int, default=40, help="study.n_trials of both arms: their equal compute")
+    p.add_argument("--batch", type=int, default=32, help="latency.batch_size of the table and of the re-timing")
+    p.add_argument("--points", type=int, default=8)
+    p.add_argument("--runs", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--recover-epochs", type=int, default=10)
+    p.add_argument("--patience", type=int, default=4)
+    p.add_argument("--max-epochs", type=int, default=60)
+    p.add_argument("--out", type=Path, default=Path("runs/bench24/pay"))
+    p.set_defaults(handler=pay)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    args.out.mkdir(parents=True, exist_ok=True)
-    print(f"torch {torch.__version__}, {args.threads} CPU thread(s) (torch and the latency measurement), "
-          f"input {list(SHAPE)}, batch {args.batch}; {args.plans} random plans per model, median of {args.runs} calls each")  # fmt: skip
-    rhos = rank_table(args.models, args.plans, args.runs, args.threads, seed=0, batch=args.batch)
-    model = args.search_model or min(rhos, key=lambda m: rhos[m])
-    print(f"\npart 2 on {model} (Spearman {rhos.get(model, float('nan')):.3f}): {args.trials} trials per search, seed 0, "
-          "digits 16x16 with pixel noise 0.5, 1 fine-tune epoch per trial")  # fmt: skip
-    does_it_pay(model, args.out, args.trials, args.runs, args.threads, args.base_epochs, args.batch)
+    args.handler(args)
 
 
 if __name__ == "__main__":

@@ -104,7 +104,7 @@ def global_plans(task: Task, criterion: str, targets: Sequence[float], log: Log)
         try:
             plans.append(global_ranking_plan(
                 task.base_model, task.example_inputs, macs=target, criterion=criterion, scope=prune.scopes[0],
-                groups=task.groups, round_to=prune.round_to, gradient_batches=task.gradient_batches or None,
+                groups=task.groups, round_to=prune.channel_multiple, gradient_batches=task.gradient_batches or None,
             ))
         except AutopruneError as exc:
             log(f"  global-{criterion} at MACs {target:g}: skipped ({exc})".splitlines()[0])
@@ -116,7 +116,7 @@ def baseline_runs(task: Task, args: argparse.Namespace, seed: int, recipe: Recip
     prune = task.config.prune
     parts = []
     for criterion in args.criteria:
-        plans = [PruningPlan.uniform(task.groups, r, criterion, round_to=prune.round_to, scope=prune.scopes[0])
+        plans = [PruningPlan.uniform(task.groups, r, criterion, round_to=prune.channel_multiple, scope=prune.scopes[0])
                  for r in args.ratios]
         parts.append(candidate_runs(task, f"sweep-{criterion}", "part", plans, seed, recipe))
         log(parts[-1].line())

@@ -6,14 +6,14 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from autoprune._version import __version__
-from autoprune.cli import _dashboard, _export, _report, _schema, _search, _validate
+from autoprune.cli import _dashboard, _export, _profile, _report, _schema, _search, _validate
 from autoprune.cli._common import config_parent
 from autoprune.errors import AutopruneError, ConfigError
 
 __all__ = ["build_parser", "main"]
 
 # Each command module has register(commands, parent) and sets `handler`; add new commands here.
-COMMANDS = (_search, _export, _report, _dashboard, _validate, _schema)
+COMMANDS = (_search, _export, _report, _dashboard, _validate, _profile, _schema)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -49,7 +49,24 @@ def run(args: argparse.Namespace) -> int:
     print(f"{args.config}: OK; {'; '.join(found)}")
     if split is not None:
         print(split)
+    for line in table_lines(config, resolved):
+        print(line)
     return 0
+
+
+def table_lines(config: Any, resolved: Any) -> list[str]:
+    """The latency table and its staircase (prune.round_to auto's steps per group), when the run needs one."""
+    from autoprune.evaluate import needs_latency_table
+    from autoprune.study import cached_table, describe_table
+
+    if not needs_latency_table(config) or not resolved.groups:
+        return []
+    model = resolved.runtime.place(resolved.model)
+    table = cached_table(config, resolved.runtime, model, resolved.example_inputs, resolved.groups)
+    if table is None:
+        return ["latency table: not built yet for these latency settings; `autoprune profile CONFIG` builds it "
+                "(search builds it on first need)"]  # fmt: skip
+    return describe_table(table, auto_steps=config.prune.round_to == "auto")
 
 
 def budgeted_split(config: Any, resolved: Any) -> str | None:

@@ -254,9 +254,11 @@ class PruneConfig(_Strict):
         description="true: layers whose channels reach a model output (a classifier, a segmentation head) may be "
                     "pruned.",
     )
-    round_to: int = Field(
-        default=1, ge=1,
-        description="Kept channels are rounded up to a multiple of this (hardware-friendly widths).",
+    round_to: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        default=1,
+        description="Kept channels are rounded up to a multiple of this (hardware-friendly widths); auto: up to the "
+                    "next count the latency table shows is not slower than any larger count of the group (the "
+                    "latency staircase; built as latency: says).",
     )
     search_space: str | SpaceSpec = Field(
         default="per_layer",
@@ -332,8 +334,19 @@ class PruneConfig(_Strict):
         return "structured" in self.mode
 
     @property
+    def channel_multiple(self) -> int:
+        """What kept channels round up to a multiple of: round_to, or 1 with auto (the table's steps instead)."""
+        return 1 if self.round_to == "auto" else self.round_to
+
+    @property
     def unstructured_mode(self) -> bool:
         return "unstructured" in self.mode
+
+    @model_validator(mode="after")
+    def _auto_round_needs_channels(self) -> PruneConfig:
+        if self.round_to == "auto" and not self.structured:
+            raise ValueError("round_to auto snaps kept channels to fast counts; prune.mode unstructured keeps them all")
+        return self
 
     @field_validator("criteria")
     @classmethod

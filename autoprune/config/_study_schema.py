@@ -52,6 +52,17 @@ class LatencyConfig(_Strict):
     warmup: int = Field(default=5, ge=0, description="Untimed calls before the timed ones.")
     threads: int = Field(default=1, gt=0, description="torch / onnxruntime intra-op threads on the CPU.")
     options: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the backend.")
+    mode: Literal["measured", "predicted", "both"] = Field(
+        default="measured",
+        description="measured: time every candidate; predicted: read its latency off the latency table (built once "
+                    "per device, backend and settings, cached in the run folder); both: search on the prediction "
+                    "and time every fine-tuned candidate too, recording both figures.",
+    )
+    table_points: int = Field(
+        default=8, ge=2,
+        description="The latency table's kept-channel counts per group (evenly spaced up to the group's width); "
+                    "autoprune profile times each, the other groups at their base width.",
+    )
 
 
 class ScreenConfig(_Strict):

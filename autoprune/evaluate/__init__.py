@@ -14,6 +14,7 @@ from autoprune.evaluate._costs import (
     cost_label,
     get_cost,
     needs_latency,
+    needs_latency_table,
     register_cost,
 )
 from autoprune.evaluate._evaluator import EVALUATOR_METHODS, Evaluator, check_evaluator
@@ -23,8 +24,18 @@ from autoprune.evaluate._latency import (
     LatencyRun,
     Measurement,
     get_latency_backend,
+    hardware_name,
     measure_latency,
     register_latency_backend,
+)
+from autoprune.evaluate._latency_table import (
+    LatencyTable,
+    TableEntry,
+    grid_counts,
+    identity_key,
+    profile_latency,
+    snap_up,
+    table_identity,
 )
 from autoprune.evaluate._lightning import LightningEvaluator, lightning_evaluator  # lightning: imported on use
 from autoprune.evaluate._losses import LOSSES, Distill, register_loss, resolve_loss
@@ -46,8 +57,17 @@ __all__ = [
     "Measurement",
     "MemoryCache",
     "get_latency_backend",
+    "hardware_name",
     "measure_latency",
     "needs_latency",
+    "needs_latency_table",
+    "LatencyTable",
+    "TableEntry",
+    "grid_counts",
+    "identity_key",
+    "profile_latency",
+    "snap_up",
+    "table_identity",
     "register_cost",
     "register_latency_backend",
     "EVALUATOR_METHODS",

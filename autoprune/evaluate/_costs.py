@@ -27,6 +27,7 @@ from autoprune.config import Config, LatencyConfig
 from autoprune.engine import PruneReport
 from autoprune.errors import AutopruneError, ConfigError
 from autoprune.evaluate._latency import LatencyRun, Measurement, get_latency_backend, hardware_name, measure_latency
+from autoprune.evaluate._latency_table import LatencyTable
 from autoprune.evaluate._runtime import Runtime
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "LatencyResult",
     "MemoryCache",
     "needs_latency",
+    "needs_latency_table",
     "register_cost",
 ]
 
@@ -104,6 +106,15 @@ class LatencyResult:
             "latency": {k: v for k, v in m.to_dict().items() if k not in ("median_ms", "spread")},
         }
 
+    def timed_attrs(self) -> dict[str, Any]:
+        """``latency: {mode: both}``: the fine-tuned candidate's timed figure, beside the predicted one."""
+        return {
+            "latency_measured_relative": self.relative,
+            "latency_measured_ms": self.ms,
+            "latency_measured_spread": self.measurement.spread,
+            "latency_measured_base_ms": self.base.median_ms,
+        }
+
 
 class LatencyMeter:
     """Measures candidates' latency as ``latency:`` says, each architecture once: ``channels`` (group -> kept
@@ -119,8 +130,11 @@ class LatencyMeter:
         *,
         cache: LatencyCache | None = None,
         search_paths: Iterable[str | Path] = (),
+        table: LatencyTable | None = None,
     ) -> None:
-        self.config = config
+        if config.mode != "measured" and table is None:
+            raise ConfigError(f"latency mode {config.mode} needs a latency table (autoprune profile)", key="latency.mode")
+        self.config, self.table = config, table
         self.run = LatencyRun(runtime, config.runs, config.warmup, config.threads, dict(config.options))
         self.search_paths = list(search_paths)
         get_latency_backend(config.backend, search_paths=self.search_paths)  # a bad backend fails before any trial
@@ -177,6 +191,27 @@ class LatencyMeter:
         measurement, cached, seconds = self._lookup(model, channels)
         return LatencyResult(measurement, base, cached, seconds)
 
+    def predict(self, channels: Mapping[str, int], macs: float | None = None) -> LatencyResult:
+        """The latency the table predicts for ``channels`` (with the plan's relative ``macs``, the two-group
+        interaction too), beside the table's base figure."""
+        if self.table is None:
+            raise ValueError("this meter has no latency table to predict from")
+        started = time.perf_counter()
+        ms = self.table.predict(channels, macs)
+        base = self._predicted(self.table.base_ms)
+        return LatencyResult(self._predicted(ms), base, False, time.perf_counter() - started)
+
+    def _predicted(self, ms: float) -> Measurement:
+        runtime, cfg = self.run.runtime, self.config
+        cpu = cfg.backend == "onnxruntime" or runtime.torch_device.type == "cpu"
+        return Measurement(
+            ms, ms, ms, 0, cfg.batch_size, cfg.backend,
+            "cpu" if cfg.backend == "onnxruntime" else runtime.device,
+            "fp32" if cfg.backend == "onnxruntime" else runtime.precision,
+            cfg.threads if cpu and ":" not in cfg.backend else None,
+            source="predicted",
+        )  # fmt: skip
+
 
 class Candidate:
     """A pruned model as the cost functions see it: the model, its prune report, and the latency meter (if the
@@ -187,12 +222,25 @@ class Candidate:
         self._latency: LatencyResult | None = None
 
     def latency(self) -> LatencyResult:
+        """The latency the search reads: timed, or (``latency.mode`` predicted or both) the table's prediction."""
         if self.meter is None:
             raise ValueError("this run measures no latency: set objectives [metric, latency] or constraints.max_latency")
         if self._latency is None:
-            channels = {name: after for name, (_, after) in self.report.channels.items()}
-            self._latency = self.meter.measure(self.model, channels)
+            if self.meter.config.mode == "measured":
+                self._latency = self.timed_latency()
+            else:
+                self._latency = self.meter.predict(self.channels, self.report.macs_ratio)
         return self._latency
+
+    def timed_latency(self) -> LatencyResult:
+        """The candidate timed, whatever ``latency.mode`` says (``both`` times the fine-tuned ones)."""
+        if self.meter is None:
+            raise ValueError("this run measures no latency: set objectives [metric, latency] or constraints.max_latency")
+        return self.meter.measure(self.model, self.channels)
+
+    @property
+    def channels(self) -> dict[str, int]:
+        return {name: after for name, (_, after) in self.report.channels.items()}
 
     @property
     def latency_measured(self) -> bool:
@@ -284,3 +332,9 @@ def latency_cost(candidate: Candidate) -> Cost:
 def needs_latency(config: Config) -> bool:
     """Whether a run measures every candidate's latency: it is the cost objective, or it has a budget."""
     return config.objectives[1] == "latency" or config.constraints.max_latency is not None
+
+
+def needs_latency_table(config: Config) -> bool:
+    """Whether a run needs the latency table: it predicts latency, or rounds kept channels to the staircase."""
+    predicts = needs_latency(config) and config.latency.mode != "measured"
+    return predicts or (config.prune.structured and config.prune.round_to == "auto")

@@ -74,6 +74,7 @@ class Measurement:
     precision: str
     threads: int | None  # CPU threads; None on a GPU, where they do not set the speed
     seconds: float = 0.0  # wall time the measurement took, warm-up and export included
+    source: str = "measured"  # or "predicted": read off a latency table (runs 0, quartiles at the median)
 
     @property
     def spread(self) -> float:

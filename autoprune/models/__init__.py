@@ -15,6 +15,7 @@ from autoprune.errors import ConfigError
 from autoprune.models._chain import conv_chain
 from autoprune.models._deeplab import deeplab_small
 from autoprune.models._densenet import densenet_small
+from autoprune.models._imagenet import mobilenet_v2_like, resnet18_like, vit_ti16
 from autoprune.models._mobilenet import mobilenet_small
 from autoprune.models._resnet import resnet_small
 from autoprune.models._resnet_deep import resnet_depth
@@ -33,12 +34,15 @@ __all__ = [
     "load_pickled_model",
     "load_weights",
     "mobilenet_small",
+    "mobilenet_v2_like",
     "register_model",
     "resnet_depth",
+    "resnet18_like",
     "resnet_small",
     "shufflenet_small",
     "vgg_bn",
     "vgg_uneven",
+    "vit_ti16",
     "vit_tiny",
 ]
 
@@ -55,7 +59,11 @@ for _name, _builder in {
     "shufflenet_small": shufflenet_small,  # channel split and shuffle
     "vit_tiny": vit_tiny,  # multi-head attention, class token, position embedding
     "deeplab_small": deeplab_small,  # segmentation: ASPP concat of dilated branches, upsampling, cls_conv head
-    "conv_chain": conv_chain,  # the channel-pruning tutorial's 100M-parameter 8-conv chain
+    "conv_chain": conv_chain,
+    # 3x224x224 stand-ins for latency work: ResNet-18's and MobileNetV2's layouts, ViT-Ti/16 at half depth.
+    "resnet18_like": resnet18_like,
+    "mobilenet_v2_like": mobilenet_v2_like,
+    "vit_ti16": vit_ti16,  # the channel-pruning tutorial's 100M-parameter 8-conv chain
 }.items():
     MODELS.register(_name)(_builder)
 

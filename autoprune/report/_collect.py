@@ -47,6 +47,32 @@ class ReportData:
             return float("nan")
         return float(rows["macs_relative"].astype(float).corr(rows["latency_relative"].astype(float), method="spearman"))
 
+    @property
+    def latency_source(self) -> str:
+        """Where the trials' latency came from: measured, or predicted off the latency table."""
+        return str((self.latency or {}).get("source", "measured"))
+
+    @property
+    def retimed_trials(self) -> pd.DataFrame:
+        """``latency.mode: both``: the trials with a predicted and a timed latency (the fine-tuned ones)."""
+        rows = self.latency_trials
+        if "latency_measured_relative" not in rows:
+            return rows.iloc[0:0]
+        return rows[rows["latency_measured_relative"].notna()]
+
+    def prediction_quality(self) -> dict[str, float]:
+        """Predicted against timed latency over :attr:`retimed_trials`: Spearman's rank correlation and the
+        median absolute error in % of the timed figure (NaN with fewer than three)."""
+        rows = self.retimed_trials
+        if len(rows) < 3:
+            return {"trials": float(len(rows)), "spearman": float("nan"), "median_error": float("nan")}
+        predicted, timed = rows["latency_ms"].astype(float), rows["latency_measured_ms"].astype(float)
+        return {
+            "trials": float(len(rows)),
+            "spearman": float(predicted.corr(timed, method="spearman")),
+            "median_error": float(((predicted - timed).abs() / timed).median()),
+        }
+
     def latency_noise(self) -> dict[str, float]:
         """The spread (IQR / median) of the measurements the trials made (cache hits reuse one, counted once)."""
         rows = self.latency_trials

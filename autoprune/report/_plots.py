@@ -6,7 +6,7 @@ import io
 import math
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -205,9 +205,11 @@ def latency_figure(data: ReportData) -> Figure:
     """Left: the metric against measured latency (relative to the base), every measured trial and the front in
     latency. Right: relative MACs against relative latency for every measured trial, with Spearman's rank
     correlation: where the points leave the diagonal, MACs mislead about speed."""
-    figure = Figure(figsize=(12.0, 4.8))
+    retimed = data.retimed_trials
+    panels = 3 if not retimed.empty else 2
+    figure = Figure(figsize=(6.0 * panels, 4.8))
     FigureCanvasAgg(figure)
-    left, right = figure.add_subplot(1, 2, 1), figure.add_subplot(1, 2, 2)
+    left, right = figure.add_subplot(1, panels, 1), figure.add_subplot(1, panels, 2)
     rows = data.latency_trials
     if rows.empty:
         _empty(left, "no trial with a latency measurement yet")
@@ -221,15 +223,16 @@ def latency_figure(data: ReportData) -> Figure:
             infeasible["latency_relative"], infeasible["metric"], s=22, marker="x", color=INFEASIBLE_COLOR,
             label="infeasible, not fine-tuned",
         )  # fmt: skip
+    front = feasible.iloc[_latency_front(feasible)] if not feasible.empty else feasible
     if not feasible.empty:
-        front = feasible.iloc[_latency_front(feasible)]
         left.plot(front["latency_relative"], front["metric"], "-o", color=FRONT_COLOR, ms=6, lw=1.8, zorder=4, label="front in latency")
     left.scatter([1.0], [data.base["metric"]], s=160, marker="*", color="black", zorder=5, label="base model")
     left.set_xlabel("latency (relative to the base model)")
     left.set_ylabel(data.metric_name)
     settings = data.latency or {}
     where = f"{settings.get('backend', '?')} on {settings.get('device', '?')}, batch {settings.get('batch', '?')}"
-    left.set_title(f"{data.metric_name} vs measured latency ({where})", fontsize=9)
+    source = "predicted" if data.latency_source == "predicted" else "measured"
+    left.set_title(f"{data.metric_name} vs {source} latency ({where})", fontsize=9)
     left.grid(alpha=0.3)
     left.legend(loc="best", fontsize=8, framealpha=0.9)
 
@@ -240,6 +243,8 @@ def latency_figure(data: ReportData) -> Figure:
         half = 0.5 * spread * rows["latency_relative"].astype(float)
         right.errorbar(rows["macs_relative"], rows["latency_relative"], yerr=half, fmt="none", ecolor="#bbbbbb", lw=0.8)
     right.scatter(rows["macs_relative"], rows["latency_relative"], s=22, color=TRIAL_COLOR, alpha=0.6, lw=0, zorder=3)
+    if not front.empty:
+        right.scatter(front["macs_relative"], front["latency_relative"], s=40, color=FRONT_COLOR, zorder=4, label="front")
     top = max(1.05, float(rows["latency_relative"].max()) * 1.05, float(rows["macs_relative"].max()) * 1.05)
     right.plot([0.0, top], [0.0, top], ls="--", color=INFEASIBLE_COLOR, lw=1, label="latency = MACs")
     right.set_xlim(0.0, top)
@@ -250,4 +255,28 @@ def latency_figure(data: ReportData) -> Figure:
     right.set_title(f"MACs vs latency, every measured trial: Spearman rho {rho_text}", fontsize=9)
     right.grid(alpha=0.3)
     right.legend(loc="upper left", fontsize=8)
+    if panels == 3:
+        _prediction_panel(figure.add_subplot(1, 3, 3), data, retimed, front)
     return figure
+
+
+def _prediction_panel(axes: Any, data: ReportData, retimed: Any, front: Any) -> None:
+    """``latency.mode: both``: the table's prediction against the timed figure of each fine-tuned trial."""
+    quality = data.prediction_quality()
+    axes.scatter(
+        retimed["latency_ms"], retimed["latency_measured_ms"], s=22, color=TRIAL_COLOR, alpha=0.6, lw=0, zorder=3, label="fine-tuned trials"
+    )
+    on_front = retimed[retimed.index.isin(front.index)]
+    if not on_front.empty:
+        axes.scatter(on_front["latency_ms"], on_front["latency_measured_ms"], s=40, color=FRONT_COLOR, zorder=4, label="front")
+    top = 1.05 * max(float(retimed["latency_ms"].max()), float(retimed["latency_measured_ms"].max()))
+    axes.plot([0.0, top], [0.0, top], ls="--", color=INFEASIBLE_COLOR, lw=1, label="timed = predicted")
+    axes.set_xlim(0.0, top)
+    axes.set_ylim(0.0, top)
+    axes.set_xlabel("predicted latency (ms, latency table)")
+    axes.set_ylabel("timed latency (ms)")
+    rho, error = quality["spearman"], quality["median_error"]
+    text = "n/a" if math.isnan(rho) else f"Spearman rho {rho:.3f}, median error {error:.1%}"
+    axes.set_title(f"predicted vs timed: {text}", fontsize=9)
+    axes.grid(alpha=0.3)
+    axes.legend(loc="upper left", fontsize=8)

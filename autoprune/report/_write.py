@@ -185,6 +185,24 @@ def _percent(value: float) -> str:
     return "-" if value != value else f"{value:.1%}"  # NaN != NaN
 
 
+def _prediction_lines(data: ReportData) -> list[str]:
+    """``latency.mode`` predicted or both: where the figures came from, and how well the table predicted."""
+    if data.latency_source != "predicted":
+        return []
+    quality = data.prediction_quality()
+    lines = [
+        "",
+        "**Predicted.** The search read each candidate's latency off the latency table (each group timed at a grid "
+        "of widths, the others at base width; `autoprune profile`): the latencies here are predictions, not timings."
+    ]
+    if quality["trials"] >= 3:
+        lines[-1] += (
+            f" Timed again after fine-tuning (latency.mode both), {int(quality['trials'])} trials: predicted against "
+            f"timed, Spearman **{quality['spearman']:.3f}**, median absolute error **{quality['median_error']:.1%}**."
+        )
+    return lines
+
+
 def _latency_section(data: ReportData, columns: Sequence[str], figures: Any) -> list[str]:
     """How latency was measured, how noisy it was, how well MACs rank candidates by it, and (when latency is not
     the cost objective) the best trial under each latency budget."""
@@ -214,6 +232,10 @@ def _latency_section(data: ReportData, columns: Sequence[str], figures: Any) -> 
         "",
         f"![front against latency, and MACs vs latency]({LATENCY_FILE})",
     ]
+    if data.latency_source == "predicted":  # no trial was timed by the search: the noise paragraph is the table's
+        lines[3] = (f"Timed with the {s.get('backend')} backend on {s.get('device')} ({s.get('precision')}), batch "
+                    f"{s.get('batch')}{threads}. Base model: {base_ms:.3f} ms. Latencies are relative to the base model's.")
+        lines[4:6] = _prediction_lines(data)
     if data.cost_name.lower().startswith("latency"):
         return lines  # the budget table above is already in latency
     table: list[tuple[Any, ...]] = []

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from autoprune.errors import ConfigError
 from autoprune.plan import PruningPlan
-from autoprune.ranking import ranked_plan
+from autoprune.ranking import ranked_plan, snap_plan
 from autoprune.space._global import RankedSpace
 from autoprune.space._tie import tied_knob
 
@@ -120,11 +120,21 @@ def projected_entries(space: BudgetedSpace, params: Mapping[str, Any]) -> dict[s
             scales={unit: float(params.get(space.scale_param(groups[0]), 1.0)) for unit, groups in members.items()},
             bounds={unit: space.ratio_bounds(groups[0]) for unit, groups in members.items()},
             round_to=space.round_to,
+            steps=_unit_steps(space.steps, members),
             scope=scope,
         )
     except ValueError as exc:
         raise ConfigError(f"budget {budget:g} cannot be reached: {exc}", key="study.budgets") from None
     return {group: (entry.ratio, entry.criterion) for group, entry in expand(plan).groups.items()}
+
+
+def _unit_steps(steps: Mapping[str, Sequence[int]], members: Mapping[str, list[str]]) -> dict[str, tuple[int, ...]]:
+    """A unit's allowed kept counts: those every member group allows (its width always is)."""
+    units = {}
+    for unit, groups in members.items():
+        if all(g in steps for g in groups):
+            units[unit] = tuple(sorted(set.intersection(*(set(steps[g]) for g in groups))))
+    return units
 
 
 def _tied_members(space: BudgetedSpace, channels: Mapping[str, int]) -> dict[str, list[str]]:
@@ -183,10 +193,13 @@ def check_budgets(space: BudgetedSpace) -> None:
     """Every budget is reachable within the ratio bounds; else one ConfigError naming the first that is not."""
     if space.cost_of is None:
         raise ConfigError("a budgeted space needs cost_of(plan) -> relative cost", key="study.search")
-    most = PruningPlan(
-        {group: (space.ratio_bounds(group)[1], space.criteria[0]) for group in space.groups},
-        round_to=space.round_to,
-        scope=space.scopes[0],
+    most = snap_plan(
+        PruningPlan(
+            {group: (space.ratio_bounds(group)[1], space.criteria[0]) for group in space.groups},
+            round_to=space.round_to,
+            scope=space.scopes[0],
+        ),
+        space.steps,
     )
     floor = space.cost_of(most)
     for budget in space.budgets:

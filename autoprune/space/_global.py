@@ -50,6 +50,9 @@ class RankedSpace(Protocol):
     def round_to(self) -> int: ...
 
     @property
+    def steps(self) -> Mapping[str, tuple[int, ...]]: ...
+
+    @property
     def importances(self) -> Mapping[tuple[str, str], ChannelImportances]: ...
 
     @property
@@ -121,6 +124,7 @@ def ranked_entries(space: RankedSpace, params: Mapping[str, Any]) -> dict[str, t
         scales=scales,
         bounds={group: space.ratio_bounds(group) for group in space.groups},
         round_to=space.round_to,
+        steps=space.steps,
         scope=scope,
         strict=False,
         **target,

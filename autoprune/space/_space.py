@@ -8,8 +8,8 @@ from optuna.distributions import BaseDistribution
 
 from autoprune.config import SpaceSpec
 from autoprune.errors import ConfigError
-from autoprune.plan import PruningPlan, Scope
-from autoprune.ranking import ChannelImportances
+from autoprune.plan import PruningPlan, Scope, SparsityPlan
+from autoprune.ranking import ChannelImportances, snap_plan
 from autoprune.space._budgeted import SCOPE_PARAM, budget_distributions, check_budgets, projected_entries
 from autoprune.space._global import (
     SCALE_PARAM,
@@ -51,6 +51,9 @@ class SearchSpace:
     ratio: tuple[float, float]
     criteria: tuple[str, ...]
     round_to: int = 1
+    # prune.round_to auto: per group, the kept counts allowed (the latency staircase, ascending, ending at the
+    # group's width), handed down by the study from its latency table; groups absent here are not snapped.
+    steps: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     scope: Scope | Sequence[Scope] = "layer"
     # Per-group ratio bounds (from an NNI config_list); groups absent here use ``ratio``.
     bounds: Mapping[str, tuple[float, float]] = field(default_factory=dict)
@@ -182,7 +185,11 @@ class SearchSpace:
             else:
                 params[name] = trial.suggest_float(name, *args)
         sparsity = self.sparsity.sample(trial) if self.sparsity is not None else None
-        return PruningPlan(self._entries(params), round_to=self.round_to, scope=self._plan_scope(params), sparsity=sparsity)
+        return self._plan(params, sparsity)
+
+    def _plan(self, params: Mapping[str, Any], sparsity: SparsityPlan | None) -> PruningPlan:
+        plan = PruningPlan(self._entries(params), round_to=self.round_to, scope=self._plan_scope(params), sparsity=sparsity)
+        return snap_plan(plan, self.steps)  # projected and ranked plans are snapped already: a no-op on them
 
     def _plan_scope(self, params: Mapping[str, Any]) -> Scope:
         return self.scope_of(params) if self.groups else self.scopes[0]
@@ -211,7 +218,7 @@ class SearchSpace:
     def plan_from_params(self, params: Mapping[str, Any]) -> PruningPlan:
         """The plan a finished trial's params describe (the same one ``sample`` built)."""
         sparsity = self.sparsity.from_params(params) if self.sparsity is not None else None
-        return PruningPlan(self._entries(params), round_to=self.round_to, scope=self._plan_scope(params), sparsity=sparsity)
+        return self._plan(params, sparsity)
 
     def uniform_params(self, ratio: float, criterion: str) -> dict[str, Any]:
         """The params of the uniform plan: every group at ``ratio`` (clamped into its own bounds), every

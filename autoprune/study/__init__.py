@@ -39,6 +39,7 @@ from autoprune.study._frame import (
 )
 from autoprune.study._heartbeat import JournalHeartbeatStorage, fail_stale
 from autoprune.study._inputs import describe_inputs, first_channels
+from autoprune.study._latency_table import TABLE_FOLDER, cached_table, describe_table, latency_table
 from autoprune.study._loop import FINISHED, WORKER_ATTR, run_trials
 from autoprune.study._objective import (
     PHASES,
@@ -83,6 +84,10 @@ from autoprune.study._task import (
 from autoprune.study._workers import search_with_workers, threads_per_worker
 
 __all__ = [
+    "TABLE_FOLDER",
+    "cached_table",
+    "describe_table",
+    "latency_table",
     "FRONT_COLUMNS",
     "FINISHED",
     "PHASES",

@@ -105,9 +105,13 @@ def _trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
         if key in attrs:
             row[key] = attrs[key]
     # Latency, when the study measures it: relative, absolute, the measurement's spread, and whether cached.
-    for key in ("latency_relative", "latency_ms", "latency_spread", "latency_cached", "latency_base_ms"):
+    # latency.mode both: a fine-tuned trial's timed figures beside the predicted ones.
+    for key in ("latency_relative", "latency_ms", "latency_spread", "latency_cached", "latency_base_ms",
+                "latency_measured_relative", "latency_measured_ms"):  # fmt: skip
         if key in attrs:
             row[key] = attrs[key]
+    if isinstance(attrs.get("latency"), dict):
+        row["latency_source"] = attrs["latency"].get("source", "measured")
     sparsity_plan = attrs.get("plan", {}).get("sparsity")
     if sparsity_plan:
         row["sparsity_method"] = sparsity_plan["method"]

@@ -54,6 +54,7 @@ def latency_meter(task: Task, cache: Any = None) -> LatencyMeter | None:
         {g.name: g.channels for g in task.groups},
         cache=cache if cache is not None else MemoryCache(),
         search_paths=factory_search_paths(config),
+        table=task.latency_table,
     )
 
 

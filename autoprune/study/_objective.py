@@ -120,6 +120,7 @@ class PlanResult:
     seconds: dict[str, float] = field(default_factory=dict)  # prune (graph + prune), count, recalibrate, ...
     compressed_bytes: int = 0  # gzip of the fine-tuned state_dict; measured only for plans with a sparsity
     latency: LatencyResult | None = None  # when the run measures latency (objective or constraints.max_latency)
+    timed_latency: LatencyResult | None = None  # latency.mode both: the fine-tuned candidate, timed
 
 
 def evaluate_plan(
@@ -133,9 +134,9 @@ def evaluate_plan(
 ) -> PlanResult:
     """A trial's recipe for one plan: prune a copy, count, and, when it meets ``constraints.max_macs``,
     recalibrate BatchNorm, fine-tune (seeded by ``seed``; ``finetune``, else the config's length) and score.
-    Uniform sweeps and trials share it. A run that measures latency measures it after pruning, with ``latency``
-    (else a meter of this process, kept on the task); a candidate over ``constraints.max_latency`` is not
-    fine-tuned either."""
+    Uniform sweeps and trials share it. A run that measures latency measures (or predicts) it after pruning, with
+    ``latency`` (else a meter of this process, kept on the task); a candidate over ``constraints.max_latency`` is
+    not fine-tuned either. With ``latency.mode: both`` a fine-tuned candidate is timed as well."""
     cfg = task.config
     budget = finetune if finetune is not None else FinetuneBudget.of(cfg)
     seconds: dict[str, float] = {}
@@ -154,7 +155,29 @@ def evaluate_plan(
         metric = _finite(task.evaluator.score(pruned))
         seconds["evaluate"] = time.perf_counter() - started
         return PlanResult(plan, report, metric, metric, cost, False, seconds, latency=measured)
+    metric_before, metric = _recover(task, pruned, seed, budget, screen, seconds, on_phase)
+    size = 0
+    if plan.sparsity is not None:
+        check_sparsity_held(pruned, report.sparsity, during="fine-tuning")
+        size = compressed_bytes(pruned)
+    timed = None
+    if measured is not None and cfg.latency.mode == "both" and not budget.none:
+        timed = candidate.timed_latency()  # the search read the prediction; the fine-tuned candidate is timed too
+        seconds["latency"] += timed.seconds
+    return PlanResult(plan, report, metric, metric_before, cost, True, seconds, size, measured, timed)
 
+
+def _recover(
+    task: Task,
+    pruned: Any,
+    seed: int,
+    budget: FinetuneBudget,
+    screen: ScreenRecipe | None,
+    seconds: dict[str, float],
+    on_phase: Callable[[str], None],
+) -> tuple[float, float]:
+    """Recalibrate, score, fine-tune (unless the budget has none) and score again: (metric before, after)."""
+    cfg = task.config
     on_phase("recalibrate")
     started = time.perf_counter()
     # A screen (no fine-tune) may recalibrate on fewer batches and be scored on fewer (ScreenRecipe).
@@ -170,28 +193,16 @@ def evaluate_plan(
     if budget.none:
         # No fine-tune (a screened candidate of a staged search): the recalibrated score is the score.
         seconds["finetune"] = 0.0
-        metric = _finite(metric_before)
-    else:
-        on_phase("finetune")
-        started = time.perf_counter()
-        task.evaluator.finetune(
-            pruned,
-            epochs=budget.epochs,
-            steps=budget.steps,
-            lr=cfg.finetune.lr,
-            seed=seed,
-        )
-        seconds["finetune"] = time.perf_counter() - started
-
-        on_phase("evaluate")
-        started = time.perf_counter()
-        metric = _finite(task.evaluator.score(pruned))
-        seconds["evaluate"] += time.perf_counter() - started
-    size = 0
-    if plan.sparsity is not None:
-        check_sparsity_held(pruned, report.sparsity, during="fine-tuning")
-        size = compressed_bytes(pruned)
-    return PlanResult(plan, report, metric, metric_before, cost, True, seconds, size, measured)
+        return metric_before, _finite(metric_before)
+    on_phase("finetune")
+    started = time.perf_counter()
+    task.evaluator.finetune(pruned, epochs=budget.epochs, steps=budget.steps, lr=cfg.finetune.lr, seed=seed)
+    seconds["finetune"] = time.perf_counter() - started
+    on_phase("evaluate")
+    started = time.perf_counter()
+    metric = _finite(task.evaluator.score(pruned))
+    seconds["evaluate"] += time.perf_counter() - started
+    return metric_before, metric
 
 
 def _over_budget(cfg: Config, report: PruneReport, latency: LatencyResult | None) -> bool:
@@ -271,6 +282,9 @@ class Objective:
                 trial.set_user_attr(key, value)
             if cfg.constraints.max_latency is not None:
                 trial.set_constraint(MAX_LATENCY_CONSTRAINT, result.latency.relative - cfg.constraints.max_latency)
+        if result.timed_latency is not None:
+            for key, value in result.timed_latency.timed_attrs().items():
+                trial.set_user_attr(key, value)
         trial.set_user_attr("metric_before_finetune", result.metric_before_finetune)
         trial.set_user_attr("feasible", result.feasible)
         trial.set_user_attr("seconds", result.seconds)

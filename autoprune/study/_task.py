@@ -31,6 +31,7 @@ from autoprune.errors import AutopruneError, ConfigError, PruningError
 from autoprune.evaluate import (
     Candidate,
     LatencyMeter,
+    LatencyTable,
     MemoryCache,
     Runtime,
     build_evaluator,
@@ -38,11 +39,13 @@ from autoprune.evaluate import (
     fixed_batches,
     get_cost,
     load_user_evaluator,
+    needs_latency_table,
 )
 from autoprune.plan import PruningPlan
 from autoprune.space import SearchSpace, SparsitySpace
 from autoprune.study._base import Log, trained_base
 from autoprune.study._io import atomic_write_bytes, check_output_writable, removed_if_failed
+from autoprune.study._latency_table import latency_table
 from autoprune.study._resolve import Resolved, check_metric_value, factory_search_paths, resolve
 
 __all__ = [
@@ -98,6 +101,7 @@ class Task:
     layers: list[str] = field(default_factory=list)  # layers unstructured pruning may sparsify
     base_nonzero_params: int = 0
     base_compressed_bytes: int = 0  # gzip of the base state_dict; measured when prune.mode is unstructured
+    latency_table: LatencyTable | None = None  # latency.mode predicted / both, or prune.round_to auto
 
     @property
     def base_counts(self) -> tuple[int, int]:
@@ -196,6 +200,9 @@ def prepare_task(
     if chance is not None:
         log(f"warning: {chance}")
     macs, params = count_macs_params(base, resolved.example_inputs)
+    table = None
+    if needs_latency_table(config):
+        table = latency_table(config, runtime, base, resolved.example_inputs, resolved.groups, log=log)
     bounds = resolved.bounds
     # Fixed batches in dataset order, so a gradient criterion scores the same plan the same way every time.
     batches = (
@@ -208,11 +215,12 @@ def prepare_task(
         groups=tuple(g.name for g in resolved.groups if not bounds or g.name in bounds),
         ratio=tuple(config.prune.ratio),  # type: ignore[arg-type]
         criteria=tuple(config.prune.criteria),
-        round_to=config.prune.round_to,
+        round_to=config.prune.channel_multiple,
+        steps=table.steps() if table is not None and config.prune.round_to == "auto" else {},
         scope=config.prune.scopes,
         bounds=bounds,
         sparsity=_sparsity_space(config, resolved),
-        **_ranking_inputs(config, resolved, base, (macs, params), batches),
+        **_ranking_inputs(config, resolved, base, (macs, params), batches, table),
     )
     return Task(
         config=config,
@@ -230,11 +238,12 @@ def prepare_task(
         layers=resolved.layers,
         base_nonzero_params=count_nonzero_params(base),
         base_compressed_bytes=compressed_bytes(base) if config.prune.unstructured_mode else 0,
+        latency_table=table,
     )
 
 
 def _ranking_inputs(
-    config: Config, resolved: Resolved, base: nn.Module, counts: tuple[int, int], batches: list[Any]
+    config: Config, resolved: Resolved, base: nn.Module, counts: tuple[int, int], batches: list[Any], table: LatencyTable | None
 ) -> dict[str, Any]:
     """``ratio_schedule: global_rank`` and the budgeted search: the base model's normalised channel importances,
     computed once, and what measures a plan's relative MACs (global_rank's MACs target) or relative cost (the
@@ -257,7 +266,7 @@ def _ranking_inputs(
         "importances": importances,
         "macs_of": macs_of,
         "budgets": tuple(config.study.budgets),
-        "cost_of": _cost_of(config, resolved, base, counts, batches),
+        "cost_of": _cost_of(config, resolved, base, counts, batches, table),
     }
 
 
@@ -284,10 +293,10 @@ def fit_budgets(config: Config, resolved: Resolved) -> tuple[Config, list[str]]:
     most = PruningPlan(
         {g.name: (bounds.get(g.name, config.prune.ratio)[1], config.prune.criteria[0]) for g in resolved.groups
          if not bounds or g.name in bounds},
-        round_to=config.prune.round_to,
+        round_to=config.prune.channel_multiple,
         scope=config.prune.scopes[0],
     )  # fmt: skip
-    floor = _cost_of(config, resolved, resolved.model, counts, [])(most)
+    floor = _cost_of(config, resolved, resolved.model, counts, [], None)(most)
     out_of_reach = [b for b in study.budgets if b < floor]
     if not out_of_reach:
         return config, []
@@ -306,18 +315,20 @@ def fit_budgets(config: Config, resolved: Resolved) -> tuple[Config, list[str]]:
 
 
 def _cost_of(
-    config: Config, resolved: Resolved, base: nn.Module, counts: tuple[int, int], batches: list[Any]
+    config: Config, resolved: Resolved, base: nn.Module, counts: tuple[int, int], batches: list[Any], table: LatencyTable | None
 ) -> Callable[[PruningPlan], float]:
     """``cost_of(plan)``: the relative cost (``objectives[1]``, a registered cost) of ``plan`` applied to ``base``,
-    as a trial measures it (latency with a meter of its own, in this process's memory)."""
+    as a trial measures it (latency with a meter of its own, in this process's memory, or predicted off
+    ``table``)."""
     cost = get_cost(config.objectives[1], search_paths=factory_search_paths(config))
     meter = None
     if config.objectives[1] == "latency":
         channels = {g.name: g.channels for g in resolved.groups}
         paths = factory_search_paths(config)
         meter = LatencyMeter(
-            config.latency, resolved.runtime, base, resolved.example_inputs, channels, cache=MemoryCache(), search_paths=paths
-        )
+            config.latency, resolved.runtime, base, resolved.example_inputs, channels, cache=MemoryCache(),
+            search_paths=paths, table=table,
+        )  # fmt: skip
 
     known: dict[str, float] = {}  # a cost depends on the channels kept alone: the criteria do not change it
 
