@@ -197,7 +197,7 @@ def _arm_config(config: Config, arm: str, seed: int, out: Path, weights: Path, a
     prune = config.prune.model_copy(update={"round_to": "auto" if arm == "latency" else 1})
     study = config.study.model_copy(update={"seed": seed, "search": "budgeted", "budgets": list(THRESHOLDS), "n_trials": args.trials})
     model = config.model.model_copy(update={"weights": str(weights)})
-    objectives = ["metric", "latency" if arm == "latency" else "macs"]
+    objectives = ("metric", "latency" if arm == "latency" else "macs")
     return config.model_copy(update={
         "latency": latency, "prune": prune, "study": study, "model": model, "objectives": objectives, "output": out / arm,
     })  # fmt: skip
