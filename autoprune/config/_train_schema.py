@@ -42,7 +42,8 @@ LossName = Annotated[str, AfterValidator(_loss_spec)]
 
 class BaseTrainingConfig(TrainConfig):
     optimizer: OptimizerName = Field(
-        default="sgd", description="sgd, or adamw (what transformers are usually trained with).",
+        default="sgd",
+        description="sgd, or adamw (what transformers are usually trained with).",
     )
 
 
@@ -50,7 +51,9 @@ class DistillConfig(_Strict):
     """Knowledge distillation from the unpruned model: ``(1 - weight) * task loss + weight * T^2 * KL`` on logits."""
 
     weight: float = Field(
-        default=0.5, ge=0.0, le=1.0,
+        default=0.5,
+        ge=0.0,
+        le=1.0,
         description="Weight of the distillation term: (1 - weight) * task loss + weight * T^2 * KL.",
     )
     temperature: float = Field(default=4.0, gt=0.0, description="Softmax temperature T of the distillation term.")
@@ -60,18 +63,20 @@ class FinetuneConfig(TrainConfig):
     epochs: int = Field(default=1, ge=0, description="Fine-tune epochs per candidate (steps overrides).")
     lr: float = Field(default=0.01, gt=0.0, description="Fine-tune learning rate.")
     bn_recalibration_batches: int = Field(
-        default=20, ge=0,
+        default=20,
+        ge=0,
         description="Training batches that re-estimate BatchNorm statistics after pruning, before scoring (0: none).",
     )
     steps: int | None = Field(
-        default=None, ge=1,
+        default=None,
+        ge=1,
         description="Exactly this many optimizer steps (cycling the data); overrides epochs. null: epochs.",
     )
     optimizer: OptimizerName = Field(default="sgd", description="The fine-tune optimizer: sgd or adamw.")
     loss: LossName = Field(
         default="cross_entropy",
         description="A registered loss (cross_entropy, label_smoothing, ...) or 'pkg.module:fn' with fn(model, batch)"
-                    " -> loss.",
+        " -> loss.",
     )
     loss_options: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the loss.")
     distill: DistillConfig | None = Field(
@@ -79,7 +84,8 @@ class FinetuneConfig(TrainConfig):
         description="Knowledge distillation from the unpruned model on the logits. null: off.",
     )
     val_batches: int | None = Field(
-        default=None, ge=1,
+        default=None,
+        ge=1,
         description="The search scores candidates on the first N validation batches. null: all of them.",
     )
 
@@ -95,7 +101,7 @@ class ScheduleConfig(_Strict):
     kind: str = Field(
         default="linear",
         description="The gradual-pruning schedule: linear (step k of K reaches k/K of the plan) or polynomial (1 - (1"
-                    " - k/K) ** exponent), or a registered one.",
+        " - k/K) ** exponent), or a registered one.",
     )
     steps: int = Field(default=1, ge=1, description="Pruning steps to reach the plan (1: at once).")
     exponent: float = Field(default=3.0, gt=0.0, description="The polynomial schedule's exponent.")
@@ -113,7 +119,8 @@ class ExportConfig(TrainConfig):
     epochs: int = Field(default=10, ge=0, description="Recovery fine-tune epochs of the exported model.")
     lr: float = Field(default=0.01, gt=0.0, description="Recovery fine-tune learning rate.")
     bn_recalibration_batches: int = Field(
-        default=20, ge=0,
+        default=20,
+        ge=0,
         description="Training batches that re-estimate BatchNorm statistics after pruning.",
     )
     schedule: ScheduleConfig = Field(
@@ -125,7 +132,8 @@ class ExportConfig(TrainConfig):
         description="How the ONNX artifact is written: dynamo, torchscript, or off (no ONNX file).",
     )
     steps: int | None = Field(
-        default=None, ge=1,
+        default=None,
+        ge=1,
         description="The recovery fine-tune in optimizer steps; overrides epochs. null: epochs.",
     )
     optimizer: OptimizerName | None = Field(

@@ -58,7 +58,11 @@ def _same_form(inputs: Any, example: Any) -> bool:
             and inputs.is_floating_point() == example.is_floating_point()
         )
     if isinstance(example, dict):
-        return isinstance(inputs, dict) and inputs.keys() == example.keys() and all(_same_form(inputs[k], v) for k, v in example.items())
+        return (
+            isinstance(inputs, dict)
+            and inputs.keys() == example.keys()
+            and all(_same_form(inputs[k], v) for k, v in example.items())
+        )
     if isinstance(example, (tuple, list)):
         return (
             isinstance(inputs, (tuple, list))
@@ -121,7 +125,11 @@ def architecture_record(task: Task, channels: dict[str, int]) -> dict[str, Any]:
         "num_classes": int(cfg.model.num_classes or task.data.num_classes or 0),
         # The shorthand's per-sample shape; null for the inputs of a model.example_inputs factory.
         "input_shape": list(example.shape[1:]) if cfg.model.example_inputs is None else None,
-        "example_inputs": {"file": EXAMPLE_INPUTS_FILE, "spec": cfg.model.example_inputs, "shapes": _input_shapes(example)},
+        "example_inputs": {
+            "file": EXAMPLE_INPUTS_FILE,
+            "spec": cfg.model.example_inputs,
+            "shapes": _input_shapes(example),
+        },
         "channels": channels,
     }
 
@@ -136,7 +144,12 @@ def _sparsity_record(task: Task, model: torch.nn.Module, report: PruneReport, re
             "after": nonzero,
             "relative": nonzero / report.nonzero_params_before,
         },
-        "compressed_bytes": {"before": base_size, "after": size, "relative": size / base_size, "format": "gzip of torch.save(state_dict)"},
+        "compressed_bytes": {
+            "before": base_size,
+            "after": size,
+            "relative": size / base_size,
+            "format": "gzip of torch.save(state_dict)",
+        },
         "sparsity": recovered.sparsity,
     }
 

@@ -22,4 +22,9 @@ class Group:
     layer_type: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "channels": self.channels, "members": list(self.members), "layer_type": self.layer_type}
+        return {
+            "name": self.name,
+            "channels": self.channels,
+            "members": list(self.members),
+            "layer_type": self.layer_type,
+        }

@@ -13,7 +13,9 @@ def crosses_shuffle(graph: Any, tp_group: Any) -> bool:
     """Whether ``tp_group``'s channels reach a channel shuffle that ``graph`` was cut at."""
     cut = graph.cut
     return bool(graph.shuffles) and any(
-        d.index_mapping[0] is cut and d.is_triggered_by(dep.handler) for dep, _ in tp_group for d in dep.target.dependencies
+        d.index_mapping[0] is cut and d.is_triggered_by(dep.handler)
+        for dep, _ in tp_group
+        for d in dep.target.dependencies
     )
 
 

@@ -49,7 +49,11 @@ class TracedModel:
 
     def out_roots(self, tp_group: Any) -> list[nn.Module]:
         """The conv/linear layers whose output channels ``tp_group`` removes."""
-        return [dep.target.module for dep, _ in tp_group if isinstance(dep.target.module, _ROOT_TYPES) and self.prunes_out(dep)]
+        return [
+            dep.target.module
+            for dep, _ in tp_group
+            if isinstance(dep.target.module, _ROOT_TYPES) and self.prunes_out(dep)
+        ]
 
     def whole_group(self, root: nn.Module) -> Any:
         """torch-pruning's group of every output channel of ``root``."""
