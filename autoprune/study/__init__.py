@@ -43,7 +43,15 @@ from autoprune.study._objective import FinetuneBudget, Objective, PlanResult, ev
 from autoprune.study._resolve import check_registered_names, factory_search_paths
 from autoprune.study._search import SearchAborted, SearchInterrupted, enqueue_warm_start, metric_names
 from autoprune.study._staged import run_staged, staged_spend
-from autoprune.study._storage import StorageLost, guard_storage, make_sampler, open_storage, open_study, worker_seed
+from autoprune.study._storage import (
+    StorageLost,
+    create_or_load_study,
+    guard_storage,
+    make_sampler,
+    open_storage,
+    open_study,
+    worker_seed,
+)
 from autoprune.study._task import (
     Resolved,
     Task,
@@ -74,6 +82,7 @@ __all__ = [
     "fit_budgets",
     "check_output_writable",
     "check_registered_names",
+    "create_or_load_study",
     "describe_inputs",
     "factory_search_paths",
     "first_channels",
