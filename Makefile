@@ -30,7 +30,7 @@ install: $(RUN_STAMP)
 install-test: $(TEST_STAMP)
 
 # Two torch threads on every machine: results depend on the thread count (float sums are split differently),
-# so the README's figures reproduce exactly with this torch build on the same kind of CPU.
+# so a run's figures reproduce exactly with this torch build on the same kind of CPU.
 run: $(RUN_STAMP)
 	OMP_NUM_THREADS=2 $(BIN)/autoprune search experiments/digits/config.yaml
 

@@ -1,4 +1,4 @@
-"""The README's "Bring your own model" walk-through, as a new user runs it: from another folder, by path."""
+"""The "Bring your own model" walk-through (docs/own-model.md), as a new user runs it: from another folder, by path."""
 
 from __future__ import annotations
 

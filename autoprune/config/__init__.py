@@ -2,14 +2,7 @@
 
 from __future__ import annotations
 
-from autoprune.config._load import (
-    apply_overrides,
-    config_from_dict,
-    dump_config,
-    load_config,
-    load_yaml,
-    validation_error,
-)
+from autoprune.config._load import config_from_dict, dump_config, load_config, load_yaml, validation_error
 from autoprune.config._reference import config_json_schema, config_reference_markdown
 from autoprune.config._schema import (
     Config,
@@ -51,7 +44,6 @@ __all__ = [
     "TrainConfig",
     "UnstructuredConfig",
     "WorkersConfig",
-    "apply_overrides",
     "config_json_schema",
     "config_reference_markdown",
     "config_from_dict",

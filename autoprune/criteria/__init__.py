@@ -15,7 +15,6 @@ from __future__ import annotations
 from autoprune.criteria import _builtin  # noqa: F401  (registers l1, l2, fpgm, taylor, lamp, bn_scale, random)
 from autoprune.criteria._base import (
     CRITERIA,
-    ENTRY_POINT_GROUP,
     Criterion,
     GroupTensors,
     get_criterion,
@@ -25,7 +24,6 @@ from autoprune.criteria._base import (
 
 __all__ = [
     "CRITERIA",
-    "ENTRY_POINT_GROUP",
     "Criterion",
     "GroupTensors",
     "available_criteria",

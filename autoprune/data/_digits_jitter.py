@@ -15,6 +15,40 @@ from autoprune.errors import ConfigError
 __all__ = ["digits_jitter"]
 
 
+def _check_options(copies: int, noise: float, scale: tuple[float, float]) -> None:
+    if copies < 1:
+        raise ConfigError(f"digits_jitter copies must be >= 1, found {copies!r}", key="data.options.copies")
+    if not noise >= 0.0:
+        raise ConfigError(f"digits_jitter noise must be >= 0, found {noise!r}", key="data.options.noise")
+    if not (0 < scale[0] <= scale[1]):
+        raise ConfigError(f"digits_jitter scale must be 0 < low <= high, found {scale!r}", key="data.options.scale")
+
+
+def _draw(
+    source: torch.Tensor,
+    generator: torch.Generator,
+    size: int,
+    rotate: float,
+    scale: tuple[float, float],
+    shift: float,
+    noise: float,
+) -> torch.Tensor:
+    """Each image of ``source`` under its own random affine jitter on a ``size`` canvas, mapped to [-1, 1], plus
+    Gaussian noise; every draw from ``generator``, in a fixed order."""
+    count = len(source)
+    angle = (torch.rand(count, generator=generator) * 2 - 1) * math.radians(rotate)
+    zoom = scale[0] + torch.rand(count, generator=generator) * (scale[1] - scale[0])
+    offset = (torch.rand(count, 2, generator=generator) * 2 - 1) * shift * 2  # grid coordinates span [-1, 1]
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack([torch.stack([cos, -sin, offset[:, 0]], 1), torch.stack([sin, cos, offset[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, [count, 1, size, size], align_corners=False)
+    drawn = F.grid_sample(source, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    drawn = (drawn - 0.5) / 0.5
+    if noise > 0.0:
+        drawn = drawn + noise * torch.randn(drawn.shape, generator=generator)
+    return drawn
+
+
 def digits_jitter(
     batch_size: int = 64,
     val_fraction: float = 0.2,
@@ -33,12 +67,7 @@ def digits_jitter(
     Everything is drawn once from ``seed``, so the data set is fixed.
     Unlike plain ``digits``, a small net does not saturate it, and which layers keep their channels matters.
     """
-    if copies < 1:
-        raise ConfigError(f"digits_jitter copies must be >= 1, found {copies!r}", key="data.options.copies")
-    if not noise >= 0.0:
-        raise ConfigError(f"digits_jitter noise must be >= 0, found {noise!r}", key="data.options.noise")
-    if not (0 < scale[0] <= scale[1]):
-        raise ConfigError(f"digits_jitter scale must be 0 < low <= high, found {scale!r}", key="data.options.scale")
+    _check_options(copies, noise, scale)
     from sklearn.datasets import load_digits  # bundled with scikit-learn: no download
 
     raw = load_digits()
@@ -48,18 +77,7 @@ def digits_jitter(
     # Copy k of digit i sits at row k * n + i.
     order = torch.as_tensor(np.random.default_rng(seed).permutation(n))
     generator = torch.Generator().manual_seed(seed + 104_729)
-    source = images.repeat(copies, 1, 1, 1)
-    count = len(source)
-    angle = (torch.rand(count, generator=generator) * 2 - 1) * math.radians(rotate)
-    zoom = scale[0] + torch.rand(count, generator=generator) * (scale[1] - scale[0])
-    offset = (torch.rand(count, 2, generator=generator) * 2 - 1) * shift * 2  # grid coordinates span [-1, 1]
-    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-    theta = torch.stack([torch.stack([cos, -sin, offset[:, 0]], 1), torch.stack([sin, cos, offset[:, 1]], 1)], 1)
-    grid = F.affine_grid(theta, [count, 1, size, size], align_corners=False)
-    drawn = F.grid_sample(source, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    drawn = (drawn - 0.5) / 0.5
-    if noise > 0.0:
-        drawn = drawn + noise * torch.randn(drawn.shape, generator=generator)
+    drawn = _draw(images.repeat(copies, 1, 1, 1), generator, size, rotate, scale, shift, noise)
     # Split the originals (as ``digits`` does), then give each split all copies of its digits: the test and
     # validation figures are not inflated by near-duplicates of training images.
     n_test = int(round(n * TEST_FRACTION))

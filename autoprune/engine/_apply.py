@@ -210,11 +210,39 @@ def apply_plan(
     # Every group, output ones included: a plan naming an output group asks for it explicitly.
     graph = ModelGraph(pruned, example_inputs, allow_output_pruning=True)
     known = {g.name: g for g in graph.groups}
+    _check_known(plan, known)
+    _gradients_for(plan, pruned, gradient_batches, loss_fn)
+    graph_done = time.perf_counter()
+
+    targets, removals = _plan_removals(graph, known, plan)
+    pruned.zero_grad(set_to_none=True)  # the gradients served the scores; the pruned model carries none
+    for name, remove in removals.items():
+        graph.prune(name, remove)
+    pruned_done = time.perf_counter()
+
+    channels_report = _channels_reached(graph, known, targets)
+    if not any(graph.reaches_output(name) for name in removals):
+        check_output_shapes(model, example_inputs, pruned, graph.output_shapes, removals)
+
+    seconds = {"graph": graph_done - started, "prune": pruned_done - graph_done}
+    return _finish(model, pruned, example_inputs, plan, channels_report, base_counts, seconds, pruned_done)
+
+
+def _check_known(plan: PruningPlan, known: dict[str, Group]) -> None:
     for name in plan.groups:
         if name not in known:
             raise PruningError(
                 f"plan names group {name!r}, which is not a prunable group of this model{did_you_mean(name, known)}"
             )
+
+
+def _gradients_for(
+    plan: PruningPlan,
+    pruned: nn.Module,
+    gradient_batches: Iterable[tuple[Any, Any]] | None,
+    loss_fn: LossFn | None,
+) -> None:
+    """Accumulate the gradients the plan's criteria need (none when no pruned group's criterion needs them)."""
     gradient_users = sorted({e.criterion for e in plan.groups.values() if e.ratio > 0 and needs_gradients(e.criterion)})
     if gradient_users:
         if gradient_batches is None:
@@ -222,8 +250,13 @@ def apply_plan(
                 f"criterion {gradient_users[0]!r} needs gradients: pass gradient_batches to apply_plan"
             )
         accumulate_gradients(pruned, gradient_batches, loss_fn or nn.functional.cross_entropy)
-    graph_done = time.perf_counter()
 
+
+def _plan_removals(
+    graph: ModelGraph, known: dict[str, Group], plan: PruningPlan
+) -> tuple[dict[str, int], dict[str, list[int]]]:
+    """Each planned group's kept channel count, and the channels to remove from each group that loses any,
+    every group scored on the unpruned model."""
     targets: dict[str, int] = {}
     removals: dict[str, list[int]] = {}
     for name, entry in plan.groups.items():
@@ -245,11 +278,11 @@ def apply_plan(
                 f"{tuple(scores.shape)} (finite: {bool(torch.isfinite(scores).all())}); expected ({channels},), finite"
             )
         removals[name] = _select_in_parts(scores, keep, parts)
-    pruned.zero_grad(set_to_none=True)  # the gradients served the scores; the pruned model carries none
-    for name, remove in removals.items():
-        graph.prune(name, remove)
-    pruned_done = time.perf_counter()
+    return targets, removals
 
+
+def _channels_reached(graph: ModelGraph, known: dict[str, Group], targets: dict[str, int]) -> dict[str, tuple[int, int]]:
+    """Each planned group's (channels before, after); fails on a group that did not land on its target."""
     channels_report: dict[str, tuple[int, int]] = {}
     for name, expected in targets.items():
         after = graph.channels_of(name)
@@ -259,11 +292,7 @@ def apply_plan(
                 f"of {known[name].channels}"
             )
         channels_report[name] = (known[name].channels, after)
-    if not any(graph.reaches_output(name) for name in removals):
-        check_output_shapes(model, example_inputs, pruned, graph.output_shapes, removals)
-
-    seconds = {"graph": graph_done - started, "prune": pruned_done - graph_done}
-    return _finish(model, pruned, example_inputs, plan, channels_report, base_counts, seconds, pruned_done)
+    return channels_report
 
 
 def _finish(

@@ -48,6 +48,47 @@ def _len(loader: Iterable[Any]) -> int | None:
         return None
 
 
+def _step_loss(loss: StepLoss | None, distill: Distill | None, teacher: nn.Module | None) -> StepLoss:
+    """``loss``, cross-entropy on ``(inputs, targets)`` batches unless given; with distillation from ``teacher``."""
+    step_loss: StepLoss = loss if loss is not None else OutputsLoss(nn.CrossEntropyLoss())
+    if distill is not None:
+        if teacher is None:
+            raise ValueError("distillation needs the teacher (the unpruned model)")
+        step_loss = DistillLoss(step_loss, teacher, distill)
+    return step_loss
+
+
+def _train_pass(
+    model: nn.Module,
+    loader: Iterable[Any],
+    step_loss: StepLoss,
+    opt: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    runtime: Runtime,
+    epoch: int,
+    limit: int | None,
+) -> tuple[float, int]:
+    """One pass over ``loader``, at most ``limit`` optimizer steps; returns the summed loss and the steps made."""
+    running, batches = 0.0, 0
+    for batch in loader:
+        if limit is not None and batches >= limit:
+            break
+        batch = runtime.to_device(batch)
+        opt.zero_grad(set_to_none=True)
+        with runtime.autocast():
+            value = step_loss(model, batch)
+        if not torch.isfinite(value):
+            raise FloatingPointError(f"non-finite training loss {value.item()} in epoch {epoch}")
+        scaler.scale(value).backward()
+        scaler.step(opt)
+        scaler.update()
+        scheduler.step()
+        running += float(value.detach())
+        batches += 1
+    return running, batches
+
+
 def train(
     model: nn.Module,
     loader: Iterable[Any],
@@ -77,11 +118,7 @@ def train(
         raise ValueError(f"steps must be at least 1, found {steps}")
     if steps is None and epochs <= 0:
         return math.nan
-    step_loss: StepLoss = loss if loss is not None else OutputsLoss(nn.CrossEntropyLoss())
-    if distill is not None:
-        if teacher is None:
-            raise ValueError("distillation needs the teacher (the unpruned model)")
-        step_loss = DistillLoss(step_loss, teacher, distill)
+    step_loss = _step_loss(loss, distill, teacher)
     reseed(loader, seed)
     model.train()
     opt = make_optimizer(optimizer, model, lr=lr, momentum=momentum, weight_decay=weight_decay)
@@ -91,23 +128,9 @@ def train(
     done, epoch, mean_loss = 0, 0, math.nan
     while (done < total) if steps is not None else (epoch < epochs):
         epoch += 1
-        running, batches = 0.0, 0
-        for batch in loader:
-            if steps is not None and done >= total:
-                break
-            batch = runtime.to_device(batch)
-            opt.zero_grad(set_to_none=True)
-            with runtime.autocast():
-                value = step_loss(model, batch)
-            if not torch.isfinite(value):
-                raise FloatingPointError(f"non-finite training loss {value.item()} in epoch {epoch}")
-            scaler.scale(value).backward()
-            scaler.step(opt)
-            scaler.update()
-            scheduler.step()
-            done += 1
-            running += float(value.detach())
-            batches += 1
+        limit = total - done if steps is not None else None
+        running, batches = _train_pass(model, loader, step_loss, opt, scheduler, scaler, runtime, epoch, limit)
+        done += batches
         if batches == 0:
             raise ValueError("the training loader yielded no batches")
         mean_loss = running / batches

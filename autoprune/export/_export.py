@@ -3,39 +3,28 @@
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import os
 import re
 import shutil
 import socket
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
+from optuna.trial import FrozenTrial
 
-from autoprune._version import __version__
 from autoprune.config import Config, dump_config
-from autoprune.engine import (
-    PruneReport,
-    call_model,
-    compressed_bytes,
-    count_nonzero_params,
-    has_labels,
-    to_device,
-    without_labels,
-)
+from autoprune.engine import call_model, to_device
 from autoprune.errors import ConfigError
 from autoprune.evaluate import CPU
 from autoprune.export._artifacts import ArtifactContext, write_artifacts
-from autoprune.export._load import EXAMPLE_INPUTS_FILE
 from autoprune.export._measure import latency_before_after, remeasure_search_latency, search_latency_line
+from autoprune.export._record import Latencies, architecture_record, config_hash, export_record, probe_batch
 from autoprune.export._recover import EpochHook, Recovered, recover
 from autoprune.export._select import Selection, select_trial
 from autoprune.plan import PruningPlan
@@ -44,8 +33,6 @@ from autoprune.study import (
     Task,
     base_point,
     check_output_writable,
-    factory_search_paths,
-    first_channels,
     open_study,
     prepare_task,
 )
@@ -53,7 +40,6 @@ from autoprune.study import (
 __all__ = ["EXPORT_FILE", "ExportResult", "check_out_dir", "config_hash", "export_model", "remove_stale_tmp", "tmp_prefix"]
 
 EXPORT_FILE = "export.json"
-PROBE_SIZE = 16
 # A re-created trial normally scores exactly what the search recorded; other torch thread counts can move a
 # prediction or two, more than that means the inputs changed.
 REPRODUCE_TOLERANCE = 0.01
@@ -96,10 +82,6 @@ def _device_line(lat: dict[str, Any] | None) -> list[str]:
         f"  {lat['device']} latency ({lat['precision']}, batch {lat['batch']}, median of {lat['runs']}): "
         f"{lat['before_ms']:.3f} ms -> {lat['after_ms']:.3f} ms ({lat['speedup']:.2f}x)"
     ]
-
-
-def config_hash(config: Config) -> str:
-    return hashlib.sha256(json.dumps(config.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def check_out_dir(out: Path, force: bool) -> None:
@@ -152,116 +134,6 @@ def remove_stale_tmp(out: Path) -> list[Path]:
     return removed
 
 
-def _versions() -> dict[str, str]:
-    def version(dist: str) -> str:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return "not installed"
-
-    return {
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "torch_pruning": version("torch-pruning"),
-        "autoprune": __version__,
-        "onnx": version("onnx"),
-        "onnxruntime": version("onnxruntime"),
-    }
-
-
-def _same_form(inputs: Any, example: Any) -> bool:
-    """Whether a batch's ``inputs`` can stand in for the example inputs: the same nesting (tensor, tuple, dict
-    keys) and, tensor by tensor, the same dtype kind and per-sample shape."""
-    if isinstance(example, torch.Tensor):
-        return (
-            isinstance(inputs, torch.Tensor)
-            and inputs.shape[1:] == example.shape[1:]
-            and inputs.is_floating_point() == example.is_floating_point()
-        )
-    if isinstance(example, dict):
-        return isinstance(inputs, dict) and inputs.keys() == example.keys() and all(_same_form(inputs[k], v) for k, v in example.items())
-    if isinstance(example, (tuple, list)):
-        return (
-            isinstance(inputs, (tuple, list))
-            and len(inputs) == len(example)
-            and all(_same_form(a, b) for a, b in zip(inputs, example, strict=True))
-        )
-    return type(inputs) is type(example)
-
-
-def _first_rows(inputs: Any, count: int) -> Any:
-    """The first ``count`` samples of every tensor in ``inputs`` (any nesting), copied to the CPU."""
-    if isinstance(inputs, torch.Tensor):
-        return inputs[:count].detach().cpu().clone()
-    if isinstance(inputs, dict):
-        return {k: _first_rows(v, count) for k, v in inputs.items()}
-    if isinstance(inputs, (tuple, list)):
-        return tuple(_first_rows(v, count) for v in inputs)
-    return inputs
-
-
-def _probe(task: Task, loader: Any) -> Any:
-    """A fixed batch for the reload checks: the first evaluation batch's inputs when they have the example
-    inputs' form (a real ``(inputs, targets)`` batch, or a dict batch without its ``labels``), else the example
-    inputs themselves."""
-    example = to_device(task.example_inputs, "cpu")
-    for batch in loader:
-        if isinstance(batch, (tuple, list)) and batch and _same_form(batch[0], example):
-            return _first_rows(batch[0], PROBE_SIZE)
-        if has_labels(batch) and _same_form(without_labels(batch), example):  # a Hugging Face dict batch
-            return _first_rows(to_device(without_labels(batch), "cpu"), PROBE_SIZE)
-        break
-    if isinstance(example, torch.Tensor) and example.is_floating_point():
-        return torch.randn(PROBE_SIZE, *example.shape[1:], generator=torch.Generator().manual_seed(0))
-    return _first_rows(example, PROBE_SIZE)
-
-
-def _input_shapes(inputs: Any) -> Any:
-    """Each example tensor's shape, in the inputs' own nesting (a list, a list of them, or a dict)."""
-    if isinstance(inputs, torch.Tensor):
-        return list(inputs.shape)
-    if isinstance(inputs, dict):
-        return {k: _input_shapes(v) for k, v in inputs.items()}
-    if isinstance(inputs, (tuple, list)):
-        return [_input_shapes(v) for v in inputs]
-    return type(inputs).__name__
-
-
-def _architecture(task: Task, channels: dict[str, int]) -> dict[str, Any]:
-    cfg = task.config
-    example = task.example_inputs
-    return {
-        "builtin": cfg.model.builtin,
-        "factory": cfg.model.factory,
-        "options": dict(cfg.model.options),
-        "torchvision": cfg.model.torchvision,
-        "file": str(cfg.model.file) if cfg.model.file is not None else None,
-        # Where the factory was imported from (the config's folder, the working directory): autoprune.load looks there.
-        "factory_paths": [str(p.resolve()) for p in factory_search_paths(cfg)] if cfg.model.factory else [],
-        "in_channels": first_channels(example, task.data.input_shape),
-        "num_classes": int(cfg.model.num_classes or task.data.num_classes or 0),
-        # The shorthand's per-sample shape; null for the inputs of a model.example_inputs factory.
-        "input_shape": list(example.shape[1:]) if cfg.model.example_inputs is None else None,
-        "example_inputs": {"file": EXAMPLE_INPUTS_FILE, "spec": cfg.model.example_inputs, "shapes": _input_shapes(example)},
-        "channels": channels,
-    }
-
-
-def _sparsity_record(task: Task, model: torch.nn.Module, report: PruneReport, recovered: Recovered) -> dict[str, Any]:
-    """Non-zero parameters and the gzip size of the weights, before and after; the sparsity of each layer."""
-    nonzero, size = count_nonzero_params(model), compressed_bytes(model)
-    base_size = task.base_compressed_bytes or compressed_bytes(task.base_model)
-    return {
-        "nonzero_params": {
-            "before": report.nonzero_params_before,
-            "after": nonzero,
-            "relative": nonzero / report.nonzero_params_before,
-        },
-        "compressed_bytes": {"before": base_size, "after": size, "relative": size / base_size, "format": "gzip of torch.save(state_dict)"},
-        "sparsity": recovered.sparsity,
-    }
-
-
 def _place(tmp: Path, out: Path, force: bool) -> None:
     """Move the finished folder into place; an old export (with ``force``) goes only once the new one is ready."""
     check_out_dir(out, force)
@@ -274,18 +146,8 @@ def _place(tmp: Path, out: Path, force: bool) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def export_model(
-    config: Config,
-    selection: Selection,
-    out: str | Path,
-    *,
-    force: bool = False,
-    log: Callable[[str], None] = lambda _: None,
-    on_epoch: EpochHook | None = None,
-) -> ExportResult:
-    """What ``autoprune export`` runs: returns the export folder and its ``export.json`` record."""
-    out = Path(out)
-    check_out_dir(out, force)
+def _select(config: Config, selection: Selection, log: Callable[[str], None]) -> tuple[FrozenTrial, PruningPlan, dict[str, Any]]:
+    """The selected trial, its plan, and the study's base point."""
     study = open_study(config.storage_url, config.study_name, create=False)
     try:
         base = base_point(study)
@@ -294,19 +156,37 @@ def export_model(
     trial = select_trial(study, selection, base.get("metric"))
     plan = PruningPlan.from_dict(trial.user_attrs["plan"])
     log(f"selected trial {trial.number} ({selection.describe()}): {plan.summary()}")
+    return trial, plan, base
 
-    task = prepare_task(config, log)
+
+def _check_same_base(task: Task, base: dict[str, Any]) -> None:
     if (task.base_macs, task.base_params) != (base.get("macs"), base.get("params")):
         raise ConfigError(
             f"the base model has {task.base_macs} MACs, {task.base_params} params; the study searched one with "
             f"{base.get('macs')} MACs, {base.get('params')} params: the config no longer matches the study",
             key="model",
         )
+
+
+def _eval_split(task: Task, log: Callable[[str], None]) -> tuple[Any, str]:
+    """The loader the export is evaluated on, and its split's name: the test split, else the validation one."""
     if task.data.test is not None:
-        eval_loader, split = task.data.test, "test"
-    else:
-        eval_loader, split = task.data.val, "val"
-        log("warning: the data has no test split; the export is evaluated on the validation split")
+        return task.data.test, "test"
+    log("warning: the data has no test split; the export is evaluated on the validation split")
+    return task.data.val, "val"
+
+
+def _recover_trial(
+    task: Task,
+    trial: FrozenTrial,
+    plan: PruningPlan,
+    eval_loader: Any,
+    split: str,
+    on_epoch: EpochHook | None,
+    log: Callable[[str], None],
+) -> Recovered:
+    """Re-create the trial and recover it; warn when the re-creation does not score what the search recorded."""
+    config = task.config
     recovered = recover(
         task,
         plan,
@@ -322,9 +202,12 @@ def export_model(
     if abs(recreated - trial.values[0]) > REPRODUCE_TOLERANCE:
         log(f"warning: trial {trial.number} scored {config.metric} {trial.values[0]:.4f} on validation in the search, "
             f"its re-creation scores {recreated:.4f}: the base weights, data or training code changed since the search")
-    model, report, ecfg = recovered.model, recovered.report, config.export
+    return recovered
 
-    runtime = task.runtime
+
+def _measure(task: Task, trial: FrozenTrial, model: torch.nn.Module) -> tuple[torch.nn.Module, Latencies]:
+    """Time the base and the recovered model; returns the recovered model moved to the CPU, and the figures."""
+    config, runtime = task.config, task.runtime
     example = to_device(task.example_inputs, "cpu")  # the example inputs in their own form (tensor, tuple, dict)
     on_device: dict[str, Any] | None = None
     if runtime.torch_device.type != "cpu":
@@ -334,58 +217,67 @@ def export_model(
     # The artifacts are written from the CPU, where most pruned models are deployed; latency is measured there too.
     model, base_model = model.cpu(), task.base_model.cpu()
     on_cpu = latency_before_after(config, CPU, base_model, model, example)
+    return model, Latencies(on_cpu, on_device, search_latency)
+
+
+def _write(
+    task: Task,
+    trial: FrozenTrial,
+    selection: Selection,
+    plan: PruningPlan,
+    model: torch.nn.Module,
+    recovered: Recovered,
+    latencies: Latencies,
+    eval_loader: Any,
+    tmp: Path,
+) -> dict[str, Any]:
+    """Write and verify the artifacts, the resolved config and ``export.json`` into ``tmp``; returns the record."""
+    config, report = task.config, recovered.report
+    example = to_device(task.example_inputs, "cpu")
+    probe = probe_batch(task, eval_loader)
+    with torch.no_grad():
+        expected = call_model(model.eval(), probe)  # every output tensor is compared on reload
+    channels = {name: after_ for name, (_, after_) in report.channels.items()}
+    ctx = ArtifactContext(
+        tmp, probe, expected, plan, architecture_record(task, channels), config.export.onnx_exporter, example_inputs=example
+    )
+    artifacts = write_artifacts(model, ctx)
+    (tmp / "config.resolved.yaml").write_text(dump_config(config))
+    record = export_record(task, trial, selection, plan, model, recovered, latencies, artifacts)
+    (tmp / EXPORT_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def export_model(
+    config: Config,
+    selection: Selection,
+    out: str | Path,
+    *,
+    force: bool = False,
+    log: Callable[[str], None] = lambda _: None,
+    on_epoch: EpochHook | None = None,
+) -> ExportResult:
+    """What ``autoprune export`` runs: returns the export folder and its ``export.json`` record.
+
+    Select the trial, recover it, measure it, then write and verify the artifacts into a temporary folder that
+    replaces ``out`` only once it is complete."""
+    out = Path(out)
+    check_out_dir(out, force)
+    trial, plan, base = _select(config, selection, log)
+    task = prepare_task(config, log)
+    _check_same_base(task, base)
+    eval_loader, split = _eval_split(task, log)
+    recovered = _recover_trial(task, trial, plan, eval_loader, split, on_epoch, log)
+    model, latencies = _measure(task, trial, recovered.model)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     for path in remove_stale_tmp(out):
         log(f"removed {path.name}, left beside {out.name} by an export that was killed")
     tmp = Path(tempfile.mkdtemp(prefix=tmp_prefix(out), dir=out.parent))
     try:
-        probe = _probe(task, eval_loader)
-        with torch.no_grad():
-            expected = call_model(model.eval(), probe)  # every output tensor is compared on reload
-        channels = {name: after_ for name, (_, after_) in report.channels.items()}
-        ctx = ArtifactContext(
-            tmp, probe, expected, plan, _architecture(task, channels), ecfg.onnx_exporter, example_inputs=example
-        )
-        artifacts = write_artifacts(model, ctx)
-        (tmp / "config.resolved.yaml").write_text(dump_config(config))
-        record = {
-            "trial": trial.number,
-            "selection": selection.describe(),
-            "study": config.study_name,
-            "plan": plan.to_dict(),
-            "config_hash": config_hash(config),
-            "channels": {name: list(pair) for name, pair in report.channels.items()},
-            "macs": {"before": report.macs_before, "after": report.macs_after, "relative": report.macs_ratio},
-            "params": {"before": report.params_before, "after": report.params_after, "relative": report.params_ratio},
-            **_sparsity_record(task, model, report, recovered),
-            "metric": {
-                "name": config.metric,
-                "split": split,
-                **recovered.metrics,
-                "search_validation": trial.values[0],
-            },
-            "latency": on_cpu,
-            "latency_on_device": on_device,  # null when the run's device is the CPU
-            "latency_search": search_latency,  # null when the search measured no latency
-            "runtime": {"device": runtime.device, "precision": runtime.precision, "channels_last": runtime.channels_last},
-            "recovery": {
-                "epochs": ecfg.epochs,
-                "lr": ecfg.lr,
-                "schedule": {
-                    **ecfg.schedule.model_dump(mode="json"),
-                    "fractions": recovered.fractions,
-                    "steps_reached": recovered.steps,
-                },
-                "seconds": recovered.seconds,
-            },
-            "artifacts": artifacts,
-            "versions": _versions(),
-        }
-        (tmp / EXPORT_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        record = _write(task, trial, selection, plan, model, recovered, latencies, eval_loader, tmp)
         _place(tmp, out, force)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return ExportResult(out, record)
-

@@ -117,6 +117,82 @@ class Recovered:
     sparsity: dict[str, float] = field(default_factory=dict)  # each sparsified layer's zero fraction, at the end
 
 
+class _Finetunes:
+    """Runs the fine-tunes of one recovery: reports each epoch to the hook, adds up each phase's seconds."""
+
+    def __init__(self, task: Task, on_epoch: EpochHook | None) -> None:
+        self.task = task
+        self.hook = on_epoch or (lambda *_: None)
+        self.seconds: dict[str, float] = {}
+
+    def run(self, model: nn.Module, phase: str, by: Any, epochs: int, steps: int | None, lr: float, seed: int) -> None:
+        started = time.perf_counter()
+        shown = epochs if steps is None else _passes(self.task, steps)
+        by.finetune(
+            model,
+            epochs=epochs,
+            steps=steps,
+            lr=lr,
+            seed=seed,
+            on_epoch=lambda epoch, loss: self.hook(phase, epoch, shown, loss),
+        )
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - started
+
+
+def _recreate(
+    task: Task,
+    plan: PruningPlan,
+    eval_loader: Iterable[Any],
+    finetunes: _Finetunes,
+    searched: FinetuneBudget,
+    seed: int,
+) -> tuple[nn.Module, PruneReport, dict[str, float]]:
+    """The model the search scored: the plan applied in one shot, recalibrated and fine-tuned as in the search;
+    with the base, pruned, search-fine-tuned and re-created validation metrics."""
+    evaluator = task.evaluator  # the search's: re-creates and scores the trial exactly
+    ft = task.config.finetune
+    metrics = {"base": evaluator.score(task.base_model, eval_loader)}
+    scored, report = task.prune(plan)
+    metrics["pruned"] = evaluator.score(scored, eval_loader)
+    evaluator.recalibrate(scored, ft.bn_recalibration_batches, seed)
+    if not searched.none:
+        finetunes.run(scored, "search fine-tune", evaluator, searched.epochs, searched.steps, ft.lr, seed)
+    metrics["search_finetuned"] = evaluator.score(scored, eval_loader)
+    metrics["recreated_validation"] = evaluator.score(scored)  # the trial's own score, if it reproduced
+    return scored, report, metrics
+
+
+def _prune_in_steps(
+    task: Task,
+    plan: PruningPlan,
+    fractions: list[float],
+    report: PruneReport,
+    recovery: Any,
+    finetunes: _Finetunes,
+    seed: int,
+    log: Callable[[str], None],
+) -> tuple[nn.Module, list[dict[str, Any]]]:
+    """The base pruned again in ``len(fractions)`` steps, fine-tuned between steps; checks that it lands on the
+    channels of the one-shot ``report``."""
+    ecfg = task.config.export
+    schedule = ecfg.schedule
+
+    def between(k: int, stepped: nn.Module) -> None:
+        recovery.recalibrate(stepped, ecfg.bn_recalibration_batches, seed + k)
+        finetunes.run(stepped, f"step {k}/{len(fractions)}", recovery, schedule.step_epochs, None, ecfg.lr, seed + k)
+
+    model, steps = prune_gradually(task, plan, fractions, between)
+    recovery.recalibrate(model, ecfg.bn_recalibration_batches, seed + len(fractions))
+    for step in steps:
+        log(f"step {step['step']}/{len(fractions)}: {step['fraction']:.3f} of the plan, {step['nonzero_params']} non-zero params")
+    if plan.groups:
+        reached = steps[-1]["channels"]
+        wrong = {n: (reached[n], after) for n, (_, after) in report.channels.items() if reached[n] != after}
+        if wrong:
+            raise PruningError(f"gradual pruning ended with channels {wrong} (found, planned); expected the plan's")
+    return model, steps
+
+
 def recover(
     task: Task,
     plan: PruningPlan,
@@ -140,37 +216,12 @@ def recover(
     of each ratio and sparsity), with ``schedule.step_epochs`` of fine-tuning between steps, and the recovery
     fine-tune follows the last step. Masks stay on during every fine-tune, so pruned weights stay zero.
     """
-    cfg, ecfg = task.config, task.config.export
-    hook = on_epoch or (lambda *_: None)
-    evaluator = task.evaluator  # the search's: re-creates and scores the trial exactly
+    ecfg = task.config.export
     recovery = recovery_evaluator(task)  # export's recipe (the user's evaluator serves both)
-    seconds: dict[str, float] = {}
-
-    def finetune(model: nn.Module, phase: str, by: Any, epochs: int, steps: int | None, lr: float, seed: int) -> None:
-        started = time.perf_counter()
-        shown = epochs if steps is None else _passes(task, steps)
-        by.finetune(
-            model,
-            epochs=epochs,
-            steps=steps,
-            lr=lr,
-            seed=seed,
-            on_epoch=lambda epoch, loss: hook(phase, epoch, shown, loss),
-        )
-        seconds[phase] = seconds.get(phase, 0.0) + time.perf_counter() - started
-
-    metrics = {"base": evaluator.score(task.base_model, eval_loader)}
-    scored, report = task.prune(plan)
-    metrics["pruned"] = evaluator.score(scored, eval_loader)
-
+    finetunes = _Finetunes(task, on_epoch)
     seed = search_finetune_seed(task, trial_number, recorded)
-    ft = cfg.finetune
-    searched = search_finetune if search_finetune is not None else FinetuneBudget.of(cfg)
-    evaluator.recalibrate(scored, ft.bn_recalibration_batches, seed)
-    if not searched.none:
-        finetune(scored, "search fine-tune", evaluator, searched.epochs, searched.steps, ft.lr, seed)
-    metrics["search_finetuned"] = evaluator.score(scored, eval_loader)
-    metrics["recreated_validation"] = evaluator.score(scored)  # the trial's own score, if it reproduced
+    searched = search_finetune if search_finetune is not None else FinetuneBudget.of(task.config)
+    scored, report, metrics = _recreate(task, plan, eval_loader, finetunes, searched, seed)
 
     schedule = ecfg.schedule
     fractions = step_fractions(schedule.steps, schedule.kind, schedule.exponent)
@@ -178,28 +229,15 @@ def recover(
     if len(fractions) == 1:
         model = scored
     else:
-
-        def between(k: int, stepped: nn.Module) -> None:
-            recovery.recalibrate(stepped, ecfg.bn_recalibration_batches, seed + k)
-            finetune(stepped, f"step {k}/{len(fractions)}", recovery, schedule.step_epochs, None, ecfg.lr, seed + k)
-
-        model, steps = prune_gradually(task, plan, fractions, between)
-        recovery.recalibrate(model, ecfg.bn_recalibration_batches, seed + len(fractions))
-        for step in steps:
-            log(f"step {step['step']}/{len(fractions)}: {step['fraction']:.3f} of the plan, {step['nonzero_params']} non-zero params")
-        if plan.groups:
-            reached = steps[-1]["channels"]
-            wrong = {n: (reached[n], after) for n, (_, after) in report.channels.items() if reached[n] != after}
-            if wrong:
-                raise PruningError(f"gradual pruning ended with channels {wrong} (found, planned); expected the plan's")
+        model, steps = _prune_in_steps(task, plan, fractions, report, recovery, finetunes, seed, log)
 
     layers = list(plan.sparsity.amounts) if plan.sparsity is not None else []
     pruned_sparsity = layer_sparsity(model, layers)
-    finetune(model, "recovery", recovery, ecfg.epochs, ecfg.steps, ecfg.lr, seed + len(fractions))
-    metrics["recovered"] = evaluator.score(model, eval_loader)
+    finetunes.run(model, "recovery", recovery, ecfg.epochs, ecfg.steps, ecfg.lr, seed + len(fractions))
+    metrics["recovered"] = task.evaluator.score(model, eval_loader)
     sparsity = check_sparsity_held(model, pruned_sparsity, during="recovery")
     make_permanent(model)  # plain `weight` tensors holding the zeros; no weight_orig / weight_mask
-    return Recovered(model.eval(), report, metrics, split, fractions, seconds, steps, sparsity)
+    return Recovered(model.eval(), report, metrics, split, fractions, finetunes.seconds, steps, sparsity)
 
 
 def recovery_evaluator(task: Task) -> Any:

@@ -24,27 +24,7 @@ from autoprune.models._vgg import vgg_bn
 from autoprune.models._vgg_uneven import vgg_uneven
 from autoprune.models._vit import vit_tiny
 
-__all__ = [
-    "MODELS",
-    "build_model",
-    "conv_chain",
-    "deeplab_small",
-    "densenet_small",
-    "load_model",
-    "load_pickled_model",
-    "load_weights",
-    "mobilenet_small",
-    "mobilenet_v2_like",
-    "register_model",
-    "resnet_depth",
-    "resnet18_like",
-    "resnet_small",
-    "shufflenet_small",
-    "vgg_bn",
-    "vgg_uneven",
-    "vit_ti16",
-    "vit_tiny",
-]
+__all__ = ["MODELS", "build_model", "load_model", "load_weights", "register_model", "resnet_depth"]
 
 ModelBuilder = Callable[..., nn.Module]
 

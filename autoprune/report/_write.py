@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -71,37 +71,53 @@ def _seconds(value: float) -> str:
 
 
 def render_markdown(data: ReportData) -> str:
-    metric, cost = data.metric_name, data.cost_name
-    counts = data.trials["state"].value_counts().to_dict() if not data.trials.empty else {}
-    scored = data.scored
-    infeasible = int((~scored["feasible"].astype(bool)).sum()) if not scored.empty else 0
-    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    size = f", {data.base['compressed_bytes'] / 1e6:.3f} MB of weights gzipped" if data.sparse else ""
-    lines = [
-        f"# autoprune report: {data.study_name}",
-        "",
-        f"{len(data.trials)} trials, generated {generated}. Base model: {metric} {data.base['metric']:.4f}, "
-        f"{data.base['macs'] / 1e6:.2f} M MACs, {data.base['params'] / 1e6:.3f} M params{size}.",
-        "",
-        "![Pareto front](pareto.png)",
-        "",
-        "## Pareto front",
-        "",
-    ]
     # Unstructured studies add non-zero params and the gzip size of the weights, where sparsity pays off.
     columns = [c for c in FRONT_COLUMNS if c in data.front.columns]
-    titles = FRONT_COLUMNS
 
     def figures(row: Any) -> list[str]:
         return [f"{float(row[c]):.3f}" if pd.notna(row.get(c)) else "-" for c in columns]
 
-    front_rows = [(row["trial"], f"{row['metric']:.4f}", *figures(row), row["plan"]) for _, row in data.front.iterrows()]
-    lines += _table(("trial", metric, *(titles[c] for c in columns), "plan"), front_rows)
-    lines += ["", "![pruning ratios of the front](ratios.png)"]
-
-    budget_name = cost.removesuffix(" (relative)")
+    budget_name = data.cost_name.removesuffix(" (relative)")
+    lines = _header(data)
+    lines += _front_section(data, columns, figures)
     lines += _budgets_section(data, budget_name)
-    lines += ["", f"## Best under a {budget_name} budget", ""]
+    lines += _best_under_section(data, budget_name, columns, figures)
+    if data.latency is not None:
+        lines += _latency_section(data, columns, figures)
+    lines += _hypervolume_section(data)
+    lines += _trials_section(data)
+    lines += _time_section(data)
+    return "\n".join(lines)
+
+
+def _header(data: ReportData) -> list[str]:
+    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    size = f", {data.base['compressed_bytes'] / 1e6:.3f} MB of weights gzipped" if data.sparse else ""
+    return [
+        f"# autoprune report: {data.study_name}",
+        "",
+        f"{len(data.trials)} trials, generated {generated}. Base model: {data.metric_name} {data.base['metric']:.4f}, "
+        f"{data.base['macs'] / 1e6:.2f} M MACs, {data.base['params'] / 1e6:.3f} M params{size}.",
+        "",
+        "![Pareto front](pareto.png)",
+        "",
+    ]
+
+
+def _front_section(data: ReportData, columns: list[str], figures: Callable[[Any], list[str]]) -> list[str]:
+    lines = ["## Pareto front", ""]
+    titles = FRONT_COLUMNS
+    front_rows = [(row["trial"], f"{row['metric']:.4f}", *figures(row), row["plan"]) for _, row in data.front.iterrows()]
+    lines += _table(("trial", data.metric_name, *(titles[c] for c in columns), "plan"), front_rows)
+    lines += ["", "![pruning ratios of the front](ratios.png)"]
+    return lines
+
+
+def _best_under_section(
+    data: ReportData, budget_name: str, columns: list[str], figures: Callable[[Any], list[str]]
+) -> list[str]:
+    lines = ["", f"## Best under a {budget_name} budget", ""]
+    titles = FRONT_COLUMNS
     budget_rows: list[tuple[Any, ...]] = []
     for budget in BUDGETS:
         best = data.best_under(budget)
@@ -111,13 +127,14 @@ def render_markdown(data: ReportData) -> str:
             budget_rows.append(
                 (f"{budget:.0%}", int(best["number"]), f"{best['metric']:.4f}", *figures(best), _plan_of(best, data.groups))
             )
-    lines += _table((f"{budget_name} budget", "trial", metric, *(titles[c] for c in columns), "plan"), budget_rows)
+    lines += _table((f"{budget_name} budget", "trial", data.metric_name, *(titles[c] for c in columns), "plan"), budget_rows)
+    return lines
 
-    if data.latency is not None:
-        lines += _latency_section(data, columns, figures)
 
+def _hypervolume_section(data: ReportData) -> list[str]:
+    metric, cost = data.metric_name, data.cost_name
     ref_metric, ref_cost = REFERENCE_POINT
-    lines += [
+    return [
         "",
         "## Hypervolume",
         "",
@@ -126,20 +143,26 @@ def render_markdown(data: ReportData) -> str:
         "",
         "![hypervolume](hypervolume.png)",
         "",
-        "## Trials",
-        "",
     ]
+
+
+def _trials_section(data: ReportData) -> list[str]:
+    counts = data.trials["state"].value_counts().to_dict() if not data.trials.empty else {}
+    scored = data.scored
+    infeasible = int((~scored["feasible"].astype(bool)).sum()) if not scored.empty else 0
     state_rows = [(state.lower(), counts.get(state, 0)) for state in STATES]
     state_rows.append(("of which infeasible", infeasible))
     state_rows.append(("uniform baselines (warm start)", int(data.trials["warm_start"].astype(bool).sum())))
-    lines += _table(("state", "trials"), state_rows)
+    return ["## Trials", "", *_table(("state", "trials"), state_rows)]
 
+
+def _time_section(data: ReportData) -> list[str]:
     total = float(data.trials["duration_s"].fillna(0).sum()) if "duration_s" in data.trials else 0.0
     phases = [c for c in data.trials.columns if c.startswith("seconds.")]
     breakdown = ", ".join(
         f"{c.split('.', 1)[1]} {_seconds(float(data.trials[c].fillna(0).sum()))}" for c in phases
     )
-    lines += [
+    return [
         "",
         "## Time",
         "",
@@ -148,7 +171,6 @@ def render_markdown(data: ReportData) -> str:
         + f"; wall clock from the first trial's start to the last one's end: {_seconds(data.wall_seconds)}.",
         "",
     ]
-    return "\n".join(lines)
 
 
 def _correlation(value: float) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from autoprune.study._base import base_source
 from autoprune.study._budget import (
     BudgetedSchedule,
-    BudgetSchedule,
     Compute,
     Schedule,
     UnitCosts,
@@ -23,8 +22,8 @@ from autoprune.study._budget_report import (
     kendall_tau,
     spearman_rho,
 )
-from autoprune.study._budgeted import SLOT_ATTR, Planner, budget_of, budgeted_plan, run_budgeted
-from autoprune.study._devices import check_worker_devices, pin_worker_device, worker_device
+from autoprune.study._budgeted import SLOT_ATTR, budget_of, budgeted_plan, run_budgeted
+from autoprune.study._devices import check_worker_devices, worker_device
 from autoprune.study._dispatch import search
 from autoprune.study._frame import (
     FIDELITY_ATTR,
@@ -40,29 +39,11 @@ from autoprune.study._frame import (
 from autoprune.study._heartbeat import JournalHeartbeatStorage, fail_stale
 from autoprune.study._inputs import describe_inputs, first_channels
 from autoprune.study._latency_table import TABLE_FOLDER, cached_table, describe_table, latency_table
-from autoprune.study._loop import FINISHED, WORKER_ATTR, run_trials
-from autoprune.study._objective import (
-    PHASES,
-    SEED_ATTR,
-    FinetuneBudget,
-    Objective,
-    PlanResult,
-    ScreenRecipe,
-    evaluate_plan,
-    recorded_seed,
-    trial_seed,
-)
+from autoprune.study._loop import FINISHED, run_trials
+from autoprune.study._objective import FinetuneBudget, Objective, PlanResult, evaluate_plan, recorded_seed, trial_seed
 from autoprune.study._resolve import check_registered_names, factory_search_paths
-from autoprune.study._search import (
-    SearchAborted,
-    SearchInterrupted,
-    enqueue_warm_start,
-    join_study,
-    metric_names,
-    open_config_storage,
-    write_outputs,
-)
-from autoprune.study._staged import STAGE_ATTR, band_of, run_staged, staged_spend
+from autoprune.study._search import SearchAborted, SearchInterrupted, enqueue_warm_start, metric_names
+from autoprune.study._staged import run_staged, staged_spend
 from autoprune.study._storage import (
     StorageLost,
     create_or_load_study,
@@ -81,7 +62,7 @@ from autoprune.study._task import (
     prepare_task,
     resolve,
 )
-from autoprune.study._workers import search_with_workers, threads_per_worker
+from autoprune.study._workers import threads_per_worker
 
 __all__ = [
     "TABLE_FOLDER",
@@ -90,8 +71,6 @@ __all__ = [
     "latency_table",
     "FRONT_COLUMNS",
     "FINISHED",
-    "PHASES",
-    "WORKER_ATTR",
     "JournalHeartbeatStorage",
     "Objective",
     "Resolved",
@@ -101,7 +80,6 @@ __all__ = [
     "PlanResult",
     "Task",
     "check_worker_devices",
-    "pin_worker_device",
     "worker_device",
     "atomic_write_bytes",
     "base_point",
@@ -116,11 +94,9 @@ __all__ = [
     "enqueue_warm_start",
     "fail_stale",
     "guard_storage",
-    "join_study",
     "evaluate_plan",
     "make_sampler",
     "metric_names",
-    "open_config_storage",
     "open_storage",
     "open_study",
     "pareto_frame",
@@ -128,24 +104,18 @@ __all__ = [
     "resolve",
     "run_trials",
     "search",
-    "search_with_workers",
     "threads_per_worker",
     "trial_seed",
     "recorded_seed",
-    "SEED_ATTR",
-    "ScreenRecipe",
     "trials_frame",
     "worker_seed",
-    "write_outputs",
     # the staged search
     "FIDELITY_ATTR",
     "SCREEN",
-    "STAGE_ATTR",
     "Compute",
     "FinetuneBudget",
     "Schedule",
     "UnitCosts",
-    "band_of",
     "front_trials",
     "pareto_optimal",
     "is_final",
@@ -156,9 +126,7 @@ __all__ = [
     "unit_costs",
     # the budgeted search
     "SLOT_ATTR",
-    "BudgetSchedule",
     "BudgetedSchedule",
-    "Planner",
     "budget_of",
     "budgeted_plan",
     "budgeted_schedule",

@@ -193,6 +193,58 @@ def worker_record(index: int, task: Task | None = None) -> dict[str, Any]:
     return record
 
 
+def _resolve_mode(study: optuna.Study, task: Task) -> tuple[Any, Any]:
+    """The staged schedule and the budgeted plan of the config's ``study.search`` (None for the other modes),
+    checked against the mode the study was started with."""
+    config = task.config
+    mode = config.study.search
+    schedule = staged_schedule(task) if mode == "staged" else None
+    budgeted = budgeted_plan(task) if mode == "budgeted" else None
+    if budgeted is not None:
+        check_budgeted_mode(study, task.config, budgeted[0])  # the task's: default budgets out of reach dropped
+    elif isinstance(study.user_attrs.get(BUDGETED_ATTR), dict):
+        raise ConfigError(
+            f"study {study.study_name!r} was started as a budgeted search; set study.search: budgeted to resume it",
+            key="study.search",
+        )
+    else:
+        check_mode(study, config, schedule)  # one study is either a single or a staged search
+    return schedule, budgeted
+
+
+def _run_mode(
+    study: optuna.Study,
+    storage: BaseStorage,
+    task: Task,
+    schedule: Any,
+    budgeted: Any,
+    staged: dict[str, Any],
+    on_phase: PhaseHook | None,
+) -> None:
+    """Run the trials of the search mode: budgeted, staged or single (``staged`` holds the loop's keywords)."""
+    config = task.config
+    if budgeted is not None:
+        run_budgeted(study, storage, task, *budgeted, **staged)
+        for line in summary_lines(study):
+            staged["log"](line)
+    elif schedule is not None:
+        run_staged(study, storage, task, schedule, **staged)
+    else:
+        run_trials(
+            study,
+            storage,
+            Objective(task, on_phase),
+            n_trials=config.study.n_trials,
+            timeout=config.study.timeout,
+            # A failing trial (a model that breaks on a pruned shape, a NaN loss, out of memory) is marked FAIL
+            # with its reason, and the study goes on, unless too many fail in a row.
+            catch=staged["catch"],
+            stop=staged["stop"],
+            callbacks=staged["callbacks"],
+            worker=staged["worker"],
+        )
+
+
 def search_single(
     config: Config,
     *,
@@ -210,18 +262,7 @@ def search_single(
     study, storage, task, index = join_study(config, log=log, worker_index=worker_index, evaluator=evaluator)
     finished = len(study.get_trials(deepcopy=False, states=FINISHED))
     remaining = max(0, config.study.n_trials - finished)
-    mode = config.study.search
-    schedule = staged_schedule(task) if mode == "staged" else None
-    budgeted = budgeted_plan(task) if mode == "budgeted" else None
-    if budgeted is not None:
-        check_budgeted_mode(study, task.config, budgeted[0])  # the task's: default budgets out of reach dropped
-    elif isinstance(study.user_attrs.get(BUDGETED_ATTR), dict):
-        raise ConfigError(
-            f"study {study.study_name!r} was started as a budgeted search; set study.search: budgeted to resume it",
-            key="study.search",
-        )
-    else:
-        check_mode(study, config, schedule)  # one study is either a single or a staged search
+    schedule, budgeted = _resolve_mode(study, task)
     to_run = f"{remaining} to run" if schedule is None else schedule.describe()
     if budgeted is not None:
         to_run = budgeted[0].describe()
@@ -243,26 +284,7 @@ def search_single(
             "worker": worker_record(index, task),
             "log": log,
         }
-        if budgeted is not None:
-            run_budgeted(study, storage, task, *budgeted, **staged)
-            for line in summary_lines(study):
-                log(line)
-        elif schedule is not None:
-            run_staged(study, storage, task, schedule, **staged)
-        else:
-            run_trials(
-                study,
-                storage,
-                Objective(task, on_phase),
-                n_trials=config.study.n_trials,
-                timeout=config.study.timeout,
-                # A failing trial (a model that breaks on a pruned shape, a NaN loss, out of memory) is marked FAIL
-                # with its reason, and the study goes on, unless too many fail in a row.
-                catch=(Exception,),
-                stop=lambda: streak.tripped,
-                callbacks=[streak, *callbacks],
-                worker=worker_record(index, task),
-            )
+        _run_mode(study, storage, task, schedule, budgeted, staged, on_phase)
     except KeyboardInterrupt:
         write_outputs(config, study)
         raise SearchInterrupted(study) from None

@@ -293,6 +293,38 @@ def run_slot(
     return frozen
 
 
+def _run_finalists(
+    study: optuna.Study,
+    storage: BaseStorage,
+    schedule: Schedule,
+    stages: StagesConfig,
+    objectives: Sequence[Objective],
+    deadline: float | None,
+    worker: Mapping[str, Any] | None,
+    catch: tuple[type[Exception], ...],
+    stop: Callable[[], bool],
+    callbacks: Sequence[StudyCallback],
+    poll_s: float,
+) -> None:
+    """Stage 2: take finalist slots one at a time, each decided from the study's trials, until the schedule is
+    done, the deadline passes or ``stop()``; wait while a rung's last trials run elsewhere."""
+    with guard_storage(storage):
+        study_id = storage.get_study_id_from_name(study.study_name)
+        while (deadline is None or time.monotonic() < deadline) and not stop():
+            fail_stale(study)
+            step = next_step(study.get_trials(deepcopy=False), schedule, stages)
+            if step.kind == "done":
+                break
+            if step.kind == "wait":
+                time.sleep(poll_s)
+                continue
+            trial, trial_id = _start_finalist(study, storage, study_id, step, schedule, worker)
+            assert step.source is not None
+            if fail_duplicate(study, trial, _duplicate_of(study, trial, step.rung, plan_key(step.source))):
+                continue
+            run_slot(study, storage, trial, trial_id, objectives[step.rung], step.source, catch, callbacks)
+
+
 def run_staged(
     study: optuna.Study,
     storage: BaseStorage,
@@ -336,21 +368,7 @@ def run_staged(
     if screened < schedule.screens:
         return staged_spend(study)  # stopped (timeout, failures, interrupt handled by the caller)
     objectives = [Objective(task, on_phase, finetune=rung.budget) for rung in schedule.rungs]
-    with guard_storage(storage):
-        study_id = storage.get_study_id_from_name(study.study_name)
-        while (deadline is None or time.monotonic() < deadline) and not stop():
-            fail_stale(study)
-            step = next_step(study.get_trials(deepcopy=False), schedule, stages)
-            if step.kind == "done":
-                break
-            if step.kind == "wait":
-                time.sleep(poll_s)
-                continue
-            trial, trial_id = _start_finalist(study, storage, study_id, step, schedule, worker)
-            assert step.source is not None
-            if fail_duplicate(study, trial, _duplicate_of(study, trial, step.rung, plan_key(step.source))):
-                continue
-            run_slot(study, storage, trial, trial_id, objectives[step.rung], step.source, catch, callbacks)
+    _run_finalists(study, storage, schedule, stages, objectives, deadline, worker, catch, stop, callbacks, poll_s)
     spent = staged_spend(study)
     log(
         f"staged search: spent {spent.total} of {schedule.budget} batches ({spent.train_steps} optimizer steps, "

@@ -168,35 +168,18 @@ def _fail_orphans(study: optuna.Study, storage: BaseStorage, pids: Sequence[int]
                 pass  # it recorded its own end meanwhile
 
 
-def search_with_workers(
+def _supervise(
     config: Config,
-    *,
-    log: Log = lambda _: None,
-    callbacks: Sequence[StudyCallback] = (),
-    on_ready: Callable[[optuna.Study, Task], None] | None = None,
-    poll_s: float = 1.0,
-    evaluator: object | None = None,
-) -> optuna.Study:
-    """``search`` with ``config.workers.count`` local processes; returns the study when they are done."""
-    count = config.workers.count
-    # The parent trains the base model once, on worker 0's GPU when workers.devices pins them.
-    pin_worker_device(config.workers.devices, 0, config.runtime)
-    study, storage, task, _index = join_study(config, log=log, worker_index=0, evaluator=evaluator)
-    finished = len(study.get_trials(deepcopy=False, states=FINISHED))
-    log(
-        f"study {config.study_name!r}: {len(task.groups)} groups, base {task.base_metric:.4f}; "
-        f"{finished} trials done, {max(0, config.study.n_trials - finished)} to run on {count} workers "
-        f"x {threads_per_worker(count)} threads{_devices_note(config)}"
-    )
-    if on_ready is not None:
-        on_ready(study, task)
+    study: optuna.Study,
+    storage: BaseStorage,
+    processes: Sequence[multiprocessing.process.BaseProcess],
+    callbacks: Sequence[StudyCallback],
+    log: Log,
+    poll_s: float,
+) -> None:
+    """Start the worker processes and report each trial they finish until all have exited; on Ctrl-C stop them,
+    fail their orphaned trials and raise :class:`SearchInterrupted`."""
     seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
-    context = multiprocessing.get_context("spawn")
-    processes = [
-        context.Process(target=_worker_main, args=(config, index, evaluator), name=f"autoprune-worker-{index}")
-        for index in range(count)
-    ]
-    started = time.perf_counter()
     with _Interruption() as interruption, guard_storage(storage):
         try:
             for process in processes:
@@ -221,6 +204,37 @@ def search_with_workers(
             raise
         _report_new(study, seen, callbacks)
         write_outputs(config, study)
+
+
+def search_with_workers(
+    config: Config,
+    *,
+    log: Log = lambda _: None,
+    callbacks: Sequence[StudyCallback] = (),
+    on_ready: Callable[[optuna.Study, Task], None] | None = None,
+    poll_s: float = 1.0,
+    evaluator: object | None = None,
+) -> optuna.Study:
+    """``search`` with ``config.workers.count`` local processes; returns the study when they are done."""
+    count = config.workers.count
+    # The parent trains the base model once, on worker 0's GPU when workers.devices pins them.
+    pin_worker_device(config.workers.devices, 0, config.runtime)
+    study, storage, task, _index = join_study(config, log=log, worker_index=0, evaluator=evaluator)
+    finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+    log(
+        f"study {config.study_name!r}: {len(task.groups)} groups, base {task.base_metric:.4f}; "
+        f"{finished} trials done, {max(0, config.study.n_trials - finished)} to run on {count} workers "
+        f"x {threads_per_worker(count)} threads{_devices_note(config)}"
+    )
+    if on_ready is not None:
+        on_ready(study, task)
+    context = multiprocessing.get_context("spawn")
+    processes = [
+        context.Process(target=_worker_main, args=(config, index, evaluator), name=f"autoprune-worker-{index}")
+        for index in range(count)
+    ]
+    started = time.perf_counter()
+    _supervise(config, study, storage, processes, callbacks, log, poll_s)
     done = len(study.get_trials(deepcopy=False, states=FINISHED))
     failed = [(i, p.exitcode) for i, p in enumerate(processes) if p.exitcode != 0]
     for index, code in failed:
