@@ -15,7 +15,17 @@ from typing import Any, Literal, get_args
 from autoprune.criteria import CRITERIA
 from autoprune.errors import ConfigError, did_you_mean
 
-__all__ = ["GroupPlan", "PruningPlan", "SPARSITY_METHODS", "Scope", "SparsityMethod", "SparsityPlan", "kept_channels", "summarize_plan"]
+__all__ = [
+    "GroupPlan",
+    "PruningPlan",
+    "SCOPES",
+    "SPARSITY_METHODS",
+    "Scope",
+    "SparsityMethod",
+    "SparsityPlan",
+    "kept_channels",
+    "summarize_plan",
+]
 
 Scope = Literal["layer", "group"]
 SCOPES = ("layer", "group")

@@ -286,10 +286,8 @@ def ranked_plan(
       number removed; MACs never rise as it grows), so one channel fewer would miss the target.
 
     Each group removes between the counts of its ratio ``bounds``; then its kept count is rounded up to
-    ``round_to``, or raised to its next allowed count in ``steps`` (``prune.round_to: auto``). A target out of reach
-    within the bounds is a ValueError, or with ``strict=False`` the nearest
-    reachable plan.
-    """
+    ``round_to``, or raised to its next allowed count in ``steps`` (``prune.round_to: auto``). A target out of
+    reach within the bounds is a ValueError, or with ``strict=False`` the nearest reachable plan."""
     if (ratio is None) == (macs is None):
         raise ValueError("give exactly one target: ratio or macs")
     channels = {name: len(scores) for name, scores in importances.items()}

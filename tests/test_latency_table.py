@@ -133,7 +133,8 @@ def test_an_interrupted_profile_resumes_from_what_it_cached(tmp_path, base_weigh
     fresh = _raw(tmp_path, base_weights, module)
     fresh["output"] = str(full_dir / "run")
     assert main(["profile", str(write_config(full_dir / "config.yaml", fresh))]) == 0
-    assert resumed == _calls(calls) - cached  # only what the interrupted run had not timed
+    # Only what the interrupted run had not timed: its finished sweep's entries and the base timed after it.
+    assert _calls(calls) - resumed == cached + 1
     assert not list((tmp_path / "run" / TABLE_FOLDER).glob("*.partial.jsonl"))
 
 
@@ -155,23 +156,25 @@ def test_mode_both_records_the_predicted_and_the_timed_latency_of_every_fine_tun
 
 
 def _table() -> LatencyTable:
-    """Group a (4 channels) and b (8): b's 6 channels run slower than its 8 (a staircase)."""
-    entries = {"a": {2: (6.0, 0.7), 4: (10.0, 1.0)}, "b": {2: (5.0, 0.6), 4: (7.0, 0.7), 6: (12.0, 0.85), 8: (10.0, 1.0)}}
-    return LatencyTable({"groups": {"a": 4, "b": 8}}, 10.0, entries)
+    """Group a (4 channels) and b (8), relative latency and MACs per kept count; b's 6 channels run slower than its
+    8 (a staircase); two uniform plans."""
+    entries = {"a": {2: (0.6, 0.7), 4: (1.0, 1.0)}, "b": {2: (0.5, 0.6), 4: (0.7, 0.7), 6: (1.2, 0.85), 8: (1.0, 1.0)}}
+    return LatencyTable({"groups": {"a": 4, "b": 8}}, 10.0, entries, uniform=((0.5, 0.6), (0.75, 0.8)))
 
 
 def test_predicted_latency_on_a_constructed_table_is_the_hand_sum():
     table = _table()
-    assert table.predict({"a": 2, "b": 4}) == pytest.approx(10.0 + (6.0 - 10.0) + (7.0 - 10.0))
-    assert table.predict({"a": 3}) == pytest.approx(10.0 + (8.0 - 10.0))  # half-way between 2 and 4
-    assert table.predict({}) == 10.0
-    # The MACs the one-group changes do not explain, at the table's latency per MAC (least squares through 0).
-    pairs = [((ms - 10.0) / 10.0, m - 1.0) for g in table.entries.values() for ms, m in g.values()]
-    slope = sum(t * m for t, m in pairs) / sum(m * m for _, m in pairs)
-    additive_macs = 1.0 + (0.7 - 1.0) + (0.7 - 1.0)
-    expected = 10.0 + (6.0 - 10.0) + (7.0 - 10.0) + 10.0 * slope * (0.5 - additive_macs)
-    assert table.predict({"a": 2, "b": 4}, macs=0.5) == pytest.approx(expected)
-    assert LatencyTable.from_dict(json.loads(json.dumps(table.to_dict()))).predict({"a": 2, "b": 4}) == table.predict({"a": 2, "b": 4})
+    # The uniform curve through (0.5, 0.6), (0.75, 0.8) and (1, 1): at 0.7 MACs, 0.6 + 0.2 * 0.2 / 0.25 = 0.76.
+    curve_at_07 = 0.76
+    deviation_a, deviation_b = 0.6 - curve_at_07, 0.7 - curve_at_07  # each group alone, against the curve
+    assert table.predict({"a": 2, "b": 4}, macs=0.5) == pytest.approx(10.0 * (0.6 + deviation_a + deviation_b))
+    assert table.predict({}, macs=1.0) == 10.0
+    assert table.predict({"b": 6}, macs=0.85) == pytest.approx(12.0)  # a timed entry is predicted as timed
+    # Without the plan's MACs, the one-group MACs changes are added up: 1 - 0.3 - 0.3 = 0.4, on the curve's first
+    # segment extended: 0.6 - 0.1 * 0.8 = 0.52.
+    assert table.predict({"a": 2, "b": 4}) == pytest.approx(10.0 * (0.52 + deviation_a + deviation_b))
+    again = LatencyTable.from_dict(json.loads(json.dumps(table.to_dict())))
+    assert again.predict({"a": 2, "b": 4}, macs=0.5) == table.predict({"a": 2, "b": 4}, macs=0.5)
 
 
 def test_round_to_auto_keeps_only_the_counts_on_the_tables_staircase():
@@ -199,14 +202,25 @@ def _fraction_kept(plan) -> float:
     return sum(kept_channels(w, plan.groups[g].ratio) for g, w in (("a", 4), ("b", 8))) / 12
 
 
-def test_no_plan_on_the_staircase_is_predicted_slower_than_one_keeping_more_in_every_group():
+def test_the_fitted_prediction_follows_the_calibration_plans():
+    """Calibration plans whose latency is exactly MACs ** 0.9: the fit finds it, without the deviation term."""
+    import dataclasses
+
     table = _table()
-    steps = table.steps()
-    plans = [{"a": a, "b": b} for a in steps["a"] for b in steps["b"]]
-    for small in plans:
-        for large in plans:
-            if all(large[g] >= small[g] for g in small):
-                assert table.predict(large) >= table.predict(small)
+    plans = [({"a": a, "b": b}, m, m**0.9) for a, b, m in ((2, 2, 0.35), (2, 4, 0.45), (4, 2, 0.6), (2, 8, 0.7), (4, 4, 0.72))]
+    fitted = dataclasses.replace(table, calibration=tuple(plans))
+    c, a, b = fitted.fit()
+    assert c == pytest.approx(0.0, abs=1e-6) and a == pytest.approx(0.9) and b == 0.0
+    assert fitted.predict({"a": 2, "b": 6}, macs=0.5) == pytest.approx(10.0 * 0.5**0.9)
+    assert LatencyTable.from_dict(json.loads(json.dumps(fitted.to_dict()))).fit() == fitted.fit()
+
+
+def test_no_step_of_the_staircase_runs_slower_than_a_larger_one():
+    table = _table()
+    for group, steps in table.steps().items():
+        timed = dict(table.curve(group))
+        for small, large in zip(steps, steps[1:], strict=False):
+            assert timed[small] <= timed[large]
 
 
 @pytest.mark.parametrize("name", ["resnet18_like", "mobilenet_v2_like", "vit_ti16"])

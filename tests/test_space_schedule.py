@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import optuna
 import pytest
 import torch
@@ -10,7 +12,7 @@ from autoprune.config import SpaceSpec
 from autoprune.engine import apply_plan
 from autoprune.errors import ConfigError
 from autoprune.models import build_model
-from autoprune.space import SearchSpace, load_space_spec
+from autoprune.space import SearchSpace, get_ratio_schedule, load_space_spec, register_ratio_schedule
 
 from conftest import RESNET_SMALL_GROUPS
 
@@ -90,8 +92,43 @@ def test_warm_start_ratios_and_criteria_are_options_of_the_spec():
 def test_an_unknown_ratio_schedule_is_a_config_error_naming_the_key_and_the_choices(tmp_path):
     path = tmp_path / "mine.yaml"
     path.write_text("ratio: per_stage\ncriterion: per_stage\nratio_schedule: global_offst\n")
-    with pytest.raises(ConfigError, match=r"ratio_schedule.*'independent', 'global_offset', 'depth_linear' or 'global_rank'"):
-        load_space_spec(str(path))
+    spec = load_space_spec(str(path))  # a name: whether it is registered is the space's to say
+    with pytest.raises(ConfigError, match=r"prune.search_space.*unknown ratio schedule 'global_offst'.*global_offset"):
+        get_ratio_schedule(spec)
+
+
+def test_a_registered_ratio_schedule_is_sampled_like_the_builtin_ones():
+    """A user's schedule: one knob per stage, each group's ratio half of it."""
+    name = f"halved_{uuid.uuid4().hex[:6]}"
+
+    @register_ratio_schedule(name)
+    class Halved:
+        needs_importances = False
+
+        def check(self, space):
+            return None
+
+        def global_distributions(self, space):
+            return {}
+
+        def group_distribution(self, space, group):
+            return f"stage:{space.knob(group)}", ("float", 0.0, 0.8)
+
+        def entries(self, space, params):
+            return {g: (params[f"stage:{space.knob(g)}"] / 2, space.criterion_of(g, params)) for g in space.groups}
+
+        def uniform_value(self, space, name, ratio, criterion):
+            return None
+
+    assert isinstance(get_ratio_schedule(SpaceSpec(ratio_schedule=name)), Halved)
+    spec = SpaceSpec(ratio="per_stage", criterion="shared", ratio_schedule=name)
+    space = _space(spec)
+    plan = space.sample(optuna.create_study().ask())
+    knobs = {n: v for n, v in space.distributions().items() if n.startswith("stage:")}
+    assert knobs and all(d == ("float", 0.0, 0.8) for d in knobs.values())
+    for group, entry in plan.groups.items():
+        assert entry.ratio <= 0.4
+    assert len({e.ratio for e in plan.groups.values()}) == len(knobs)  # one ratio per stage
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     Field,
     ValidationInfo,
     field_validator,
@@ -29,6 +30,13 @@ from autoprune.plan import SCOPES, SPARSITY_METHODS, SparsityMethod
 from autoprune.ranking import NORMALIZERS
 
 
+def _schedule_name(name: str) -> str:
+    """A ratio schedule's name; whether it is registered is checked when the run is resolved."""
+    if not name.isidentifier():
+        raise ValueError(f"expected a ratio schedule name (independent, global_offset, depth_linear, global_rank), found {name!r}")
+    return name
+
+
 class SpaceSpec(_Strict):
     """How many knobs the search turns (one per group, per stage (module-name prefix), or one shared), how the
     ratio knobs become each group's ratio, and which uniform baselines start the search."""
@@ -46,13 +54,14 @@ class SpaceSpec(_Strict):
         default=1, ge=1,
         description="How many leading components of a group's name make its stage (per_stage).",
     )
-    ratio_schedule: Literal["independent", "global_offset", "depth_linear", "global_rank"] = Field(
+    ratio_schedule: Annotated[str, AfterValidator(_schedule_name)] = Field(
         default="independent",
         description="How the ratio knobs become each group's ratio. independent: each knob is its groups' ratio; "
                     "global_offset: one global ratio plus an offset in [-ratio_spread, ratio_spread] per knob; "
                     "depth_linear: one global ratio plus a slope from the first knob to the last; global_rank (LeGR):"
                     " one global target plus a scale per knob on normalised channel importances, ratios from one "
-                    "threshold across all groups.",
+                    "threshold across all groups; or a schedule registered with "
+                    "autoprune.space.register_ratio_schedule.",
     )
     ratio_spread: float = Field(
         default=0.2, gt=0.0, lt=1.0,
@@ -141,7 +150,7 @@ _NNI_UNSUPPORTED = {
 
 
 class NNIConfigEntry(_Strict):
-    """One entry of an NNI 3.0 ``config_list``: selectors, then the ratio (see README, NNI compatibility).
+    """One entry of an NNI 3.0 ``config_list``: selectors, then the ratio (see docs/nni.md).
 
     ``sparse_ratio`` fixes the ratio of the selected groups (clamped into [min, max] as NNI does);
     ``min_sparse_ratio`` / ``max_sparse_ratio`` alone bound the searched ratio. Later entries win.

@@ -63,6 +63,11 @@ class LatencyConfig(_Strict):
         description="The latency table's kept-channel counts per group (evenly spaced up to the group's width); "
                     "autoprune profile times each, the other groups at their base width.",
     )
+    table_plans: int = Field(
+        default=12, ge=0,
+        description="Random plans the latency table also times, to fit its prediction (latency against MACs and "
+                    "the groups' deviations); 0: no fit, the uniform curve plus the deviations.",
+    )
 
 
 class ScreenConfig(_Strict):

@@ -1,15 +1,22 @@
-"""A latency lookup table (HALP's, MetaPruning's): each prunable group timed at a grid of kept-channel counts, the
-other groups at their base width, on one backend, device and setting.
+"""A latency lookup table (HALP's, MetaPruning's): the model timed with each prunable group at a grid of kept-channel
+counts (the other groups at their base width), with every group at each grid fraction (uniform plans), and on a
+few random plans (calibration), on one backend, device and setting.
 
 The table is a plain value (JSON in the run folder; ``autoprune.study`` caches and shares it). It answers two
 questions without timing anything:
 
-- **predicted latency** of any plan: the base model's time plus each group's change at its kept count (the
-  additive model), plus what the additive model cannot see, two pruned groups meeting in one layer: a layer's MACs
-  shrink with its input *times* its output channels, so the MACs the one-group changes do not explain are charged
-  at the table's own latency per MAC (a least-squares slope over its entries);
+- **predicted latency** of any plan, from two features: its relative MACs ``M`` (exact: where two pruned groups
+  meet in one layer, MACs shrink with the product) and the groups' *deviations*: how much faster or slower the
+  model ran with each group alone at its kept count than the *uniform curve* (latency against MACs through the
+  uniform plans) says for that group's MACs (memory-bound early layers, the widths a kernel favours). The model
+  ``log latency = c + a log M (+ b sum of log deviations)`` is fitted to the calibration plans by least squares; the
+  deviation term is kept only when it lowers the leave-one-out error there. Without calibration plans the
+  prediction is the uniform curve at ``M`` plus the deviations;
 - **the latency staircase**: the counts of a group that are not slower than any larger count of it, the only
   counts ``prune.round_to: auto`` keeps (64 channels may run faster than 60).
+
+Figures are relative to the base model timed just before and just after each sweep (interpolated), so a machine
+whose speed drifts during the build shifts the base and the candidates alike.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import random
 import statistics
 import time
 from bisect import bisect_left
@@ -33,19 +41,35 @@ from autoprune.plan import PruningPlan, kept_channels
 from autoprune.ranking import snap_up
 
 # snap_up lives in autoprune.ranking (space snaps plans with it); re-exported beside the table it reads.
-__all__ = ["LatencyTable", "TableEntry", "grid_counts", "identity_key", "profile_latency", "snap_up", "table_identity"]
+__all__ = [
+    "CALIBRATION",
+    "UNIFORM",
+    "LatencyTable",
+    "TableEntry",
+    "grid_counts",
+    "identity_key",
+    "profile_latency",
+    "snap_up",
+    "table_identity",
+]
+
+UNIFORM = "*"  # the group name of a uniform plan's entry (every group at the grid fraction ``asked / points``)
+CALIBRATION = "~"  # the group name of a calibration plan's entry (random ratios in [0, 0.8] per group)
+CALIBRATION_SEED = 0
 
 
 @dataclass(frozen=True)
 class TableEntry:
     """One timing: ``group`` asked to keep ``asked`` channels, keeping ``kept`` (attention heads round up), the
-    rest at base width: milliseconds and relative MACs."""
+    rest at base width (for :data:`UNIFORM`: every group at fraction ``asked / points``); its latency relative to
+    the base timed around it, and its relative MACs."""
 
     group: str
     asked: int
     kept: int
-    ms: float
+    relative: float
     macs: float
+    channels: Mapping[str, int] | None = None  # a calibration plan's kept channels per group
 
 
 def grid_counts(channels: int, points: int) -> list[int]:
@@ -81,16 +105,30 @@ def _shapes(example: Any) -> Any:
     return repr(type(example).__name__)
 
 
+def _interpolate(points: Sequence[tuple[float, float]], x: float) -> float:
+    """``y`` at ``x`` on the polyline through ``points`` (ascending x), extended along its end segments."""
+    if len(points) == 1:
+        return points[0][1]
+    index = min(max(bisect_left([p[0] for p in points], x), 1), len(points) - 1)
+    (x0, y0), (x1, y1) = points[index - 1], points[index]
+    return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+
+
 @dataclass(frozen=True)
 class LatencyTable:
-    """Per group, milliseconds and relative MACs at each timed kept count; the base model's milliseconds."""
+    """Per group, relative latency and relative MACs at each timed kept count; the uniform plans' (relative MACs,
+    relative latency); the base model's milliseconds."""
 
     identity: Mapping[str, Any]
     base_ms: float
-    entries: Mapping[str, Mapping[int, tuple[float, float]]]  # group -> kept -> (ms, relative MACs)
+    entries: Mapping[str, Mapping[int, tuple[float, float]]]  # group -> kept -> (relative latency, relative MACs)
+    uniform: Sequence[tuple[float, float]] = ()  # (relative MACs, relative latency) of the uniform plans
+    # (kept channels per group, relative MACs, relative latency) of the calibration plans
+    calibration: Sequence[tuple[Mapping[str, int], float, float]] = ()
     seconds: float = 0.0  # what building it took
     noise: float = 0.0  # how far the base model's repeated timings during the build lay apart, over their median
-    _slope: float = field(default=float("nan"), compare=False, repr=False)
+    _curve: tuple[tuple[float, float], ...] = field(default=(), compare=False, repr=False)
+    _fit: tuple[float, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def key(self) -> str:
@@ -103,7 +141,7 @@ class LatencyTable:
 
     def curve(self, group: str) -> list[tuple[int, float]]:
         """``(kept, ms)`` of one group, ascending."""
-        return [(k, ms) for k, (ms, _) in sorted(self.entries[group].items())]
+        return [(k, rel * self.base_ms) for k, (rel, _) in sorted(self.entries[group].items())]
 
     def steps(self) -> dict[str, tuple[int, ...]]:
         """Per group, the staircase: the timed counts not slower than any larger timed count (ascending; the base
@@ -118,44 +156,58 @@ class LatencyTable:
             steps[group] = tuple(sorted(allowed))
         return steps
 
-    def _at(self, group: str, kept: int) -> tuple[float, float]:
-        """(ms, relative MACs) of ``group`` at ``kept``: linear between the timed counts on either side."""
-        points = sorted(self.entries[group].items())
-        counts = [k for k, _ in points]
-        index = bisect_left(counts, kept)
-        if index < len(counts) and counts[index] == kept:
-            return points[index][1]
-        if index == 0:
-            return points[0][1]
-        if index == len(counts):
-            return points[-1][1]
-        (k0, (ms0, m0)), (k1, (ms1, m1)) = points[index - 1], points[index]
-        w = (kept - k0) / (k1 - k0)
-        return ms0 + w * (ms1 - ms0), m0 + w * (m1 - m0)
+    def uniform_curve(self, macs: float) -> float:
+        """Relative latency at relative ``macs`` on the uniform plans' polyline (through the base at 1, 1)."""
+        if not self._curve:
+            points = sorted({(1.0, 1.0), *((float(m), float(r)) for m, r in self.uniform)})
+            object.__setattr__(self, "_curve", tuple(points))
+        return max(_interpolate(self._curve, macs), 0.0)
 
-    def slope(self) -> float:
-        """Relative latency per relative MAC over the table's one-group changes (least squares through 0)."""
-        if math.isnan(self._slope):
-            pairs = [((ms - self.base_ms) / self.base_ms, macs - 1.0) for g in self.entries for ms, macs in self.entries[g].values()]
-            denominator = sum(dm * dm for _, dm in pairs)
-            value = sum(dt * dm for dt, dm in pairs) / denominator if denominator > 0 else 0.0
-            object.__setattr__(self, "_slope", max(value, 0.0))
-        return self._slope
+    def _at(self, group: str, kept: int) -> tuple[float, float]:
+        """(relative latency, relative MACs) of ``group`` at ``kept``: linear between the timed counts."""
+        points = sorted(self.entries[group].items())
+        lat = _interpolate([(k, r) for k, (r, _) in points], kept)
+        macs = _interpolate([(k, m) for k, (_, m) in points], kept)
+        return lat, macs
+
+    def deviation(self, group: str, kept: int) -> float:
+        """How much slower (> 0) or faster the model ran with ``group`` alone at ``kept`` than the uniform curve
+        says for its relative MACs; 0 at the group's width."""
+        lat, macs = self._at(group, kept)
+        return lat - self.uniform_curve(macs)
+
+    def log_deviation(self, channels: Mapping[str, int]) -> float:
+        """The sum over groups of log(latency alone at its count / the uniform curve at its MACs)."""
+        total = 0.0
+        for group, kept in channels.items():
+            lat, macs = self._at(group, kept)
+            total += math.log(max(lat, 1e-3) / max(self.uniform_curve(macs), 1e-3))
+        return total
+
+    def fit(self) -> tuple[float, ...]:
+        """``(c, a, b)`` of ``log latency = c + a log M + b log deviation``, least squares over the calibration
+        plans (and the base, at 0, 0); ``b`` is 0 unless the deviations lower the leave-one-out error. Empty
+        without at least four calibration plans."""
+        if not self._fit and len(self.calibration) >= 4:
+            rows = [(math.log(max(m, 1e-6)), self.log_deviation(ch), math.log(max(r, 1e-6))) for ch, m, r in self.calibration]
+            rows.append((0.0, 0.0, 0.0))  # the base model: 1 at 1
+            object.__setattr__(self, "_fit", _select(rows))
+        return self._fit
 
     def predict(self, channels: Mapping[str, int], macs: float | None = None) -> float:
-        """Milliseconds of the model with ``channels`` kept per group (groups left out keep their base width):
-        the additive model, and with the plan's relative ``macs`` the two-group interaction as well."""
+        """Milliseconds of the model with ``channels`` kept per group (groups left out keep their base width) and
+        relative ``macs`` (default: the one-group MACs changes added up, which misses where pruned groups meet)."""
         unknown = sorted(set(channels) - set(self.entries))
         if unknown:
             raise ValueError(f"the latency table has no group {unknown[0]!r}; it was built for {sorted(self.entries)[:5]}")
-        ms, additive_macs = self.base_ms, 1.0
-        for group, kept in channels.items():
-            at_ms, at_macs = self._at(group, kept)
-            ms += at_ms - self.base_ms
-            additive_macs += at_macs - 1.0
-        if macs is not None:
-            ms += self.base_ms * self.slope() * (macs - additive_macs)
-        return max(ms, 1e-3 * self.base_ms)  # a noisy table's changes can sum past zero: never free
+        if macs is None:
+            macs = 1.0 + sum(self._at(g, k)[1] - 1.0 for g, k in channels.items())
+        fitted = self.fit()
+        if fitted:
+            c, a, b = fitted
+            return math.exp(c + a * math.log(max(macs, 1e-6)) + b * self.log_deviation(channels)) * self.base_ms
+        relative = self.uniform_curve(macs) + sum(self.deviation(g, k) for g, k in channels.items())
+        return max(relative, 1e-3) * self.base_ms  # deviations of a noisy table can sum past zero: never free
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -163,22 +215,106 @@ class LatencyTable:
             "base_ms": self.base_ms,
             "seconds": self.seconds,
             "noise": self.noise,
-            "entries": [[g, k, ms, m] for g, counts in self.entries.items() for k, (ms, m) in sorted(counts.items())],
+            "uniform": [list(p) for p in self.uniform],
+            "calibration": [[dict(ch), m, r] for ch, m, r in self.calibration],
+            "entries": [[g, k, r, m] for g, counts in self.entries.items() for k, (r, m) in sorted(counts.items())],
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LatencyTable:
         entries: dict[str, dict[int, tuple[float, float]]] = {g: {} for g in dict(data["identity"]).get("groups", {})}
-        for group, kept, ms, macs in data["entries"]:
-            entries.setdefault(str(group), {})[int(kept)] = (float(ms), float(macs))
+        for group, kept, relative, macs in data["entries"]:
+            entries.setdefault(str(group), {})[int(kept)] = (float(relative), float(macs))
+        uniform = tuple((float(m), float(r)) for m, r in data.get("uniform", ()))
+        calibration = tuple(({str(g): int(k) for g, k in ch.items()}, float(m), float(r)) for ch, m, r in data.get("calibration", ()))
         return cls(
-            dict(data["identity"]), float(data["base_ms"]), entries, float(data.get("seconds", 0.0)), float(data.get("noise", 0.0))
-        )
+            dict(data["identity"]), float(data["base_ms"]), entries, uniform, calibration,
+            float(data.get("seconds", 0.0)), float(data.get("noise", 0.0)),
+        )  # fmt: skip
+
+
+def _least_squares(rows: Sequence[tuple[float, ...]], features: int) -> tuple[float, ...]:
+    """``(c, a[, b])`` minimising the squared error of ``y = c + a x1 (+ b x2)`` over ``rows`` ``(x1, x2, y)``."""
+    n = features + 1
+    matrix = [[0.0] * n for _ in range(n)]
+    vector = [0.0] * n
+    for row in rows:
+        x = (1.0, *row[:features])
+        for i in range(n):
+            vector[i] += x[i] * row[-1]
+            for j in range(n):
+                matrix[i][j] += x[i] * x[j]
+    for i in range(n):
+        matrix[i][i] += 1e-9  # a feature that never varies gets 0, not a singular matrix
+    return tuple(_solve(matrix, vector))
+
+
+def _solve(matrix: list[list[float]], vector: list[float]) -> list[float]:
+    """Gaussian elimination with partial pivoting (two or three unknowns)."""
+    n = len(vector)
+    for col in range(n):
+        pivot = max(range(col, n), key=lambda r: abs(matrix[r][col]))
+        matrix[col], matrix[pivot], vector[col], vector[pivot] = matrix[pivot], matrix[col], vector[pivot], vector[col]
+        for r in range(col + 1, n):
+            f = matrix[r][col] / matrix[col][col]
+            vector[r] -= f * vector[col]
+            for c in range(col, n):
+                matrix[r][c] -= f * matrix[col][c]
+    out = [0.0] * n
+    for r in reversed(range(n)):
+        out[r] = (vector[r] - sum(matrix[r][c] * out[c] for c in range(r + 1, n))) / matrix[r][r]
+    return out
+
+
+def _select(rows: Sequence[tuple[float, float, float]]) -> tuple[float, float, float]:
+    """The MACs-only fit, or with the deviations when that lowers the leave-one-out median absolute error."""
+
+    def loo(features: int) -> float:
+        errors = []
+        for i, row in enumerate(rows):
+            coef = _least_squares([r for j, r in enumerate(rows) if j != i], features)
+            guess = coef[0] + sum(c * x for c, x in zip(coef[1:], row[:features], strict=True))
+            errors.append(abs(guess - row[-1]))
+        return statistics.median(errors)
+
+    if loo(2) < loo(1):
+        c, a, b = _least_squares(rows, 2)
+        return c, a, b
+    c, a = _least_squares(rows, 1)
+    return c, a, 0.0
 
 
 def identity_key(identity: Mapping[str, Any]) -> str:
     """The file name a table is cached under: a hash of its identity."""
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _plans(groups: Sequence[Group], points: int, calibration: int) -> dict[str, list[tuple[int, PruningPlan]]]:
+    """Each sweep's (asked, plan): per group its grid counts below its width; the uniform plans; the calibration
+    plans (random ratios in [0, 0.8] per group, seeded)."""
+    sweeps: dict[str, list[tuple[int, PruningPlan]]] = {}
+    for group in groups:
+        sweeps[group.name] = [(k, _keeping({group.name: (group.channels, k)})) for k in grid_counts(group.channels, points)[:-1]]
+    sweeps[UNIFORM] = [
+        (i, _keeping({g.name: (g.channels, max(1, math.ceil(g.channels * i / points))) for g in groups})) for i in range(1, points)
+    ]
+    rng = random.Random(CALIBRATION_SEED)
+    sweeps[CALIBRATION] = [
+        (i, _keeping({g.name: (g.channels, kept_channels(g.channels, rng.uniform(0.0, 0.8))) for g in groups}))
+        for i in range(calibration)
+    ]
+    return sweeps
+
+
+def _keeping(kept: Mapping[str, tuple[int, int]]) -> PruningPlan:
+    """The l1 plan keeping ``kept[group] = (width, count)`` channels per group."""
+    groups = {}
+    for name, (width, count) in kept.items():
+        ratio = 1.0 - count / width
+        while kept_channels(width, ratio) > count:  # 1 - k/n may be off by an ulp
+            ratio = math.nextafter(ratio, 1.0)
+        groups[name] = (max(ratio, 0.0), "l1")
+    return PruningPlan(groups)
 
 
 def profile_latency(
@@ -191,49 +327,63 @@ def profile_latency(
     backend: str = "torch",
     batch_size: int | None = None,
     points: int = 8,
+    calibration: int = 12,
     search_paths: Iterable[str | Path] = (),
     done: Iterable[TableEntry] = (),
     on_entry: Callable[[TableEntry, int, int], None] = lambda _entry, _done, _total: None,
 ) -> LatencyTable:
-    """Time ``model`` with each group in turn at each of its :func:`grid_counts`, the others at base width.
+    """Time ``model`` with each group in turn at each of its :func:`grid_counts` (the others at base width), then
+    with every group at each grid fraction. Each sweep is bracketed by timings of the base model; an entry's
+    figure is relative to the base interpolated to its place in the sweep.
 
-    ``done`` are entries an interrupted profile already timed (skipped); ``on_entry(entry, done, total)`` is
-    called after each new one (to cache it, and to move a progress bar)."""
+    ``done`` are entries an interrupted profile already timed (their sweeps are skipped); ``on_entry(entry, done,
+    total)`` is called for each new one, when its sweep ends (to cache it, and to move a progress bar)."""
     started = time.perf_counter()
 
     def timed(candidate: nn.Module) -> float:
         return measure_latency(candidate, example_inputs, run, backend=backend, batch_size=batch_size, search_paths=search_paths).median_ms
 
-    timed(model)  # a first call pays for allocations and kernel selection: never the figure
-    base_times = [timed(model)]  # the base again before each group's sweep: its median is the figure
-    entries: dict[str, dict[int, tuple[float, float]]] = {g.name: {} for g in groups}
-    planned = {g.name: {g.channels: None} | {k: None for k in grid_counts(g.channels, points)} for g in groups}
-    total = sum(len(counts) for counts in planned.values())
-    asked = set()
+    sweeps = _plans(groups, points, calibration)
+    total = sum(len(v) for v in sweeps.values())
+    finished: dict[str, list[TableEntry]] = {}
     for entry in done:
-        if entry.group in entries and entry.asked in planned[entry.group]:
-            entries[entry.group][entry.kept] = (entry.ms, entry.macs)
-            asked.add((entry.group, entry.asked))
-    count = len(asked)
-    for group in groups:
-        todo = [k for k in sorted(planned[group.name]) if (group.name, k) not in asked]
-        if todo:
-            base_times.append(timed(model))
-        for kept in todo:
-            if kept == group.channels:
-                entry = TableEntry(group.name, kept, kept, statistics.median(base_times), 1.0)
-            else:
-                ratio = 1.0 - kept / group.channels
-                while kept_channels(group.channels, ratio) > kept:  # 1 - k/n may be off by an ulp
-                    ratio = math.nextafter(ratio, 1.0)
-                pruned, report = apply_plan(model, example_inputs, PruningPlan({group.name: (ratio, "l1")}))
-                entry = TableEntry(group.name, kept, report.channels[group.name][1], timed(pruned), report.macs_ratio)
-            entries[group.name][entry.kept] = (entry.ms, entry.macs)
+        finished.setdefault(entry.group, []).append(entry)
+    finished = {g: e for g, e in finished.items() if g in sweeps and len(e) == len(sweeps[g])}  # whole sweeps only
+    count = sum(len(e) for e in finished.values())
+    timed(model)  # a first call pays for allocations and kernel selection: never a figure
+    base_times = [timed(model)]
+    for name, sweep in sweeps.items():
+        if name in finished or not sweep:
+            continue
+        raw = []
+        for asked, plan in sweep:
+            pruned, report = apply_plan(model, example_inputs, plan)
+            kept = report.channels[name][1] if name in report.channels else asked
+            channels = {g: after for g, (_, after) in report.channels.items()} if name == CALIBRATION else None
+            raw.append((asked, kept, timed(pruned), report.macs_ratio, channels))
+        base_times.append(timed(model))
+        before, after = base_times[-2], base_times[-1]
+        entries = []
+        for index, (asked, kept, ms, macs, channels) in enumerate(raw):
+            base_here = before + (after - before) * (index + 1) / (len(raw) + 1)
+            entries.append(TableEntry(name, asked, kept, ms / base_here, macs, channels))
+        finished[name] = entries
+        for entry in entries:
             count += 1
             on_entry(entry, count, total)
-    base_times.append(timed(model))
+    return _table(identity, groups, finished, base_times, time.perf_counter() - started)
+
+
+def _table(
+    identity: Mapping[str, Any], groups: Sequence[Group], finished: Mapping[str, list[TableEntry]], base_times: list[float], seconds: float
+) -> LatencyTable:
     base_ms = statistics.median(base_times)
-    for group in groups:  # the base width of every group is the base model
-        entries[group.name][group.channels] = (base_ms, 1.0)
+    entries: dict[str, dict[int, tuple[float, float]]] = {g.name: {g.channels: (1.0, 1.0)} for g in groups}
+    for name, sweep in finished.items():
+        if name not in (UNIFORM, CALIBRATION):
+            for entry in sweep:
+                entries[name][entry.kept] = (entry.relative, entry.macs)
+    uniform = tuple(sorted((e.macs, e.relative) for e in finished.get(UNIFORM, [])))
+    calibration = tuple((dict(e.channels or {}), e.macs, e.relative) for e in finished.get(CALIBRATION, []))
     noise = (max(base_times) - min(base_times)) / base_ms
-    return LatencyTable(dict(identity), base_ms, entries, time.perf_counter() - started, noise)
+    return LatencyTable(dict(identity), base_ms, entries, uniform, calibration, seconds, noise)

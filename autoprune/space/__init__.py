@@ -13,6 +13,7 @@ from autoprune.space._budgeted import (
 from autoprune.space._config_list import config_list_bounds, parse_config_list, plan_to_config_list
 from autoprune.space._optimizers import ALLOCATION_OPTIMIZERS, AllocationOptimizer
 from autoprune.space._presets import available_presets, load_space_spec, preset_dirs
+from autoprune.space._schedules import RATIO_SCHEDULES, RatioSchedule, get_ratio_schedule, register_ratio_schedule
 from autoprune.space._space import SCOPE_PARAM, UNIFORM_BASELINES, SearchSpace
 from autoprune.space._sparsity import SparsitySpace
 from autoprune.space._tie import TIE_CHOICES, apply_tie, tie_summary, tied_knob
@@ -23,6 +24,10 @@ __all__ = [
     "BASES",
     "BASIS_PARAM",
     "BUDGET_PARAM",
+    "RATIO_SCHEDULES",
+    "RatioSchedule",
+    "get_ratio_schedule",
+    "register_ratio_schedule",
     "baseline_criteria",
     "baseline_params",
     "positional_importances",

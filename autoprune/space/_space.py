@@ -7,19 +7,12 @@ from typing import Any, Protocol
 from optuna.distributions import BaseDistribution
 
 from autoprune.config import SpaceSpec
-from autoprune.errors import ConfigError
 from autoprune.plan import PruningPlan, Scope, SparsityPlan
 from autoprune.ranking import ChannelImportances, snap_plan
 from autoprune.space._budgeted import SCOPE_PARAM, budget_distributions, check_budgets, projected_entries
-from autoprune.space._global import (
-    SCALE_PARAM,
-    check_importances,
-    check_macs_target,
-    ranked_entries,
-    target_distribution,
-    uniform_target,
-)
+from autoprune.space._global import SCALE_PARAM, check_importances
 from autoprune.space._optimizers import optuna_distribution
+from autoprune.space._schedules import RatioSchedule, get_ratio_schedule, knobs_in_order
 from autoprune.space._sparsity import SparsitySpace
 from autoprune.space._tie import tied_knob
 
@@ -70,21 +63,12 @@ class SearchSpace:
             check_importances(self, who="the budgeted search", key="prune.criteria")
             check_budgets(self)
             return
-        if self.spec.ratio_schedule == "global_rank" and self.groups:
-            check_importances(self)
-            check_macs_target(self)
-        if self.spec.ratio_schedule != "independent":
-            return  # every group clips the scheduled ratio into its own bounds
-        knobs: dict[str, tuple[str, tuple[float, float]]] = {}
-        for group in self.groups:
-            knob = self._param("ratio", self._knob(group, self.spec.ratio))
-            seen = knobs.setdefault(knob, (group, self.ratio_bounds(group)))
-            if seen[1] != self.ratio_bounds(group):
-                raise ConfigError(
-                    f"groups {seen[0]!r} and {group!r} share the searched ratio {knob!r} but have different bounds "
-                    f"{list(seen[1])} and {list(self.ratio_bounds(group))}; use search_space: per_layer",
-                    key="prune.nni_config_list",
-                )
+        self.schedule.check(self)
+
+    @property
+    def schedule(self) -> RatioSchedule:
+        """The preset's ratio schedule (a registered :class:`RatioSchedule`)."""
+        return get_ratio_schedule(self.spec)
 
     @property
     def scopes(self) -> tuple[Scope, ...]:
@@ -107,7 +91,15 @@ class SearchSpace:
 
     def scale_param(self, group: str) -> str:
         """``scale:<knob>``: a global_rank group's scale factor (absent with ratio: shared, where it is 1)."""
-        return self._param(SCALE_PARAM, self._knob(group, self.spec.ratio))
+        return self._param(SCALE_PARAM, self.knob(group))
+
+    def ratio_param(self, group: str) -> str:
+        """``ratio:<knob>``: the ratio an independent schedule reads for ``group``."""
+        return self._param("ratio", self.knob(group))
+
+    def knob(self, group: str) -> str:
+        """``group``'s ratio knob: its stage, its own name, its tied type, or "" (one shared knob)."""
+        return self._knob(group, self.spec.ratio)
 
     def ratio_bounds(self, group: str) -> tuple[float, float]:
         lo, hi = self.bounds.get(group, self.ratio)
@@ -126,9 +118,9 @@ class SearchSpace:
     def _param(kind: str, knob: str) -> str:
         return f"{kind}:{knob}" if knob else kind
 
-    def _ratio_knobs(self) -> list[str]:
+    def ratio_knobs(self) -> list[str]:
         """The ratio knobs (stage or group names), model order, once each."""
-        return list(dict.fromkeys(self._knob(g, self.spec.ratio) for g in self.groups))
+        return knobs_in_order(self.groups, self.knob)
 
     def global_bounds(self) -> tuple[float, float]:
         """The lowest and highest ratio any group may take: a global knob's range."""
@@ -137,26 +129,17 @@ class SearchSpace:
 
     def _distributions(self) -> dict[str, Distribution]:
         """Every searched parameter, in the order ``sample`` suggests them."""
-        schedule, spread = self.spec.ratio_schedule, self.spec.ratio_spread
         dists: dict[str, Distribution] = {}
         if not self.groups:
             return dists  # unstructured pruning alone: no ratio to search
         if self.budgets:
             return budget_distributions(self)
-        if schedule == "global_rank":
-            dists.update(target_distribution(self.spec, self.global_bounds()))
-        elif schedule != "independent":
-            dists["ratio"] = ("float", *self.global_bounds())
-        if schedule == "depth_linear":
-            dists["ratio_slope"] = ("float", -spread, spread)
+        schedule = self.schedule
+        dists.update(schedule.global_distributions(self))
         for group in self.groups:
-            knob = self._knob(group, self.spec.ratio)
-            if schedule == "independent":
-                dists.setdefault(self._param("ratio", knob), ("float", *self.ratio_bounds(group)))
-            elif schedule == "global_offset":
-                dists.setdefault(self._param("ratio_offset", knob), ("float", -spread, spread))
-            elif schedule == "global_rank" and knob:
-                dists.setdefault(self.scale_param(group), ("log_float", *self.spec.scale_range))
+            knob = schedule.group_distribution(self, group)
+            if knob is not None:
+                dists.setdefault(*knob)
             criterion = self._param("criterion", self._knob(group, self.spec.criterion))
             dists.setdefault(criterion, ("categorical", list(self.criteria)))
         if len(self.scopes) > 1:
@@ -194,26 +177,12 @@ class SearchSpace:
     def _plan_scope(self, params: Mapping[str, Any]) -> Scope:
         return self.scope_of(params) if self.groups else self.scopes[0]
 
-    def _ratio(self, group: str, params: Mapping[str, Any]) -> float:
-        knob = self._knob(group, self.spec.ratio)
-        schedule = self.spec.ratio_schedule
-        if schedule == "independent":
-            return float(params[self._param("ratio", knob)])
-        if schedule == "global_offset":
-            ratio = float(params["ratio"]) + float(params[self._param("ratio_offset", knob)])
-        else:  # depth_linear: -1 at the first ratio knob, +1 at the last
-            knobs = self._ratio_knobs()
-            depth = 2.0 * knobs.index(knob) / (len(knobs) - 1) - 1.0 if len(knobs) > 1 else 0.0
-            ratio = float(params["ratio"]) + float(params["ratio_slope"]) * depth
-        lo, hi = self.ratio_bounds(group)
-        return min(max(ratio, lo), hi)
-
     def _entries(self, params: Mapping[str, Any]) -> dict[str, tuple[float, str]]:
         if self.budgets and self.groups:
             return projected_entries(self, params)
-        if self.spec.ratio_schedule == "global_rank" and self.groups:
-            return ranked_entries(self, params)
-        return {group: (self._ratio(group, params), self.criterion_of(group, params)) for group in self.groups}
+        if not self.groups:
+            return {}
+        return self.schedule.entries(self, params)
 
     def plan_from_params(self, params: Mapping[str, Any]) -> PruningPlan:
         """The plan a finished trial's params describe (the same one ``sample`` built)."""
@@ -227,19 +196,15 @@ class SearchSpace:
         With ``global_rank``: plain global ranking (every scale 1) at the uniform plan's target: ``ratio`` of all
         channels, or (target macs) the uniform plan's relative MACs."""
         params: dict[str, Any] = {}
+        schedule = self.schedule
         for name, (kind, *args) in self._distributions().items():
             if name == SCOPE_PARAM:
                 params[name] = self.scopes[0]
             elif kind == "categorical":
                 params[name] = criterion
-            elif name.startswith(("ratio_offset", "ratio_slope")):
-                params[name] = 0.0
-            elif name.startswith(SCALE_PARAM):
-                params[name] = 1.0
-            elif self.spec.ratio_schedule == "global_rank" and name in ("ratio", "macs"):
-                params[name] = uniform_target(self, ratio, criterion)
             else:
-                params[name] = min(max(ratio, args[0]), args[1])
+                own = schedule.uniform_value(self, name, ratio, criterion)
+                params[name] = own if own is not None else min(max(ratio, args[0]), args[1])
         return params
 
     def warm_start(self) -> list[dict[str, Any]]:

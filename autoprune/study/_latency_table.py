@@ -54,6 +54,7 @@ def _settings(config: Config, runtime: Runtime) -> dict[str, Any]:
         "runs": latency.runs,
         "warmup": latency.warmup,
         "points": latency.table_points,
+        "plans": latency.table_plans,
     }
 
 
@@ -126,7 +127,8 @@ def latency_table(
         run = LatencyRun(runtime, latency.runs, latency.warmup, latency.threads, dict(latency.options))
         table = profile_latency(
             model, example_inputs, groups, run, identity, backend=latency.backend, batch_size=latency.batch_size,
-            points=latency.table_points, search_paths=search_paths, done=done, on_entry=on_entry,
+            points=latency.table_points, calibration=latency.table_plans, search_paths=search_paths, done=done,
+            on_entry=on_entry,
         )  # fmt: skip
         write_run_file(path, json.dumps(table.to_dict(), indent=1).encode())
         partial.unlink(missing_ok=True)

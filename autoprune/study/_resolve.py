@@ -26,7 +26,7 @@ from autoprune.engine import (
 from autoprune.errors import AutopruneError, ConfigError, did_you_mean
 from autoprune.evaluate import COSTS, LATENCY_BACKENDS, LOSSES, Runtime, resolve_runtime
 from autoprune.metrics import Metric, resolve_metric
-from autoprune.space import apply_tie, config_list_bounds, load_space_spec
+from autoprune.space import apply_tie, config_list_bounds, get_ratio_schedule, load_space_spec
 from autoprune.study._base import build_base_model
 from autoprune.study._inputs import describe_inputs, first_channels, load_example_inputs
 from autoprune.study._io import check_output_writable
@@ -167,6 +167,7 @@ def resolve(config: Config) -> Resolved:
     runtime = resolve_runtime(config.runtime)
     check_output_writable(config.output)
     spec = apply_tie(load_space_spec(config.prune.search_space), config.prune.tie)
+    get_ratio_schedule(spec)  # a preset naming no registered ratio schedule is one line, before any data loads
     paths = factory_search_paths(config)
     metric = resolve_metric(config.metric, search_paths=paths)
     data = load_data(

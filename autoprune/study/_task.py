@@ -42,7 +42,7 @@ from autoprune.evaluate import (
     needs_latency_table,
 )
 from autoprune.plan import PruningPlan
-from autoprune.space import SearchSpace, SparsitySpace
+from autoprune.space import SearchSpace, SparsitySpace, get_ratio_schedule
 from autoprune.study._base import Log, trained_base
 from autoprune.study._io import atomic_write_bytes, check_output_writable, removed_if_failed
 from autoprune.study._latency_table import latency_table
@@ -203,25 +203,13 @@ def prepare_task(
     table = None
     if needs_latency_table(config):
         table = latency_table(config, runtime, base, resolved.example_inputs, resolved.groups, log=log)
-    bounds = resolved.bounds
     # Fixed batches in dataset order, so a gradient criterion scores the same plan the same way every time.
     batches = (
         [runtime.to_device(b) for b in fixed_batches(resolved.data.train, config.prune.gradient_batches)]
         if any(needs_gradients(c) for c in config.prune.criteria)
         else []
     )
-    space = SearchSpace(
-        spec=resolved.spec,
-        groups=tuple(g.name for g in resolved.groups if not bounds or g.name in bounds),
-        ratio=tuple(config.prune.ratio),  # type: ignore[arg-type]
-        criteria=tuple(config.prune.criteria),
-        round_to=config.prune.channel_multiple,
-        steps=table.steps() if table is not None and config.prune.round_to == "auto" else {},
-        scope=config.prune.scopes,
-        bounds=bounds,
-        sparsity=_sparsity_space(config, resolved),
-        **_ranking_inputs(config, resolved, base, (macs, params), batches, table),
-    )
+    space = _search_space(config, resolved, base, (macs, params), batches, table)
     return Task(
         config=config,
         data=resolved.data,
@@ -242,6 +230,26 @@ def prepare_task(
     )
 
 
+def _search_space(
+    config: Config, resolved: Resolved, base: nn.Module, counts: tuple[int, int], batches: list[Any], table: LatencyTable | None
+) -> SearchSpace:
+    """The trial -> plan space: the preset's knobs over the resolved groups, with what ranking and budgets need,
+    and (``prune.round_to: auto``) the latency table's steps."""
+    bounds = resolved.bounds
+    return SearchSpace(
+        spec=resolved.spec,
+        groups=tuple(g.name for g in resolved.groups if not bounds or g.name in bounds),
+        ratio=tuple(config.prune.ratio),  # type: ignore[arg-type]
+        criteria=tuple(config.prune.criteria),
+        round_to=config.prune.channel_multiple,
+        steps=table.steps() if table is not None and config.prune.round_to == "auto" else {},
+        scope=config.prune.scopes,
+        bounds=bounds,
+        sparsity=_sparsity_space(config, resolved),
+        **_ranking_inputs(config, resolved, base, counts, batches, table),
+    )
+
+
 def _ranking_inputs(
     config: Config, resolved: Resolved, base: nn.Module, counts: tuple[int, int], batches: list[Any], table: LatencyTable | None
 ) -> dict[str, Any]:
@@ -250,7 +258,7 @@ def _ranking_inputs(
     budgets)."""
     spec = resolved.spec
     budgeted = config.study.search == "budgeted"
-    if not resolved.groups or (spec.ratio_schedule != "global_rank" and not budgeted):
+    if not resolved.groups or (not get_ratio_schedule(spec).needs_importances and not budgeted):
         return {}
     try:
         importances = importance_table(
