@@ -17,17 +17,20 @@ uniform curve alone, and MACs alone (base latency x relative MACs). With ``--sta
 drawn, with the steps ``round_to: auto`` keeps.
 
 ``pay``: on ``--config`` (default: mobilenet_small on noisy digits), per seed: a base trained to convergence, then
-two budgeted searches at equal compute (same ``study.n_trials``, so the same training steps and forward batches):
+two budgeted searches at equal compute (the same ``study.n_trials``; the training steps and forward batches each
+spent are printed, as dropping an unreachable budget moves them a little):
 ``objectives: [metric, latency]`` with ``latency.mode: predicted`` and ``prune.round_to: auto`` (budgets 75 / 50 /
 25% of the predicted latency), and ``[metric, macs]`` (budgets 75 / 50 / 25% of the MACs). Every fine-tuned trial
-of both is timed again by one meter; under 75 / 50 / 25% of the base's measured latency, the best validation
+of both is timed again, each bracketed by base timings; under 75 / 50 / 25% of the base's latency, the best validation
 metric of each arm, and that plan recovered (pruned from the base again, fine-tuned ``--recover-epochs`` epochs)
 and scored on the test split. Also: the front's plans slower than the base, the table's build time and the share
 of search time spent timing. Mean ± standard error over seeds. Reports; asserts nothing.
 
 Timing is at ``--batch`` 256: at 16x16 this model runs in about 3 ms at batch 32, where per-call overhead sets the
 latency (no plan gets under about 85% of it) and repeated timings spread 40%. A budget the arm's table cannot
-reach within ``prune.ratio`` is dropped from that arm, and the budgets each arm searched are printed.
+reach within ``prune.ratio`` is dropped from that arm, and the budgets each arm searched are printed, with the
+ratio of timed to predicted latency over the latency arm's plans. ``--latency-round-to 1`` runs the latency arm
+without the staircase (a diagnostic: is it the prediction or the snapping?).
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ import autoprune
 from autoprune.config import Config, load_config
 from autoprune.engine import apply_plan, find_groups
 from autoprune.errors import ConfigError
-from autoprune.evaluate import CPU, LatencyMeter, LatencyRun, MemoryCache, measure_latency, profile_latency
+from autoprune.evaluate import CPU, LatencyRun, measure_latency, profile_latency
 from autoprune.models import build_model
 from autoprune.plan import PruningPlan
 from autoprune.study import is_final, prepare_task, staged_spend
@@ -202,13 +205,35 @@ def _arm_config(config: Config, arm: str, seed: int, out: Path, weights: Path, a
         update={"mode": "predicted" if arm == "latency" else "measured", "batch_size": args.batch, "threads": 1,
                 "runs": args.runs, "warmup": args.warmup, "table_points": args.points}
     )  # fmt: skip
-    prune = config.prune.model_copy(update={"round_to": "auto" if arm == "latency" else 1})
+    prune = config.prune.model_copy(update={"round_to": args.latency_round_to if arm == "latency" else 1})
     study = config.study.model_copy(update={"seed": seed, "search": "budgeted", "budgets": list(THRESHOLDS), "n_trials": args.trials})
     model = config.model.model_copy(update={"weights": str(weights)})
     objectives = ("metric", "latency" if arm == "latency" else "macs")
     return config.model_copy(update={
         "latency": latency, "prune": prune, "study": study, "model": model, "objectives": objectives, "output": out / arm,
     })  # fmt: skip
+
+
+class _BracketedMeter:
+    """Relative latency of a model: its median over the mean of the base's timings just before and just after it,
+    so a machine whose speed drifts (this VM's by 15-50%) moves both alike, as the latency table's sweeps do."""
+
+    def __init__(self, task: Any, run: LatencyRun, batch: int) -> None:
+        self.task, self.run, self.batch = task, run, batch
+        self.base_ms = [self._ms(task.base_model)]
+
+    def _ms(self, model: torch.nn.Module) -> float:
+        backend = self.task.config.latency.backend
+        return measure_latency(model, self.task.example_inputs, self.run, backend=backend, batch_size=self.batch).median_ms
+
+    def relative(self, model: torch.nn.Module) -> float:
+        ms = self._ms(model)
+        self.base_ms.append(self._ms(self.task.base_model))
+        return ms / ((self.base_ms[-2] + self.base_ms[-1]) / 2)
+
+    def summary(self) -> dict[str, float]:
+        median = statistics.median(self.base_ms)
+        return {"base_ms": median, "base_spread": (max(self.base_ms) - min(self.base_ms)) / median}
 
 
 def _search_reachable(config: Config) -> tuple[optuna.Study, Config]:
@@ -251,12 +276,10 @@ def pay_seed(config: Config, seed: int, args: argparse.Namespace) -> dict[str, A
         spent = staged_spend(study)
         arms[arm] = {"study": study, "config": arm_config, "wall": wall, "timing": timing,
                      "compute": spent.train_steps + spent.forward_batches, "budgets": list(arm_config.study.budgets)}  # fmt: skip
-    # One meter times every fine-tuned trial of both arms: one base figure, one machine state.
+    # One meter times every fine-tuned trial of both arms, each bracketed by timings of the base (as the table is).
     task = prepare_task(arms["macs"]["config"])
-    timing_config = task.config.latency.model_copy(update={"mode": "measured"})
-    meter = LatencyMeter(timing_config, CPU, task.base_model, task.example_inputs,
-                         {g.name: g.channels for g in task.groups}, cache=MemoryCache())  # fmt: skip
-    result: dict[str, Any] = {"seed": seed, "base_metric": task.base_metric, "base_ms": meter.base().median_ms}
+    meter = _BracketedMeter(task, LatencyRun(CPU, runs=args.runs, warmup=args.warmup, threads=1), args.batch)
+    result: dict[str, Any] = {"seed": seed, "base_metric": task.base_metric}
     table_seconds = json.loads(next(args.shared_tables.glob("*.json")).read_text()).get("seconds", 0.0)
     for arm, data in arms.items():
         rows = []
@@ -264,8 +287,8 @@ def pay_seed(config: Config, seed: int, args: argparse.Namespace) -> dict[str, A
             if not is_final(t) or not t.user_attrs.get("feasible", True):
                 continue
             pruned, report = task.prune(PruningPlan.from_dict(t.user_attrs["plan"]))
-            timed = meter.measure(pruned, {n: after for n, (_, after) in report.channels.items()}).relative
-            rows.append((t.values[0], timed, t.user_attrs["plan"], t.number))
+            timed = meter.relative(pruned)
+            rows.append((t.values[0], timed, t.user_attrs["plan"], t.number, t.values[1]))
         best: dict[str, Any] = {}
         for threshold in THRESHOLDS:
             within = [r for r in rows if r[1] <= threshold]
@@ -275,11 +298,11 @@ def pay_seed(config: Config, seed: int, args: argparse.Namespace) -> dict[str, A
             top = max(within, key=lambda r: r[0])
             best[str(threshold)] = {"val": top[0], "latency": top[1], "trial": top[3],
                                     "test": _recovered(task, top[2], args.recover_epochs, seed)}  # fmt: skip
-        front = _front([(m, lat) for m, lat, _, _ in rows])
+        front = _front([(m, lat) for m, lat, *_ in rows])
         result[arm] = {
             "best": best, "wall": data["wall"], "timing": data["timing"], "compute": data["compute"],
             "front_slower_than_base": sum(1 for _, lat in front if lat > 1.0), "front": len(front),
-            "points": [(m, lat) for m, lat, _, _ in rows], "table_seconds": table_seconds if arm == "latency" else 0.0,
+            "points": [(m, lat, cost) for m, lat, _, _, cost in rows], "table_seconds": table_seconds if arm == "latency" else 0.0,
             "budgets": data["budgets"],
         }  # fmt: skip
         picks = ", ".join(
@@ -287,6 +310,7 @@ def pay_seed(config: Config, seed: int, args: argparse.Namespace) -> dict[str, A
             for t, b in best.items()
         )
         print(f"seed {seed} {arm}: {picks}; compute {data['compute']}, {data['wall']:.0f} s", flush=True)
+    result.update(meter.summary())
     return result
 
 
@@ -324,6 +348,15 @@ def print_pay(results: list[dict[str, Any]]) -> None:
         print(f"{arm}: front plans slower than the base {slow} of {front}; compute {compute:.0f} batches per search; "
               f"timing during the search {share:.2%} of its wall time")  # fmt: skip
         print(f"{arm}: budgets searched " + ", ".join(str(r[arm].get("budgets")) for r in results))
+    # What the latency arm searched on (the table's prediction) against what its plans measured afterwards.
+    ratios = [p[1] / p[2] for r in results for p in r["latency"]["points"] if len(p) == 3 and p[2] > 0]
+    if ratios:
+        low, _, high = statistics.quantiles(ratios, n=4)
+        print(f"latency arm: timed / predicted latency of its fine-tuned plans: median {statistics.median(ratios):.2f} "
+              f"(quartiles {low:.2f}-{high:.2f}, n={len(ratios)})")  # fmt: skip
+    spreads = [r["base_spread"] for r in results if "base_spread" in r]
+    if spreads:
+        print(f"re-timing: the base's timings spread {min(spreads):.0%}-{max(spreads):.0%} (max-min over median) within a seed")
     table = results[0]["latency"]["table_seconds"]
     walls = [r["latency"]["wall"] for r in results]
     print(f"latency table: built once in {table:.1f} s, shared by every seed: {table / statistics.fmean(walls):.1%} of one "
@@ -378,6 +411,8 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--recover-epochs", type=int, default=10)
+    p.add_argument("--latency-round-to", default="auto", type=lambda v: v if v == "auto" else int(v),
+                   help="the latency arm's prune.round_to (auto: the staircase)")  # fmt: skip
     p.add_argument("--patience", type=int, default=4)
     p.add_argument("--max-epochs", type=int, default=60)
     p.add_argument("--out", type=Path, default=Path("runs/bench24/pay"))

@@ -22,7 +22,8 @@ from autoprune.config import config_from_dict, load_config
 from autoprune.evaluate import CPU, LatencyRun, measure_latency
 from autoprune.export import Selection, export_model, select_trial
 from autoprune.report import LATENCY_FILE, collect, write_report
-from autoprune.study import check_registered_names, prepare_task
+from autoprune.plan import PruningPlan
+from autoprune.study import FinetuneBudget, check_registered_names, evaluate_plan, prepare_task
 from autoprune.study._latency import CACHE_PREFIX, StudyLatencyCache, latency_meter
 
 BACKEND = '''
@@ -126,6 +127,19 @@ def test_the_cache_measures_a_repeated_architecture_once_and_lives_in_the_study(
     calls_before = len(backend.CALLS)
     assert meter is not None and meter.base().median_ms > 0
     assert meter.measured == 0 and len(backend.CALLS) == calls_before
+
+
+def test_plans_run_without_a_study_share_one_meter_kept_on_the_task(budgeted):
+    _, config, backend, _ = budgeted
+    task = prepare_task(config)
+    assert task.process_meter is None
+    calls_before = len(backend.CALLS)
+    first = evaluate_plan(task, PruningPlan.uniform(task.groups, 0.5, "l1"), seed=0, finetune=FinetuneBudget(0))
+    meter = task.process_meter
+    assert meter is not None and first.latency is not None
+    evaluate_plan(task, PruningPlan.uniform(task.groups, 0.75, "l1"), seed=0, finetune=FinetuneBudget(0))
+    assert task.process_meter is meter  # the base was timed once: base + two architectures
+    assert len(backend.CALLS) - calls_before == 3
 
 
 def test_a_user_backend_is_called_with_the_example_inputs_at_the_configured_batch(budgeted):

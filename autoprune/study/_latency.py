@@ -61,7 +61,6 @@ def latency_meter(task: Task, cache: Any = None) -> LatencyMeter | None:
 def process_latency_meter(task: Task) -> LatencyMeter | None:
     """One meter per task for plans run without a study (uniform sweeps, benchmarks): kept on the task, so the
     base model is measured once."""
-    if "_latency_meter" not in task.__dict__:
-        task.__dict__["_latency_meter"] = latency_meter(task)
-    meter: LatencyMeter | None = task.__dict__["_latency_meter"]
-    return meter
+    if task.process_meter is None:
+        task.process_meter = latency_meter(task)  # stays None (rebuilt cheaply) when the run measures no latency
+    return task.process_meter

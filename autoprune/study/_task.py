@@ -102,6 +102,9 @@ class Task:
     base_nonzero_params: int = 0
     base_compressed_bytes: int = 0  # gzip of the base state_dict; measured when prune.mode is unstructured
     latency_table: LatencyTable | None = None  # latency.mode predicted / both, or prune.round_to auto
+    # The meter plans run without a study are timed with (uniform sweeps, benchmarks), built on first need, so the
+    # base is timed once per task (study._latency.process_latency_meter).
+    process_meter: LatencyMeter | None = field(default=None, compare=False, repr=False)
 
     @property
     def base_counts(self) -> tuple[int, int]:
