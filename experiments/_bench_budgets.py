@@ -222,7 +222,7 @@ def run(argv: Sequence[str]) -> int:
                 arm["recovered"][budget] = None if pick is None else recovered(task, pick[2], args.recover_epochs, seed)
             best = " ".join(f"{b}:{(p or [math.nan])[0]:.3f}/{arm['recovered'][b] or math.nan:.3f}" for b, p in arm["picks"].items())
             log(f"  seed {seed} {name:<14} val/recovered-test {best}  compute {arm['steps'] + arm['forward_batches']}")
-        result = {"seed": seed, "base_metric": task.base_metric, "costs": vars(costs), "arms": arms,
+        result = {"seed": seed, "base_metric": task.base.metric, "costs": vars(costs), "arms": arms,
                   "seconds": time.perf_counter() - started, "recover_epochs": args.recover_epochs}
         (out / "results.json").write_text(json.dumps(result, default=str))
         log(f"seed {seed}: {result['seconds']:.0f}s")

@@ -34,7 +34,7 @@ from autoprune.study import Task, evaluate_plan, prepare_task
 def allocation(task: Task, weights: dict[str, float], target: float, criterion: str) -> tuple[PruningPlan, float]:
     """The plan keeping ``min(1, t * weight)`` of each group's channels, with ``t`` bisected so that the plan's
     relative MACs is ``target``; and that MACs."""
-    groups = {g.name: g.channels for g in task.groups if g.name in task.space.groups}
+    groups = {g.name: g.channels for g in task.base.groups if g.name in task.space.groups}
     cfg = task.config.prune
 
     def plan_for(t: float) -> PruningPlan:
@@ -59,7 +59,7 @@ def allocation(task: Task, weights: dict[str, float], target: float, criterion: 
 
 
 def kept(task: Task, plan: PruningPlan) -> str:
-    return "-".join(str(kept_channels(g.channels, plan.groups[g.name].ratio)) for g in task.groups if g.name in plan.groups)
+    return "-".join(str(kept_channels(g.channels, plan.groups[g.name].ratio)) for g in task.base.groups if g.name in plan.groups)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -78,10 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = args.out or Path("runs") / f"spread-{config.name}"
     config = config.model_copy(update={"output": out})
     task = prepare_task(config, lambda line: print(line, flush=True))
-    print(f"{config.name}: base {config.metric} {task.base_metric:.4f}; fine-tune {config.finetune.epochs} epoch(s) "
+    print(f"{config.name}: base {config.metric} {task.base.metric:.4f}; fine-tune {config.finetune.epochs} epoch(s) "
           f"/ {config.finetune.steps} steps; {args.plans} plans x {args.seeds} seeds per band", flush=True)
     rng = random.Random(0)
-    names = [g.name for g in task.groups if g.name in task.space.groups]
+    names = [g.name for g in task.base.groups if g.name in task.space.groups]
     started = time.perf_counter()
     lines = []
     for band in args.bands:

@@ -67,7 +67,7 @@ def main() -> None:
     config = load_config(args.config)
     config = config.model_copy(update={"output": args.out, "runtime": config.runtime.model_copy(update={"device": "cpu"})})
     task = prepare_task(config, print)
-    print(f"base {config.metric} {task.base_metric:.4f}; {len(task.groups)} groups; {args.steps} steps per fine-tune")
+    print(f"base {config.metric} {task.base.metric:.4f}; {len(task.base.groups)} groups; {args.steps} steps per fine-tune")
     arms = {"plain": arm_config(config, args.steps, None)}
     for spec in args.distill:
         weight, temperature = (float(v) for v in spec.split(":"))
@@ -80,7 +80,7 @@ def main() -> None:
             val_loader=task.data.val,
             metric=task.evaluator.metric,  # type: ignore[attr-defined]
             runtime=task.evaluator.runtime,  # type: ignore[attr-defined]
-            teacher=task.base_model,
+            teacher=task.base.model,
             section="finetune",
         )
         for name, cfg in arms.items()
@@ -88,7 +88,7 @@ def main() -> None:
     candidates = []
     for criterion in args.criteria:
         for ratio in args.ratios:
-            plan = PruningPlan.uniform(task.groups, ratio, criterion, round_to=config.prune.channel_multiple, scope=config.prune.criteria_scope)
+            plan = PruningPlan.uniform(task.base.groups, ratio, criterion, round_to=config.prune.channel_multiple, scope=config.prune.criteria_scope)
             pruned, report = task.prune(plan)
             candidates.append((f"{criterion}@{ratio:g}", pruned, report.macs_ratio))
 

@@ -220,15 +220,15 @@ class _BracketedMeter:
 
     def __init__(self, task: Any, run: LatencyRun, batch: int) -> None:
         self.task, self.run, self.batch = task, run, batch
-        self.base_ms = [self._ms(task.base_model)]
+        self.base_ms = [self._ms(task.base.model)]
 
     def _ms(self, model: torch.nn.Module) -> float:
         backend = self.task.config.latency.backend
-        return measure_latency(model, self.task.example_inputs, self.run, backend=backend, batch_size=self.batch).median_ms
+        return measure_latency(model, self.task.base.example_inputs, self.run, backend=backend, batch_size=self.batch).median_ms
 
     def relative(self, model: torch.nn.Module) -> float:
         ms = self._ms(model)
-        self.base_ms.append(self._ms(self.task.base_model))
+        self.base_ms.append(self._ms(self.task.base.model))
         return ms / ((self.base_ms[-2] + self.base_ms[-1]) / 2)
 
     def summary(self) -> dict[str, float]:
@@ -279,7 +279,7 @@ def pay_seed(config: Config, seed: int, args: argparse.Namespace) -> dict[str, A
     # One meter times every fine-tuned trial of both arms, each bracketed by timings of the base (as the table is).
     task = prepare_task(arms["macs"]["config"])
     meter = _BracketedMeter(task, LatencyRun(CPU, runs=args.runs, warmup=args.warmup, threads=1), args.batch)
-    result: dict[str, Any] = {"seed": seed, "base_metric": task.base_metric}
+    result: dict[str, Any] = {"seed": seed, "base_metric": task.base.metric}
     table_seconds = json.loads(next(args.shared_tables.glob("*.json")).read_text()).get("seconds", 0.0)
     for arm, data in arms.items():
         rows = []

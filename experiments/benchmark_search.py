@@ -103,8 +103,8 @@ def global_plans(task: Task, criterion: str, targets: Sequence[float], log: Log)
     for target in targets:
         try:
             plans.append(global_ranking_plan(
-                task.base_model, task.example_inputs, macs=target, criterion=criterion, scope=prune.scopes[0],
-                groups=task.groups, round_to=prune.channel_multiple, gradient_batches=task.gradient_batches or None,
+                task.base.model, task.base.example_inputs, macs=target, criterion=criterion, scope=prune.scopes[0],
+                groups=task.base.groups, round_to=prune.channel_multiple, gradient_batches=task.gradient_batches or None,
             ))
         except AutopruneError as exc:
             log(f"  global-{criterion} at MACs {target:g}: skipped ({exc})".splitlines()[0])
@@ -116,7 +116,7 @@ def baseline_runs(task: Task, args: argparse.Namespace, seed: int, recipe: Recip
     prune = task.config.prune
     parts = []
     for criterion in args.criteria:
-        plans = [PruningPlan.uniform(task.groups, r, criterion, round_to=prune.channel_multiple, scope=prune.scopes[0])
+        plans = [PruningPlan.uniform(task.base.groups, r, criterion, round_to=prune.channel_multiple, scope=prune.scopes[0])
                  for r in args.ratios]
         parts.append(candidate_runs(task, f"sweep-{criterion}", "part", plans, seed, recipe))
         log(parts[-1].line())
@@ -142,10 +142,10 @@ def _arm_task(task: Task, preset: str, *, warm_start: bool = True, **study: obje
     if spec.ratio_schedule == "global_rank" and not task.space.importances:
         # What prepare_task computes when the config's own preset ranks globally: importances on the base model.
         prune, batches = config.prune, task.gradient_batches or None
-        ranking["importances"] = importance_table(task.base_model, task.example_inputs, task.groups, prune.criteria,
+        ranking["importances"] = importance_table(task.base.model, task.base.example_inputs, task.base.groups, prune.criteria,
                                                   prune.scopes, normalizer=spec.normalizer, gradient_batches=batches)
         if spec.target == "macs":
-            ranking["macs_of"] = relative_macs(task.base_model, task.example_inputs, task.base_counts,
+            ranking["macs_of"] = relative_macs(task.base.model, task.base.example_inputs, task.base.counts,
                                                gradient_batches=batches)
     space = dataclasses.replace(task.space, spec=spec, **ranking)  # type: ignore[arg-type]
     return dataclasses.replace(task, config=config, space=space)
@@ -210,7 +210,7 @@ def seed_config(config: Config, seed: int, out: Path, args: argparse.Namespace) 
 def run_seed(config: Config, args: argparse.Namespace, seed: int, log: Log) -> tuple[Task, list[Run]]:
     task = prepare_task(seed_config(config, seed, args.out, args), log)
     recipe = Recipe.of(task)
-    log(f"seed {seed}: base {config.metric} {task.base_metric:.4f}, {len(task.groups)} groups; a candidate costs "
+    log(f"seed {seed}: base {config.metric} {task.base.metric:.4f}, {len(task.base.groups)} groups; a candidate costs "
         f"{recipe.steps} steps + {recipe.forward_batches} forward batches")
     if args.budget is None:
         runs = baseline_runs(task, args, seed, recipe, log)
@@ -285,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     base_metric = math.nan
     for seed in args.seeds:
         task, seed_runs = run_seed(config, args, seed, log)
-        base_metric = task.base_metric if seed == args.seeds[0] else base_metric
+        base_metric = task.base.metric if seed == args.seeds[0] else base_metric
         runs.extend(seed_runs)
     recipe = Recipe.of(task)
     meta = {"config": str(args.config), "name": config.name, "seeds": args.seeds, "base_metric": base_metric,

@@ -31,10 +31,10 @@ def test_evaluate_plan_scores_a_plan_exactly_as_the_trial_that_sampled_it(tmp_pa
     study.optimize(Objective(task), n_trials=1)
     trial = study.trials[0]
     plan = PruningPlan.from_dict(trial.user_attrs["plan"])
-    assert plan == PruningPlan.uniform(task.groups, 0.25, "l1")
+    assert plan == PruningPlan.uniform(task.base.groups, 0.25, "l1")
     # The same task, after another candidate has been fine-tuned on it: a candidate's run depends on its seed
     # alone, not on the shuffling passes made before it in the process (a sweep, other trials, an export).
-    other = evaluate_plan(task, PruningPlan.uniform(task.groups, 0.5, "l2"), seed=7)
+    other = evaluate_plan(task, PruningPlan.uniform(task.base.groups, 0.5, "l2"), seed=7)
     assert other.metric != trial.values[0] or other.cost != trial.values[1]
     result = evaluate_plan(task, plan, seed=trial_seed(config.study.seed, trial.number))
     assert result.feasible and result.metric == trial.values[0] and result.cost == trial.values[1]

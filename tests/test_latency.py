@@ -134,10 +134,10 @@ def test_plans_run_without_a_study_share_one_meter_kept_on_the_task(budgeted):
     task = prepare_task(config)
     assert task.process_meter is None
     calls_before = len(backend.CALLS)
-    first = evaluate_plan(task, PruningPlan.uniform(task.groups, 0.5, "l1"), seed=0, finetune=FinetuneBudget(0))
+    first = evaluate_plan(task, PruningPlan.uniform(task.base.groups, 0.5, "l1"), seed=0, finetune=FinetuneBudget(0))
     meter = task.process_meter
     assert meter is not None and first.latency is not None
-    evaluate_plan(task, PruningPlan.uniform(task.groups, 0.75, "l1"), seed=0, finetune=FinetuneBudget(0))
+    evaluate_plan(task, PruningPlan.uniform(task.base.groups, 0.75, "l1"), seed=0, finetune=FinetuneBudget(0))
     assert task.process_meter is meter  # the base was timed once: base + two architectures
     assert len(backend.CALLS) - calls_before == 3
 

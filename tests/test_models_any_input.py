@@ -87,12 +87,12 @@ def test_tuple_example_inputs_are_positional_arguments(tmp_path):
     )
     config = config_from_dict(raw)
     task = prepare_task(config)
-    assert isinstance(task.example_inputs, tuple) and [list(t.shape) for t in task.example_inputs] == [[1, 1, 8, 8], [1, 4]]
-    groups = {g.name: g for g in task.groups}
-    assert "conv1" in groups and task.base_macs > 0
+    assert isinstance(task.base.example_inputs, tuple) and [list(t.shape) for t in task.base.example_inputs] == [[1, 1, 8, 8], [1, 4]]
+    groups = {g.name: g for g in task.base.groups}
+    assert "conv1" in groups and task.base.macs > 0
     pruned, report = task.prune(autoprune.PruningPlan({"conv1": (0.5, "l1")}))
     assert pruned.conv1.out_channels == 8 and report.macs_after < report.macs_before
-    assert call_model(pruned, task.example_inputs).shape == (1, 10)
+    assert call_model(pruned, task.base.example_inputs).shape == (1, 10)
 
 
 def test_a_hugging_face_model_returning_a_model_output_is_searched_exported_and_reloaded(tmp_path):
@@ -139,7 +139,7 @@ def test_pretrained_factory_weights_are_the_base_model_without_training_or_cache
     assert code == 0 and "base weights: pretrained (the factory's own weights" in out
     logged: list[str] = []
     task = prepare_task(config_from_dict(raw), logged.append)
-    assert weights_sha256(task.base_model) == weights_sha256(pretrained_net())  # not trained: the factory's weights
+    assert weights_sha256(task.base.model) == weights_sha256(pretrained_net())  # not trained: the factory's weights
     assert not (tmp_path / "run" / "base.pt").exists() and not (tmp_path / "run" / "base.json").exists()
     assert not any("training the base model" in line for line in logged)
 

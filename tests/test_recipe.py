@@ -450,9 +450,9 @@ def test_export_recovery_distills_from_the_base_with_its_own_steps(tmp_path, bas
     )
     task = prepare_task(config)
     recovery = recovery_evaluator(task)
-    assert isinstance(recovery, Evaluator) and recovery.teacher is task.base_model
+    assert isinstance(recovery, Evaluator) and recovery.teacher is task.base.model
     assert recovery.optimizer == "adamw" and task.evaluator.optimizer == "sgd"  # type: ignore[attr-defined]
-    plan = PruningPlan.uniform(task.groups, 0.5, "l1")
+    plan = PruningPlan.uniform(task.base.groups, 0.5, "l1")
     optimizers: list[type] = []
     handle = register_optimizer_step_post_hook(lambda opt, _a, _k: optimizers.append(type(opt)))
     try:

@@ -152,12 +152,12 @@ def _task(tmp_path, base_weights, **prune_options):
 
 def test_gradual_unstructured_pruning_follows_the_polynomial_schedule_step_by_step(tmp_path, base_weights):
     task = _task(tmp_path, base_weights, mode="unstructured", ignore=["fc"])
-    plan = PruningPlan({}, sparsity=SparsityPlan("l1_unstructured", {n: 0.8 for n in task.layers}))
+    plan = PruningPlan({}, sparsity=SparsityPlan("l1_unstructured", {n: 0.8 for n in task.base.layers}))
     fractions = step_fractions(3, "polynomial", 3.0)
     tuned = []
     model, steps = prune_gradually(task, plan, fractions, between=lambda k, m: tuned.append(k))
     assert tuned == [1, 2] and [s["fraction"] for s in steps] == fractions
-    sizes = {n: m.weight.numel() for n, m in task.base_model.named_modules() if n in task.layers}
+    sizes = {n: m.weight.numel() for n, m in task.base.model.named_modules() if n in task.base.layers}
     for step in steps:
         for layer, reached in step["sparsity"].items():
             assert reached * sizes[layer] == pytest.approx(round(0.8 * step["fraction"] * sizes[layer]))
@@ -166,15 +166,15 @@ def test_gradual_unstructured_pruning_follows_the_polynomial_schedule_step_by_st
 
 def test_gradual_combined_pruning_follows_the_schedule_in_channels_and_sparsity(tmp_path, base_weights):
     task = _task(tmp_path, base_weights, mode=["structured", "unstructured"])
-    groups = [g.name for g in task.groups[:3]]
+    groups = [g.name for g in task.base.groups[:3]]
     plan = PruningPlan({g: (0.6, "l1") for g in groups}, sparsity=SparsityPlan("l1_unstructured", {"layer3.1.conv2": 0.5}))
     fractions = step_fractions(2, "linear")
     model, steps = prune_gradually(task, plan, fractions)
-    base = {g.name: g.channels for g in task.groups}
+    base = {g.name: g.channels for g in task.base.groups}
     for step in steps:
         assert {g: step["channels"][g] for g in groups} == {g: kept_channels(base[g], 0.6 * step["fraction"]) for g in groups}
         assert step["sparsity"]["layer3.1.conv2"] == pytest.approx(0.5 * step["fraction"], abs=1e-3)
-    _, one_shot = apply_plan(task.base_model, task.example_inputs, plan)
+    _, one_shot = apply_plan(task.base.model, task.base.example_inputs, plan)
     assert {g: steps[-1]["channels"][g] for g in groups} == {n: after for n, (_, after) in one_shot.channels.items()}
     assert steps[-1]["sparsity"] == pytest.approx(one_shot.sparsity, abs=1e-3)
 

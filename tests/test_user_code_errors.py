@@ -174,7 +174,7 @@ def test_a_base_accuracy_at_chance_level_is_warned_about(tmp_path):
     )
     logs: list[str] = []
     task = prepare_task(config_from_dict(config), logs.append)
-    assert task.base_metric == pytest.approx(4 / 32)
+    assert task.base.metric == pytest.approx(4 / 32)
     assert any(line.startswith("warning: metric:") and "chance level for 10 classes" in line for line in logs), logs
 
 

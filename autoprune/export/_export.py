@@ -160,9 +160,9 @@ def _select(config: Config, selection: Selection, log: Callable[[str], None]) ->
 
 
 def _check_same_base(task: Task, base: dict[str, Any]) -> None:
-    if (task.base_macs, task.base_params) != (base.get("macs"), base.get("params")):
+    if (task.base.macs, task.base.params) != (base.get("macs"), base.get("params")):
         raise ConfigError(
-            f"the base model has {task.base_macs} MACs, {task.base_params} params; the study searched one with "
+            f"the base model has {task.base.macs} MACs, {task.base.params} params; the study searched one with "
             f"{base.get('macs')} MACs, {base.get('params')} params: the config no longer matches the study",
             key="model",
         )
@@ -208,14 +208,14 @@ def _recover_trial(
 def _measure(task: Task, trial: FrozenTrial, model: torch.nn.Module) -> tuple[torch.nn.Module, Latencies]:
     """Time the base and the recovered model; returns the recovered model moved to the CPU, and the figures."""
     config, runtime = task.config, task.runtime
-    example = to_device(task.example_inputs, "cpu")  # the example inputs in their own form (tensor, tuple, dict)
+    example = to_device(task.base.example_inputs, "cpu")  # the example inputs in their own form (tensor, tuple, dict)
     on_device: dict[str, Any] | None = None
     if runtime.torch_device.type != "cpu":
-        on_device = latency_before_after(config, runtime, task.base_model, model, example)
+        on_device = latency_before_after(config, runtime, task.base.model, model, example)
     # The search's latency (its backend, device, batch), re-measured for the chosen model, beside the search's figure.
-    search_latency = remeasure_search_latency(config, runtime, task.base_model, model, task.example_inputs, trial)
+    search_latency = remeasure_search_latency(config, runtime, task.base.model, model, task.base.example_inputs, trial)
     # The artifacts are written from the CPU, where most pruned models are deployed; latency is measured there too.
-    model, base_model = model.cpu(), task.base_model.cpu()
+    model, base_model = model.cpu(), task.base.model.cpu()
     on_cpu = latency_before_after(config, CPU, base_model, model, example)
     return model, Latencies(on_cpu, on_device, search_latency)
 
@@ -233,7 +233,7 @@ def _write(
 ) -> dict[str, Any]:
     """Write and verify the artifacts, the resolved config and ``export.json`` into ``tmp``; returns the record."""
     config, report = task.config, recovered.report
-    example = to_device(task.example_inputs, "cpu")
+    example = to_device(task.base.example_inputs, "cpu")
     probe = probe_batch(task, eval_loader)
     with torch.no_grad():
         expected = call_model(model.eval(), probe)  # every output tensor is compared on reload

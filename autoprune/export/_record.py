@@ -87,7 +87,7 @@ def probe_batch(task: Task, loader: Any) -> Any:
     """A fixed batch for the reload checks: the first evaluation batch's inputs when they have the example
     inputs' form (a real ``(inputs, targets)`` batch, or a dict batch without its ``labels``), else the example
     inputs themselves."""
-    example = to_device(task.example_inputs, "cpu")
+    example = to_device(task.base.example_inputs, "cpu")
     for batch in loader:
         if isinstance(batch, (tuple, list)) and batch and _same_form(batch[0], example):
             return _first_rows(batch[0], PROBE_SIZE)
@@ -112,7 +112,7 @@ def _input_shapes(inputs: Any) -> Any:
 
 def architecture_record(task: Task, channels: dict[str, int]) -> dict[str, Any]:
     cfg = task.config
-    example = task.example_inputs
+    example = task.base.example_inputs
     return {
         "builtin": cfg.model.builtin,
         "factory": cfg.model.factory,
@@ -137,7 +137,7 @@ def architecture_record(task: Task, channels: dict[str, int]) -> dict[str, Any]:
 def _sparsity_record(task: Task, model: torch.nn.Module, report: PruneReport, recovered: Recovered) -> dict[str, Any]:
     """Non-zero parameters and the gzip size of the weights, before and after; the sparsity of each layer."""
     nonzero, size = count_nonzero_params(model), compressed_bytes(model)
-    base_size = task.base_compressed_bytes or compressed_bytes(task.base_model)
+    base_size = task.base.compressed_bytes or compressed_bytes(task.base.model)
     return {
         "nonzero_params": {
             "before": report.nonzero_params_before,

@@ -70,18 +70,18 @@ def prune_gradually(
     zeros of the steps before. The last fraction is 1, so the last step lands on the plan. Channel pruning
     needs plain weights, so the masks are folded in before it and rebuilt from the zeros after.
     """
-    base_channels = {g.name: g.channels for g in task.groups}
+    base_channels = {g.name: g.channels for g in task.base.groups}
     unknown = sorted(set(plan.groups) - set(base_channels))
     if unknown:
         raise PruningError(f"plan names group {unknown[0]!r}, which is not a prunable group of this task")
     current = {name: base_channels[name] for name in plan.groups}  # each planned group's channels so far
-    model = copy.deepcopy(task.base_model)
+    model = copy.deepcopy(task.base.model)
     steps: list[dict[str, Any]] = []
     for k, fraction in enumerate(fractions, start=1):
         if plan.groups:
             make_permanent(model)
             step = step_plan(plan.structured(), fraction, base_channels, current)
-            model, report = apply_plan(model, task.example_inputs, step, gradient_batches=task.gradient_batches)
+            model, report = apply_plan(model, task.base.example_inputs, step, gradient_batches=task.gradient_batches)
             current = {name: after for name, (_, after) in report.channels.items()}
         if plan.sparsity is not None:
             apply_sparsity(model, plan.sparsity.scaled(fraction))
@@ -151,7 +151,7 @@ def _recreate(
     with the base, pruned, search-fine-tuned and re-created validation metrics."""
     evaluator = task.evaluator  # the search's: re-creates and scores the trial exactly
     ft = task.config.finetune
-    metrics = {"base": evaluator.score(task.base_model, eval_loader)}
+    metrics = {"base": evaluator.score(task.base.model, eval_loader)}
     scored, report = task.prune(plan)
     metrics["pruned"] = evaluator.score(scored, eval_loader)
     evaluator.recalibrate(scored, ft.bn_recalibration_batches, seed)
@@ -252,7 +252,7 @@ def recovery_evaluator(task: Task) -> Any:
         val_loader=searched.val_loader,
         metric=searched.metric,
         runtime=searched.runtime,
-        teacher=task.base_model if task.config.export.distill is not None else None,
+        teacher=task.base.model if task.config.export.distill is not None else None,
         section="export",
     )
 

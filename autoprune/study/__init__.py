@@ -56,6 +56,7 @@ from autoprune.study._storage import (
 from autoprune.study._task import (
     Resolved,
     Task,
+    TrainedBase,
     atomic_write_bytes,
     check_output_writable,
     fit_budgets,
@@ -79,6 +80,7 @@ __all__ = [
     "StorageLost",
     "PlanResult",
     "Task",
+    "TrainedBase",
     "check_worker_devices",
     "worker_device",
     "atomic_write_bytes",

@@ -87,7 +87,7 @@ def _length(loader: Any, key: str, what: str) -> int:
 def unit_costs(task: Task) -> UnitCosts:
     """The unit costs of ``task``'s recipe, from its config and its loaders' lengths."""
     validation = getattr(task.evaluator, "validation", task.data.val)  # the built-in's val_batches subset
-    return recipe_costs(task.config, task.data.train, validation, task.base_model)
+    return recipe_costs(task.config, task.data.train, validation, task.base.model)
 
 
 def recipe_costs(config: Config, train: Any, validation: Any, model: nn.Module) -> UnitCosts:

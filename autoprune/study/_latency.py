@@ -49,9 +49,9 @@ def latency_meter(task: Task, cache: Any = None) -> LatencyMeter | None:
     return LatencyMeter(
         config.latency,
         task.runtime,
-        task.base_model,
-        task.example_inputs,
-        {g.name: g.channels for g in task.groups},
+        task.base.model,
+        task.base.example_inputs,
+        {g.name: g.channels for g in task.base.groups},
         cache=cache if cache is not None else MemoryCache(),
         search_paths=factory_search_paths(config),
         table=task.latency_table,

@@ -274,7 +274,7 @@ class Objective:
             trial.set_user_attr("sparsity", report.sparsity)
             if result.compressed_bytes:
                 trial.set_user_attr("compressed_bytes", result.compressed_bytes)
-                trial.set_user_attr("compressed_relative", result.compressed_bytes / task.base_compressed_bytes)
+                trial.set_user_attr("compressed_relative", result.compressed_bytes / task.base.compressed_bytes)
         if cfg.constraints.max_macs is not None:
             trial.set_constraint(MAX_MACS_CONSTRAINT, report.macs_ratio - cfg.constraints.max_macs)
         if result.latency is not None:

@@ -100,7 +100,7 @@ def record_definition(study: optuna.Study, config: Config, groups: Sequence[str]
 
 def check_base(study: optuna.Study, config: Config, task: Task) -> str:
     """The sha256 of ``task``'s base weights, refused (one line) when the study was started with other ones."""
-    sha = weights_sha256(task.base_model)
+    sha = weights_sha256(task.base.model)
     recorded = study.user_attrs.get(BASE_ATTR)
     if isinstance(recorded, dict) and recorded.get("weights_sha256") not in (None, sha):
         raise ConfigError(
@@ -117,14 +117,14 @@ def record_base(study: optuna.Study, task: Task, sha: str) -> None:
     recorded = study.user_attrs.get(BASE_ATTR)
     if not isinstance(recorded, dict) or recorded.get("weights_sha256") != sha:
         base = {
-            "metric": task.base_metric,
-            "macs": task.base_macs,
-            "params": task.base_params,
-            "nonzero_params": task.base_nonzero_params,
+            "metric": task.base.metric,
+            "macs": task.base.macs,
+            "params": task.base.params,
+            "nonzero_params": task.base.nonzero_params,
             "weights_sha256": sha,
         }
-        if task.base_compressed_bytes:
-            base["compressed_bytes"] = task.base_compressed_bytes
+        if task.base.compressed_bytes:
+            base["compressed_bytes"] = task.base.compressed_bytes
         study.set_user_attr(BASE_ATTR, base)
     if "groups" not in study.user_attrs:
-        study.set_user_attr("groups", [g.to_dict() for g in task.groups])
+        study.set_user_attr("groups", [g.to_dict() for g in task.base.groups])

@@ -179,9 +179,9 @@ def join_study(
 
 
 def _what_is_pruned(task: Task) -> str:
-    parts = [f"{len(task.groups)} groups"] if task.config.prune.structured else []
+    parts = [f"{len(task.base.groups)} groups"] if task.config.prune.structured else []
     if task.config.prune.unstructured_mode:
-        parts.append(f"{len(task.layers)} layers to sparsify")
+        parts.append(f"{len(task.base.layers)} layers to sparsify")
     return " and ".join(parts)
 
 
@@ -268,7 +268,7 @@ def search_single(
         to_run = budgeted[0].describe()
     log(
         f"study {config.study_name!r}: {_what_is_pruned(task)}, base {metric_names(config)[0]} "
-        f"{task.base_metric:.4f}, {task.base_macs / 1e6:.2f} M MACs; {finished} trials done, {to_run}"
+        f"{task.base.metric:.4f}, {task.base.macs / 1e6:.2f} M MACs; {finished} trials done, {to_run}"
     )
     if on_ready is not None:
         on_ready(study, task)

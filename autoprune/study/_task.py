@@ -54,6 +54,7 @@ __all__ = [
     "Log",
     "Resolved",
     "Task",
+    "TrainedBase",
     "atomic_write_bytes",
     "fit_budgets",
     "check_output_writable",
@@ -84,37 +85,46 @@ class CandidateEvaluator(Protocol):
     def score(self, model: nn.Module, loader: Any = None) -> float: ...
 
 
-@dataclass(kw_only=True)
-class Task:
-    config: Config
-    data: DataBundle
-    base_model: nn.Module
+@dataclass(frozen=True, kw_only=True)
+class TrainedBase:
+    """The trained model every candidate is pruned from, and what was measured of it once."""
+
+    model: nn.Module
     example_inputs: Any  # a tensor, a tuple (positional) or a dict (keyword arguments); engine.call_model calls
     groups: list[Group]
-    base_macs: int
-    base_params: int
-    base_metric: float
+    macs: int
+    params: int
+    metric: float
+    layers: list[str] = field(default_factory=list)  # layers unstructured pruning may sparsify
+    nonzero_params: int = 0
+    compressed_bytes: int = 0  # gzip of the state_dict; measured when prune.mode is unstructured
+
+    @property
+    def counts(self) -> tuple[int, int]:
+        return self.macs, self.params
+
+
+@dataclass(kw_only=True)
+class Task:
+    """What a trial needs: the config, the trained base, the data and the recipe that fine-tunes and scores, the
+    search space, and (for taylor, and latency.mode predicted) the fixed gradient batches and the latency table."""
+
+    config: Config
+    base: TrainedBase
+    data: DataBundle
     evaluator: CandidateEvaluator
     space: SearchSpace
     runtime: Runtime = field(default_factory=Runtime)  # the base model, its copies and the batches sit on its device
     gradient_batches: list[Any] = field(default_factory=list)  # for criteria that need gradients (taylor)
-    layers: list[str] = field(default_factory=list)  # layers unstructured pruning may sparsify
-    base_nonzero_params: int = 0
-    base_compressed_bytes: int = 0  # gzip of the base state_dict; measured when prune.mode is unstructured
     latency_table: LatencyTable | None = None  # latency.mode predicted / both, or prune.round_to auto
     # The meter plans run without a study are timed with (uniform sweeps, benchmarks), built on first need, so the
     # base is timed once per task (study._latency.process_latency_meter).
     process_meter: LatencyMeter | None = field(default=None, compare=False, repr=False)
 
-    @property
-    def base_counts(self) -> tuple[int, int]:
-        return self.base_macs, self.base_params
-
     def prune(self, plan: PruningPlan) -> tuple[nn.Module, PruneReport]:
         """``plan`` applied to a copy of the base model (with this task's gradient batches, for taylor)."""
-        return apply_plan(
-            self.base_model, self.example_inputs, plan, base_counts=self.base_counts, gradient_batches=self.gradient_batches
-        )
+        base = self.base
+        return apply_plan(base.model, base.example_inputs, plan, base_counts=base.counts, gradient_batches=self.gradient_batches)
 
 
 def _base_metric(config: Config, evaluator: CandidateEvaluator, model: nn.Module, *, user: bool) -> float:
@@ -213,22 +223,25 @@ def prepare_task(
         else []
     )
     space = _search_space(config, resolved, base, (macs, params), batches, table)
-    return Task(
-        config=config,
-        data=resolved.data,
-        base_model=base,
+    trained = TrainedBase(
+        model=base,
         example_inputs=resolved.example_inputs,
         groups=resolved.groups,
-        base_macs=macs,
-        base_params=params,
-        base_metric=base_metric,
+        macs=macs,
+        params=params,
+        metric=base_metric,
+        layers=resolved.layers,
+        nonzero_params=count_nonzero_params(base),
+        compressed_bytes=compressed_bytes(base) if config.prune.unstructured_mode else 0,
+    )
+    return Task(
+        config=config,
+        base=trained,
+        data=resolved.data,
         evaluator=task_evaluator,
         space=space,
         runtime=runtime,
         gradient_batches=batches,
-        layers=resolved.layers,
-        base_nonzero_params=count_nonzero_params(base),
-        base_compressed_bytes=compressed_bytes(base) if config.prune.unstructured_mode else 0,
         latency_table=table,
     )
 

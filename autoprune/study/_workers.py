@@ -222,7 +222,7 @@ def search_with_workers(
     study, storage, task, _index = join_study(config, log=log, worker_index=0, evaluator=evaluator)
     finished = len(study.get_trials(deepcopy=False, states=FINISHED))
     log(
-        f"study {config.study_name!r}: {len(task.groups)} groups, base {task.base_metric:.4f}; "
+        f"study {config.study_name!r}: {len(task.base.groups)} groups, base {task.base.metric:.4f}; "
         f"{finished} trials done, {max(0, config.study.n_trials - finished)} to run on {count} workers "
         f"x {threads_per_worker(count)} threads{_devices_note(config)}"
     )
