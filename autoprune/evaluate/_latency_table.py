@@ -38,7 +38,7 @@ from torch import nn
 from autoprune.engine import Group, apply_plan, count_macs_params
 from autoprune.evaluate._latency import LatencyRun, measure_latency
 from autoprune.plan import PruningPlan, kept_channels
-from autoprune.ranking import snap_up
+from autoprune.ranking import ratio_for_kept, snap_up
 
 # snap_up lives in autoprune.ranking (space snaps plans with it); re-exported beside the table it reads.
 __all__ = [
@@ -308,13 +308,7 @@ def _plans(groups: Sequence[Group], points: int, calibration: int) -> dict[str, 
 
 def _keeping(kept: Mapping[str, tuple[int, int]]) -> PruningPlan:
     """The l1 plan keeping ``kept[group] = (width, count)`` channels per group."""
-    groups = {}
-    for name, (width, count) in kept.items():
-        ratio = 1.0 - count / width
-        while kept_channels(width, ratio) > count:  # 1 - k/n may be off by an ulp
-            ratio = math.nextafter(ratio, 1.0)
-        groups[name] = (max(ratio, 0.0), "l1")
-    return PruningPlan(groups)
+    return PruningPlan({name: (ratio_for_kept(width, count), "l1") for name, (width, count) in kept.items()})
 
 
 def profile_latency(

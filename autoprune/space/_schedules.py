@@ -8,7 +8,7 @@ built-in ones are ``independent``, ``global_offset``, ``depth_linear`` and ``glo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from autoprune._registry import Registry
@@ -154,10 +154,10 @@ class GlobalOffset(_AroundGlobal):
 
     def group_distribution(self, space: ScheduledSpace, group: str) -> tuple[str, Distribution] | None:
         spread = space.spec.ratio_spread
-        return _param("ratio_offset", space.knob(group)), ("float", -spread, spread)
+        return param_name("ratio_offset", space.knob(group)), ("float", -spread, spread)
 
     def ratio(self, space: ScheduledSpace, group: str, params: Mapping[str, Any]) -> float:
-        return float(params["ratio"]) + float(params[_param("ratio_offset", space.knob(group))])
+        return float(params["ratio"]) + float(params[param_name("ratio_offset", space.knob(group))])
 
 
 @register_ratio_schedule("depth_linear")
@@ -204,10 +204,6 @@ class GlobalRank:
         return None
 
 
-def _param(kind: str, knob: str) -> str:
+def param_name(kind: str, knob: str) -> str:
+    """A searched parameter's name: ``kind:knob``, or ``kind`` alone for the one shared knob ("")."""
     return f"{kind}:{knob}" if knob else kind
-
-
-def knobs_in_order(groups: Sequence[str], knob: Callable[[str], str]) -> list[str]:
-    """The ratio knobs (stage or group names), model order, once each."""
-    return list(dict.fromkeys(knob(g) for g in groups))

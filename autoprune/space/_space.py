@@ -12,7 +12,7 @@ from autoprune.ranking import ChannelImportances, snap_plan
 from autoprune.space._budgeted import SCOPE_PARAM, budget_distributions, check_budgets, projected_entries
 from autoprune.space._global import SCALE_PARAM, check_importances
 from autoprune.space._optimizers import optuna_distribution
-from autoprune.space._schedules import RatioSchedule, get_ratio_schedule, knobs_in_order
+from autoprune.space._schedules import RatioSchedule, get_ratio_schedule, param_name
 from autoprune.space._sparsity import SparsitySpace
 from autoprune.space._tie import tied_knob
 
@@ -79,7 +79,7 @@ class SearchSpace:
         return params[SCOPE_PARAM] if len(self.scopes) > 1 else self.scopes[0]
 
     def criterion_param(self, group: str) -> str:
-        return self._param("criterion", self._knob(group, self.spec.criterion))
+        return param_name("criterion", self._knob(group, self.spec.criterion))
 
     def criterion_of(self, group: str, params: Mapping[str, Any]) -> str:
         return str(params[self.criterion_param(group)])
@@ -91,11 +91,11 @@ class SearchSpace:
 
     def scale_param(self, group: str) -> str:
         """``scale:<knob>``: a global_rank group's scale factor (absent with ratio: shared, where it is 1)."""
-        return self._param(SCALE_PARAM, self.knob(group))
+        return param_name(SCALE_PARAM, self.knob(group))
 
     def ratio_param(self, group: str) -> str:
         """``ratio:<knob>``: the ratio an independent schedule reads for ``group``."""
-        return self._param("ratio", self.knob(group))
+        return param_name("ratio", self.knob(group))
 
     def knob(self, group: str) -> str:
         """``group``'s ratio knob: its stage, its own name, its tied type, or "" (one shared knob)."""
@@ -114,13 +114,9 @@ class SearchSpace:
             return tied_knob(group)
         return group
 
-    @staticmethod
-    def _param(kind: str, knob: str) -> str:
-        return f"{kind}:{knob}" if knob else kind
-
     def ratio_knobs(self) -> list[str]:
         """The ratio knobs (stage or group names), model order, once each."""
-        return knobs_in_order(self.groups, self.knob)
+        return list(dict.fromkeys(self.knob(g) for g in self.groups))
 
     def global_bounds(self) -> tuple[float, float]:
         """The lowest and highest ratio any group may take: a global knob's range."""
@@ -140,7 +136,7 @@ class SearchSpace:
             knob = schedule.group_distribution(self, group)
             if knob is not None:
                 dists.setdefault(*knob)
-            criterion = self._param("criterion", self._knob(group, self.spec.criterion))
+            criterion = param_name("criterion", self._knob(group, self.spec.criterion))
             dists.setdefault(criterion, ("categorical", list(self.criteria)))
         if len(self.scopes) > 1:
             dists[SCOPE_PARAM] = ("categorical", list(self.scopes))
