@@ -267,6 +267,30 @@ def test_journal_heartbeat_fails_a_silent_trial_and_spares_a_beating_one(tmp_pat
     assert states == [TrialState.FAIL, TrialState.RUNNING]
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+@pytest.mark.parametrize("kind", ["journal", "postgresql"])
+def test_a_trial_whose_worker_died_before_its_first_beat_fails_after_the_grace_period(tmp_path, kind, request):
+    """study.ask() makes the trial RUNNING before its first beat; a worker or database that dies in between must
+    not leave it RUNNING for ever (a resumed search would wait on it). A beating trial is spared."""
+    if kind == "journal":
+        url = f"journal://{tmp_path / 'study.log'}"
+    else:
+        cluster = request.getfixturevalue("pg")
+        url = cluster.create_database("first_beat")
+    storage = open_storage(url, heartbeat_interval=1, grace_period=1)
+    study = optuna.create_study(storage=storage, directions=["maximize", "minimize"])
+    orphan, alive = study.ask(), study.ask()  # the orphan's worker died while the sampler proposed it
+    study_id = storage.get_study_id_from_name(study.study_name)
+    ids = [storage.get_trial_id_from_study_id_trial_number(study_id, t.number) for t in (orphan, alive)]
+    with beating(storage, ids[1]):
+        fail_stale(study)
+        assert [storage.get_trial(i).state for i in ids] == [TrialState.RUNNING, TrialState.RUNNING]  # within grace
+        time.sleep(2.5)
+        fail_stale(study)
+        states = [storage.get_trial(i).state for i in ids]
+    assert states == [TrialState.FAIL, TrialState.RUNNING]
+
+
 def test_racing_workers_never_overshoot_the_study_total(tmp_path):
     """Four workers (own storage handles, as separate processes have) with near-instant trials."""
     url = f"journal://{tmp_path / 'study.log'}"

@@ -4,6 +4,12 @@ RDBStorage implements Optuna's heartbeat interface itself. JournalStorage does n
 ``JournalHeartbeatStorage`` adds it: the beat is a trial system attribute holding the wall-clock time, and a
 RUNNING trial whose beat is older than the grace period is stale. Optuna's own ``fail_stale_trials`` and
 ``study.optimize`` then work on it unchanged.
+
+Optuna never calls a trial that never beat stale, but a trial exists (RUNNING) from ``study.ask()`` on, while the
+sampler proposes it, before its first beat: a worker or database that dies in between would leave it RUNNING
+for ever, and every later search would wait on it. So ``beating`` also marks a trial's first beat
+(``BEATS_ATTR``), and ``fail_stale`` fails as well a RUNNING trial without that mark that started more than the
+grace period ago (by this machine's clock: machines sharing a study keep their clocks in step).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 
 import optuna
 from optuna.storages import BaseStorage, JournalStorage, fail_stale_trials
@@ -20,9 +27,10 @@ from optuna.storages._heartbeat import BaseHeartbeat  # Optuna's heartbeat inter
 from optuna.storages.journal import BaseJournalBackend
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["HEARTBEAT_ATTR", "JournalHeartbeatStorage", "beating", "fail_stale", "heartbeat_interval"]
+__all__ = ["BEATS_ATTR", "HEARTBEAT_ATTR", "JournalHeartbeatStorage", "beating", "fail_stale", "heartbeat_interval"]
 
 HEARTBEAT_ATTR = "autoprune:heartbeat"
+BEATS_ATTR = "autoprune:beats"  # set at a trial's first beat: its worker got past asking for it
 StaleCallback = Callable[[optuna.Study, FrozenTrial], None]
 
 
@@ -72,10 +80,24 @@ def heartbeat_interval(storage: BaseStorage) -> int | None:
 
 
 def fail_stale(study: optuna.Study) -> None:
-    """Mark FAIL every RUNNING trial of ``study`` whose heartbeat is older than the grace period."""
+    """Mark FAIL every RUNNING trial of ``study`` whose heartbeat is older than the grace period, and every one
+    that never beat and started more than the grace period ago."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         fail_stale_trials(study)
+    storage = study._storage
+    interval = heartbeat_interval(storage)
+    if interval is None:
+        return
+    grace = getattr(storage, "grace_period", None) or 2 * interval
+    now = datetime.now()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        started = trial.datetime_start
+        if BEATS_ATTR not in trial.system_attrs and started is not None and (now - started).total_seconds() > grace:
+            try:
+                storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass  # another worker failed it first, or it finished
 
 
 @contextmanager
@@ -96,6 +118,7 @@ def beating(storage: BaseStorage, trial_id: int) -> Iterator[None]:
                 return
 
     storage.record_heartbeat(trial_id)  # the first beat before the trial's work starts
+    storage.set_trial_system_attr(trial_id, BEATS_ATTR, True)
     thread = threading.Thread(target=beat, name=f"autoprune-heartbeat-{trial_id}", daemon=True)
     thread.start()
     try:
