@@ -168,11 +168,13 @@ def test_a_budget_too_small_for_promotion_drops_a_rung_before_it_refuses(tmp_pat
     assert budget_schedule(0.5, 20, costs, config.study.stages, config, baselines=5) is None
 
 
-def test_too_little_compute_for_the_baselines_names_the_key_and_the_least_total(tmp_path, base_weights):
-    config = config_from_dict(_config(tmp_path, base_weights, stages={"budget": 40}))
-    with pytest.raises(ConfigError, match=r"raise the total to \d+ batches") as error:
+def test_a_compute_in_batches_too_small_for_one_budget_is_refused_naming_the_key_and_the_least(tmp_path, base_weights):
+    # A screen costs 4 batches here and a fine-tune 9: 10 cannot pay even global-l2 and uniform-l2 and a finalist.
+    config = config_from_dict(_config(tmp_path, base_weights, stages={"budget": 10}))
+    with pytest.raises(ConfigError, match=r"the whole search needs study.stages.budget \d+") as error:
         autoprune.search(config)
     assert error.value.key == "study.stages.budget" and "\n" not in str(error.value)
+    assert not config.output.exists()  # refused before anything is written
 
 
 @pytest.mark.parametrize(

@@ -51,7 +51,7 @@ def test_autoprune_schema_prints_the_json_schema_with_every_description(capsys):
     assert schema["$schema"].startswith("https://json-schema.org/") and schema["additionalProperties"] is False
     assert {"name", "output", "model"} <= set(schema["required"])
     study = schema["$defs"]["StudyConfig"]["properties"]
-    assert study["n_trials"]["default"] == 40 and "Trials the study holds" in study["n_trials"]["description"]
+    assert study["n_trials"]["default"] == 40 and "the trials the study holds" in study["n_trials"]["description"]
 
 
 def test_autoprune_schema_markdown_is_the_reference(capsys):

@@ -211,9 +211,12 @@ def test_a_staged_study_is_not_resumed_as_a_single_search(staged):
     single = config.model_dump(mode="json")
     single["study"] = {**single["study"], "search": "single"}
     single["study"].pop("stages")
-    with pytest.raises(ConfigError, match="staged search") as error:
+    resolved = config.output / "config.resolved.yaml"
+    written = resolved.read_bytes()
+    with pytest.raises(ConfigError, match="was started with another search: staged -> single") as error:
         autoprune.search(config_from_dict(single))
     assert error.value.key == "study.search"
+    assert resolved.read_bytes() == written  # refused before anything is written
 
 
 @pytest.mark.parametrize(

@@ -57,8 +57,9 @@ class SearchProgress(ConsoleProgress):
         self._done = len([t for t in study.get_trials(deepcopy=False) if t.state.is_finished()])
         self._started = time.monotonic()  # the timeout counts from here, as Optuna's does
         # A staged or budgeted search runs its schedule's screens and finalists, not n_trials trials.
-        mode = self.config.study.search
-        total = self.config.study.n_trials
+        config = self.config if task is None else task.config  # as fitted: a small compute may run a single search
+        mode = config.study.search
+        total = config.study.n_trials
         if mode == "staged":
             total = staged_schedule(task).trials
         elif mode == "budgeted":

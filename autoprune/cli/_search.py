@@ -21,7 +21,13 @@ __all__ = ["register"]
 
 def register(commands: Any, parent: argparse.ArgumentParser) -> None:
     parser = commands.add_parser("search", parents=[parent], help="run or resume the pruning search")
-    parser.add_argument("--n-trials", type=positive_int, metavar="N", help="total trials for the study")
+    parser.add_argument(
+        "--n-trials",
+        type=positive_int,
+        metavar="N",
+        help="study.n_trials: a single search's trials; a budgeted or staged search's compute, in single-search "
+        "trials (it prints the trial count that buys)",
+    )
     parser.add_argument("--timeout", type=positive_float, metavar="S", help="stop starting trials after S seconds")
     parser.add_argument("--seed", type=int, metavar="K", help="study seed (overrides `study.seed`)")
     parser.add_argument("--sampler", metavar="NAME", help="tpe, nsga2, random or gp")

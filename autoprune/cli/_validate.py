@@ -22,7 +22,7 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from autoprune.engine import find_output_layers
     from autoprune.space import tie_summary
-    from autoprune.study import base_source, check_worker_devices, describe_inputs, resolve
+    from autoprune.study import base_source, check_worker_devices, describe_inputs, fit_search, resolve
 
     config = load_with_overrides(args, **{"runtime.device": args.device})
     check_worker_devices(config.workers.devices, config.runtime)  # as search checks it; export does not use it
@@ -45,10 +45,10 @@ def run(args: argparse.Namespace) -> int:
     found.append(f"example inputs: {describe_inputs(resolved.example_inputs)}")
     found.append(f"base weights: {base_source(config)}")
     found.append(f"runtime {resolved.runtime.device} {resolved.runtime.precision}")
-    split = budgeted_split(config, resolved) if config.study.search == "budgeted" else None  # errors before OK
+    fitted = fit_search(config, resolved)  # what search will run; a config it refuses is refused here too
     print(f"{args.config}: OK; {'; '.join(found)}")
-    if split is not None:
-        print(split)
+    for line in fitted.lines():
+        print(line, file=sys.stderr if line.startswith("warning: ") else sys.stdout)
     for line in table_lines(config, resolved):
         print(line)
     return 0
@@ -67,21 +67,3 @@ def table_lines(config: Any, resolved: Any) -> list[str]:
         return ["latency table: not built yet for these latency settings; `autoprune profile CONFIG` builds it "
                 "(search builds it on first need)"]  # fmt: skip
     return describe_table(table, auto_steps=config.prune.round_to == "auto")
-
-
-def budgeted_split(config: Any, resolved: Any) -> str | None:
-    """How the budgeted search will split its compute over budgets, screens and finalists."""
-    from autoprune.evaluate import FirstBatches
-    from autoprune.space import baseline_criteria
-    from autoprune.study import budgeted_schedule, fit_budgets, recipe_costs
-
-    config, warnings = fit_budgets(config, resolved)
-    for warning in warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    if not resolved.groups:
-        return "budgeted search: no prunable group"
-    validation = resolved.data.val
-    if config.evaluator is None and config.finetune.val_batches is not None:
-        validation = list(FirstBatches(validation, config.finetune.val_batches))
-    costs = recipe_costs(config, resolved.data.train, validation, resolved.model)
-    return budgeted_schedule(config, costs, len(baseline_criteria(config.prune.criteria))).describe()

@@ -158,6 +158,13 @@ def _budget_list(v: list[float]) -> list[float]:
     return sorted(v, reverse=True)
 
 
+def _baseline_name(v: str) -> str:
+    basis, _, criterion = v.partition("-")
+    if basis not in ("uniform", "global") or not criterion:
+        raise ValueError(f"{v!r} is not a baseline; write basis-criterion, e.g. uniform-l2 or global-l2")
+    return v
+
+
 Budget = Annotated[float, Field(gt=0.0, lt=1.0)]
 SearchMode = Literal["single", "staged", "budgeted"]
 # budgeted: every candidate built at one of study.budgets, hand-picked baselines screened first, the best
@@ -170,7 +177,11 @@ class StudyConfig(_Strict):
     sampler: Sampler = Field(default="tpe", description="The Optuna sampler: tpe, nsga2, random or gp.")
     n_trials: int = Field(
         default=40, gt=0,
-        description="Trials the study holds when it is done (a resumed or joined study counts those it has).",
+        description="study.search single: the trials the study holds when it is done (a resumed or joined study "
+                    "counts those it has). staged and budgeted: the compute of this many single-search trials, spent "
+                    "on cheap screens and fine-tunes, so the study holds more trials; search, validate and the summary "
+                    "print the count. Too little for every budget's baselines: fewer budgets, then fewer baselines, "
+                    "then a single search, said in one line.",
     )
     timeout: float | None = Field(
         default=None, gt=0,
@@ -211,6 +222,12 @@ class StudyConfig(_Strict):
         default_factory=AllocationConfig,
         description="study.search budgeted: how each budget's allocations are proposed.",
     )
+    baselines: list[Annotated[str, AfterValidator(_baseline_name)]] | None = Field(
+        default=None, min_length=1,
+        description="study.search budgeted: the hand-picked baselines each budget screens first, as "
+                    "basis-criterion (uniform-l2, global-l1; global is Torch-Pruning's global ranking). null: uniform "
+                    "with every criterion, then global with l1 and l2.",
+    )
 
     @field_validator("stages")
     @classmethod
@@ -233,7 +250,7 @@ class StudyConfig(_Strict):
                 data = {**data, "budgets": [budgets[i] for i in order], "budget_weights": [weights[i] for i in order]}
         return data
 
-    @field_validator("budgets", "budget_weights", "allocation")
+    @field_validator("budgets", "budget_weights", "allocation", "baselines")
     @classmethod
     def _budget_keys_need_budgeted(cls, v: Any, info: ValidationInfo) -> Any:
         name = str(info.field_name)

@@ -7,7 +7,9 @@ from autoprune.space._budgeted import (
     BASIS_PARAM,
     BUDGET_PARAM,
     baseline_criteria,
+    baseline_name,
     baseline_params,
+    baselines_by_priority,
     positional_importances,
 )
 from autoprune.space._config_list import config_list_bounds, parse_config_list, plan_to_config_list
@@ -29,7 +31,9 @@ __all__ = [
     "get_ratio_schedule",
     "register_ratio_schedule",
     "baseline_criteria",
+    "baseline_name",
     "baseline_params",
+    "baselines_by_priority",
     "positional_importances",
     "SCOPE_PARAM",
     "TIE_CHOICES",

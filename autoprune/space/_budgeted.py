@@ -37,7 +37,9 @@ __all__ = [
     "BudgetedSpace",
     "GLOBAL_BASELINE_CRITERIA",
     "baseline_criteria",
+    "baseline_name",
     "baseline_params",
+    "baselines_by_priority",
     "budget_distributions",
     "check_budgets",
     "positional_importances",
@@ -160,19 +162,37 @@ def _mean_sorted(vectors: Sequence[Sequence[float]]) -> tuple[float, ...]:
     return tuple(sum(v[i] for v in ordered) / len(ordered) for i in range(len(ordered[0])))
 
 
-def baseline_criteria(criteria: Sequence[str]) -> list[tuple[str, str]]:
+def baseline_name(basis: str, criterion: str) -> str:
+    """A baseline's name as users write it (``study.baselines``): ``uniform-l2``, ``global-l1``."""
+    return f"{'global' if basis == 'ranked' else basis}-{criterion}"
+
+
+def baseline_criteria(criteria: Sequence[str], keep: Sequence[str] | None = None) -> list[tuple[str, str]]:
     """The hand-picked baselines as (basis, criterion): uniform with each searched criterion, then global
-    ranking with l1 and l2 (those searched; the first criterion when neither is)."""
+    ranking with l1 and l2 (those searched; the first criterion when neither is). ``keep`` (``study.baselines``)
+    names the ones to screen; None: all, in this order."""
     ranked = [c for c in GLOBAL_BASELINE_CRITERIA if c in criteria] or [criteria[0]]
-    return [("uniform", c) for c in criteria] + [("ranked", c) for c in ranked]
+    every = [("uniform", c) for c in criteria] + [("ranked", c) for c in ranked]
+    if keep is None:
+        return every
+    return [pair for pair in every if baseline_name(*pair) in keep]
 
 
-def baseline_params(space: BudgetedSpace, budget: float) -> list[dict[str, Any]]:
+def baselines_by_priority(criteria: Sequence[str]) -> list[str]:
+    """Every baseline's name, those a shrunk search keeps longest first: global then uniform ranking with l2,
+    then l1, then uniform with the other criteria."""
+    every = [baseline_name(*pair) for pair in baseline_criteria(criteria)]
+    first = [f"{basis}-{c}" for c in ("l2", "l1") for basis in ("global", "uniform")]
+    return [n for n in first if n in every] + [n for n in every if n not in first]
+
+
+def baseline_params(space: BudgetedSpace, budget: float, keep: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """The plans a user would try by hand at ``budget``, in this order: uniform with each searched criterion,
-    then global ranking with l1 and l2 (those searched; the first criterion when neither is)."""
+    then global ranking with l1 and l2 (those searched; the first criterion when neither is); ``keep``: only
+    those named (``study.baselines``)."""
     dists = budget_distributions(space)
     baselines = []
-    for basis, criterion in baseline_criteria(space.criteria):
+    for basis, criterion in baseline_criteria(space.criteria, keep):
         params: dict[str, Any] = {}
         for name, (kind, *_) in dists.items():
             if name == BUDGET_PARAM:

@@ -25,6 +25,7 @@ from autoprune.study._budget_report import (
 from autoprune.study._budgeted import SLOT_ATTR, budget_of, budgeted_plan, run_budgeted
 from autoprune.study._devices import check_worker_devices, worker_device
 from autoprune.study._dispatch import search
+from autoprune.study._fit import FittedSearch, fit_search
 from autoprune.study._frame import (
     FIDELITY_ATTR,
     FRONT_COLUMNS,
@@ -87,6 +88,8 @@ __all__ = [
     "base_point",
     "base_source",
     "fit_budgets",
+    "fit_search",
+    "FittedSearch",
     "check_output_writable",
     "check_registered_names",
     "create_or_load_study",

@@ -17,6 +17,7 @@ from autoprune.study._objective import FinetuneBudget
 from autoprune.study._task import Task
 
 __all__ = [
+    "COMPUTE_ATTR",
     "BudgetSchedule",
     "BudgetedSchedule",
     "Compute",
@@ -25,11 +26,19 @@ __all__ = [
     "UnitCosts",
     "budget_schedule",
     "budgeted_schedule",
+    "compute_record",
+    "least_total",
     "plan_schedule",
     "recipe_costs",
+    "search_compute",
     "staged_schedule",
     "unit_costs",
 ]
+
+
+# Study user attribute: what a staged or budgeted search's compute buys (study.n_trials is its compute, in
+# single-search trials), so the dashboard shows both figures.
+COMPUTE_ATTR = "compute"
 
 
 @dataclass(frozen=True)
@@ -118,12 +127,24 @@ class Rung:
     steps: int
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
+def _bought(n_trials: int | None) -> str:
+    """Where a schedule's compute comes from, for its first line: study.n_trials's single-search trials."""
+    if n_trials is None:
+        return " (study.stages.budget)"
+    return f" (study.n_trials {n_trials}: the compute of {_count(n_trials, 'single-search trial')})"
+
+
 @dataclass(frozen=True)
 class Schedule:
     budget: int
     screens: int
     rungs: tuple[Rung, ...]
     costs: UnitCosts
+    n_trials: int | None = None  # the study.n_trials the budget was derived from; None: study.stages.budget
 
     @property
     def planned(self) -> Compute:
@@ -136,8 +157,10 @@ class Schedule:
     def describe(self) -> str:
         rungs = ", then ".join(f"{r.finalists} x {r.steps} steps" for r in self.rungs)
         planned = self.planned.total
+        finetunes = self.trials - self.screens
         return (
-            f"staged search: budget {self.budget} batches; screen {self.screens} plans "
+            f"staged search: budget {self.budget} batches{_bought(self.n_trials)} buys {self.trials} trials "
+            f"({self.screens} screens, {_count(finetunes, 'fine-tune')}); screen {self.screens} plans "
             f"({self.costs.screen().total} each), fine-tune {rungs} ({planned} planned, {self.budget - planned} left over)"
         )
 
@@ -193,7 +216,8 @@ def plan_schedule(budget: int, costs: UnitCosts, stages: StagesConfig, config: C
         first -= 1  # every finalist needs a screened plan of its own
     screens = (budget - finalists_cost(first)) // max(screen, 1)
     rungs = tuple(Rung(n, b, s) for n, b, s in zip(_rung_counts(first, count, factor), budgets, steps, strict=True))
-    return Schedule(budget, int(screens), rungs, costs)
+    n_trials = None if stages.budget is not None else config.study.n_trials
+    return Schedule(budget, int(screens), rungs, costs, n_trials)
 
 
 def staged_schedule(task: Task) -> Schedule:
@@ -204,8 +228,7 @@ def staged_schedule(task: Task) -> Schedule:
         raise ConfigError(
             "the staged search fine-tunes its finalists; set finetune.epochs or finetune.steps", key="finetune.epochs"
         )
-    budget = stages.budget if stages.budget is not None else task.config.study.n_trials * costs.standard().total
-    return plan_schedule(budget, costs, stages, task.config)
+    return plan_schedule(search_compute(task.config, costs), costs, stages, task.config)
 
 
 @dataclass(frozen=True)
@@ -253,15 +276,22 @@ class BudgetedSchedule:
     budgets: tuple[BudgetSchedule, ...]
     costs: UnitCosts
     round_size: int
+    n_trials: int | None = None  # the study.n_trials the total was derived from; None: study.stages.budget
 
     @property
     def trials(self) -> int:
         return sum(b.trials for b in self.budgets)
 
+    @property
+    def screens(self) -> int:
+        return sum(b.screens for b in self.budgets)
+
     def describe(self) -> str:
         lines = [
-            f"budgeted search: {self.total} batches over {len(self.budgets)} budgets; a screen costs "
-            f"{self.costs.screen().total}, a standard fine-tune {self.costs.standard().total}"
+            f"budgeted search: {self.total} batches{_bought(self.n_trials)} buy {self.trials} trials "
+            f"({self.screens} screens, {_count(self.trials - self.screens, 'fine-tune')}) over "
+            f"{_count(len(self.budgets), 'budget')}; "
+            f"a screen costs {self.costs.screen().total}, a standard fine-tune {self.costs.standard().total}"
         ]
         return "\n".join(lines + [f"  {b.describe()}" for b in self.budgets])
 
@@ -306,17 +336,24 @@ def budget_schedule(
     return None
 
 
-def budgeted_schedule(config: Config, costs: UnitCosts, baselines: int) -> BudgetedSchedule:
-    """The budgeted schedule: ``study.stages.budget`` batches, or ``study.n_trials`` standard trials, split over
-    ``study.budgets`` by their weights; each budget screens its ``baselines`` first."""
+def search_compute(config: Config, costs: UnitCosts) -> int:
+    """A staged or budgeted search's compute in batches: ``study.stages.budget``, or what ``study.n_trials``
+    single-search trials cost."""
     study = config.study
-    total = study.stages.budget if study.stages.budget is not None else study.n_trials * costs.standard().total
+    return study.stages.budget if study.stages.budget is not None else study.n_trials * costs.standard().total
+
+
+def budgeted_schedule(config: Config, costs: UnitCosts, baselines: int, total: int | None = None) -> BudgetedSchedule:
+    """The budgeted schedule: ``total`` batches (default: ``search_compute``) split over ``study.budgets`` by their
+    weights; each budget screens its ``baselines`` first."""
+    study = config.study
+    total = search_compute(config, costs) if total is None else total
     parts = []
     for budget, weight in zip(study.budgets, study.weights, strict=True):
         compute = math.floor(total * weight)
         part = budget_schedule(budget, compute, costs, study.stages, config, baselines)
         if part is None:
-            need = _least_total(lambda c, b=budget: budget_schedule(b, c, costs, study.stages, config, baselines), weight)
+            need = least_total(lambda c, b=budget: budget_schedule(b, c, costs, study.stages, config, baselines), weight)
             key = "study.stages.budget" if study.stages.budget is not None else "study.n_trials"
             raise ConfigError(
                 f"budget {budget:g} gets {compute} of {total} batches, too few to screen its {baselines} baselines "
@@ -325,10 +362,11 @@ def budgeted_schedule(config: Config, costs: UnitCosts, baselines: int) -> Budge
                 key=key,
             )
         parts.append(part)
-    return BudgetedSchedule(total, tuple(parts), costs, study.allocation.round_size)
+    n_trials = None if study.stages.budget is not None else study.n_trials
+    return BudgetedSchedule(total, tuple(parts), costs, study.allocation.round_size, n_trials)
 
 
-def _least_total(fits: Any, weight: float) -> int:
+def least_total(fits: Any, weight: float) -> int:
     """The smallest total whose ``weight`` share ``fits`` (a schedule, not None): doubling, then bisection."""
     high = 1
     while fits(math.floor(high * weight)) is None:
@@ -338,3 +376,17 @@ def _least_total(fits: Any, weight: float) -> int:
         middle = (low + high) // 2
         low, high = (low, middle) if fits(math.floor(middle * weight)) is not None else (middle, high)
     return high
+
+
+def compute_record(schedule: Schedule | BudgetedSchedule) -> dict[str, Any]:
+    """What a schedule's compute buys, as the study records it (``COMPUTE_ATTR``): the ``study.n_trials`` it was
+    derived from (None: ``study.stages.budget``), the batches, and the trials they buy."""
+    total = schedule.budget if isinstance(schedule, Schedule) else schedule.total
+    return {
+        "n_trials": schedule.n_trials,
+        "unit": "study.n_trials counts single-search trials of compute; the study holds `trials` trials",
+        "batches": total,
+        "trials": schedule.trials,
+        "screens": schedule.screens,
+        "finetunes": schedule.trials - schedule.screens,
+    }

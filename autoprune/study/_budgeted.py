@@ -113,8 +113,17 @@ class Step:
 class Planner:
     """The next step of a budgeted search, from the study's trials alone."""
 
-    def __init__(self, space: SearchSpace, schedule: BudgetedSchedule, optimizer: str, seed: int, factor: int) -> None:
+    def __init__(
+        self,
+        space: SearchSpace,
+        schedule: BudgetedSchedule,
+        optimizer: str,
+        seed: int,
+        factor: int,
+        baselines: Sequence[str] | None = None,
+    ) -> None:
         self.space, self.schedule, self.seed, self.factor = space, schedule, seed, factor
+        self.baselines = baselines  # study.baselines: the baselines screened; None: all
         self.optimizer = ALLOCATION_OPTIMIZERS.get(optimizer, key="study.allocation.optimizer")()
         self.allocation = {n: d for n, d in space.distributions().items() if n != BUDGET_PARAM}
         self._proposals: dict[tuple[int, int, str], list[dict[str, Any]]] = {}
@@ -134,7 +143,7 @@ class Planner:
         complete screens of the earlier rounds (in slot order, so that the history is the same everywhere)."""
         budget = self.schedule.budgets[index].budget
         if round_ == 0:
-            return baseline_params(self.space, budget)[:size]
+            return baseline_params(self.space, budget, self.baselines)[:size]
         scored = [t for t in sorted(history, key=lambda t: _slot(t)["index"]) if t.state == TrialState.COMPLETE]
         pairs = [({n: t.params[n] for n in self.allocation if n in t.params}, float(t.values[0])) for t in scored]
         key = (index, round_, json.dumps([[t.number, v] for t, (_, v) in zip(scored, pairs, strict=True)]))
@@ -203,26 +212,39 @@ def budgeted_plan(task: Task) -> tuple[BudgetedSchedule, Planner]:
             "alone, or every group ignored): set study.search: single",
             key="study.search",
         )
-    schedule = budgeted_schedule(config, unit_costs(task), len(baseline_criteria(task.space.criteria)))
     study = config.study
-    planner = Planner(task.space, schedule, study.allocation.optimizer, study.seed, study.stages.promote.factor)
+    schedule = budgeted_schedule(config, unit_costs(task), len(baseline_criteria(task.space.criteria, study.baselines)))
+    planner = Planner(
+        task.space, schedule, study.allocation.optimizer, study.seed, study.stages.promote.factor, study.baselines
+    )
     return schedule, planner
 
 
 def _settings(config: Config) -> dict[str, Any]:
     study = config.study
-    return {
+    settings = {
         "budgets": list(study.budgets),
         "weights": list(study.weights),
         "allocation": study.allocation.model_dump(mode="json"),
         "stages": study.stages.model_dump(mode="json", exclude={"budget"}),
     }
+    if study.baselines is not None:  # recorded only when set, so studies started before the key still resume
+        settings["baselines"] = list(study.baselines)
+    return settings
 
 
-def check_budgeted_mode(study: optuna.Study, config: Config, schedule: BudgetedSchedule) -> None:
-    """Refuse (one line) to resume a budgeted study with other budgets or allocation settings, or to run a
-    budgeted search on a study of another kind; record the settings on a new one."""
+def check_budgeted_mode(study: optuna.Study, config: Config, schedule: BudgetedSchedule | None = None) -> None:
+    """Refuse (one line) to resume a budgeted study with other budgets or allocation settings, to run a
+    budgeted search on a study of another kind, or another search on a budgeted study; record the settings on a
+    new one when given its ``schedule`` (without it, only check: before anything is written)."""
     recorded = study.user_attrs.get(BUDGETED_ATTR)
+    if config.study.search != "budgeted":
+        if isinstance(recorded, dict):
+            raise ConfigError(
+                f"study {study.study_name!r} was started as a budgeted search; set study.search: budgeted to resume it",
+                key="study.search",
+            )
+        return
     settings = _settings(config)
     if isinstance(recorded, dict):
         if recorded.get("settings") != settings:
@@ -237,7 +259,8 @@ def check_budgeted_mode(study: optuna.Study, config: Config, schedule: BudgetedS
             f"study {study.study_name!r} holds trials of another search; use --study-name for a budgeted one",
             key="study.search",
         )
-    study.set_user_attr(BUDGETED_ATTR, {"settings": settings, **schedule.to_dict()})
+    if schedule is not None:
+        study.set_user_attr(BUDGETED_ATTR, {"settings": settings, **schedule.to_dict()})
 
 
 def slot_seed(study_seed: int, slot: Mapping[str, Any], plan_key: str = "") -> int:

@@ -47,7 +47,19 @@ def study_definition(config: Config, groups: Sequence[str]) -> dict[str, dict[st
             **(_fields("latency", config.latency) if needs_latency(config) else {}),
         },
         "fine-tune recipe": _fields("finetune", config.finetune),
+        "search": _search_fields(config),
     }
+
+
+def _search_fields(config: Config) -> dict[str, Any]:
+    """The search mode and, for a budgeted search, its budgets and baselines, as fitted to the compute
+    (``fit_search``): a resume that would search otherwise is refused before anything is written."""
+    study = config.study
+    fields: dict[str, Any] = {"study.search": study.search}
+    if study.search == "budgeted":
+        fields.update({"study.budgets": list(study.budgets), "study.budget_weights": study.budget_weights,
+                       "study.baselines": study.baselines})  # fmt: skip
+    return fields
 
 
 def storage_place(config: Config) -> str:

@@ -18,12 +18,13 @@ import torch
 from optuna.storages import BaseStorage
 
 from autoprune.config import Config, dump_config
-from autoprune.errors import AutopruneError, ConfigError
+from autoprune.errors import AutopruneError
 from autoprune.evaluate import cost_label
-from autoprune.study._budget import staged_schedule
+from autoprune.study._budget import COMPUTE_ATTR, compute_record, staged_schedule
 from autoprune.study._budget_report import summary_lines
-from autoprune.study._budgeted import BUDGETED_ATTR, budgeted_plan, check_budgeted_mode, run_budgeted
+from autoprune.study._budgeted import budgeted_plan, check_budgeted_mode, run_budgeted
 from autoprune.study._devices import pin_worker_device
+from autoprune.study._fit import fit_search
 from autoprune.study._frame import trials_frame
 from autoprune.study._io import RESOLVED_CONFIG, run_file, write_run_file
 from autoprune.study._loop import FINISHED, run_trials
@@ -147,12 +148,16 @@ def join_study(
     trials a sampler sees depends on timing).
     """
     resolved = resolve(config)  # a bad config, model or path fails here, before anything is written
+    fitted = fit_search(config, resolved)  # budgets, baselines or the mode fitted to the compute, or refused
+    for note in fitted.notes:
+        log(f"warning: {note}")
     groups = [g.name for g in resolved.groups]
     storage = _existing_storage(config)
     existing = _existing_study(storage, config.study_name) if storage is not None else None
-    if existing is not None:
-        check_definition(existing, config, groups)  # a changed config is refused before anything is written
-    task = prepare_task(config, log, resolved=resolved, evaluator=evaluator)
+    if existing is not None:  # a changed config or search is refused before anything is written
+        check_definition(existing, fitted.config, groups)
+        check_search_mode(existing, fitted.config)
+    task = prepare_task(fitted.config, log, resolved=resolved, evaluator=evaluator)
     if storage is None:
         storage = open_config_storage(config)
     index = 0 if worker_index is None else worker_index
@@ -168,9 +173,10 @@ def join_study(
         log(f"joined study {config.study_name!r} as worker {index} (pass --worker-index for a fixed sampler seed)")
     sha = check_base(study, config, task)
     if not created:
-        check_definition(study, config, groups)  # created meanwhile by another worker
+        check_definition(study, task.config, groups)  # created meanwhile by another worker
+        check_search_mode(study, task.config)
     if created or DEFINITION_ATTR not in study.user_attrs:
-        record_definition(study, config, groups)
+        record_definition(study, task.config, groups)
     record_base(study, task, sha)
     write_run_file(run_file(config, RESOLVED_CONFIG), dump_config(config).encode())
     if created:
@@ -193,22 +199,25 @@ def worker_record(index: int, task: Task | None = None) -> dict[str, Any]:
     return record
 
 
+def check_search_mode(study: optuna.Study, config: Config) -> None:
+    """Refuse (one line) a search of another mode, or with other stage or budget settings, than ``study`` was
+    started with; writes nothing."""
+    check_budgeted_mode(study, config)
+    check_mode(study, config)
+
+
 def _resolve_mode(study: optuna.Study, task: Task) -> tuple[Any, Any]:
-    """The staged schedule and the budgeted plan of the config's ``study.search`` (None for the other modes),
-    checked against the mode the study was started with."""
-    config = task.config
-    mode = config.study.search
+    """The staged schedule and the budgeted plan of the (fitted) config's ``study.search`` (None for the other
+    modes), checked against the mode the study was started with and recorded on a new study, with what the
+    compute buys (``COMPUTE_ATTR``, shown by the dashboard)."""
+    mode = task.config.study.search
     schedule = staged_schedule(task) if mode == "staged" else None
     budgeted = budgeted_plan(task) if mode == "budgeted" else None
-    if budgeted is not None:
-        check_budgeted_mode(study, task.config, budgeted[0])  # the task's: default budgets out of reach dropped
-    elif isinstance(study.user_attrs.get(BUDGETED_ATTR), dict):
-        raise ConfigError(
-            f"study {study.study_name!r} was started as a budgeted search; set study.search: budgeted to resume it",
-            key="study.search",
-        )
-    else:
-        check_mode(study, config, schedule)  # one study is either a single or a staged search
+    check_budgeted_mode(study, task.config, budgeted[0] if budgeted is not None else None)
+    check_mode(study, task.config, schedule)  # one study is either a single, a staged or a budgeted search
+    planned = budgeted[0] if budgeted is not None else schedule
+    if planned is not None:
+        study.set_user_attr(COMPUTE_ATTR, compute_record(planned))
     return schedule, budgeted
 
 
@@ -294,5 +303,18 @@ def search_single(
             f"stopped after {streak.count} failed trials in a row (last: {streak.last_error}); the model or "
             f"config is probably broken (see the `error` user attribute of each trial in {run_file(config, 'trials.csv')})"
         )
-    log(f"search finished in {time.perf_counter() - started:.1f}s; wrote {run_file(config, 'trials.csv')}")
+    log(f"search finished in {time.perf_counter() - started:.1f}s{_bought(study)}; wrote {run_file(config, 'trials.csv')}")
     return study
+
+
+def _bought(study: optuna.Study) -> str:
+    """A staged or budgeted study's trial count against the compute asked for (``COMPUTE_ATTR``), for the last line."""
+    compute = study.user_attrs.get(COMPUTE_ATTR)
+    if not isinstance(compute, dict):
+        return ""
+    held = len(study.get_trials(deepcopy=False, states=FINISHED))
+    asked = compute.get("n_trials")
+    source = f"study.stages.budget {compute.get('batches')} batches" if asked is None else (
+        f"study.n_trials {asked}: the compute of {asked} single-search trials, {compute.get('batches')} batches"
+    )
+    return f"; the study holds {held} trials ({compute.get('screens')} screens planned) for {source}"

@@ -159,11 +159,12 @@ def staged_spend(study: optuna.Study) -> Compute:
     return spent
 
 
-def check_mode(study: optuna.Study, config: Config, schedule: Schedule | None) -> None:
+def check_mode(study: optuna.Study, config: Config, schedule: Schedule | None = None) -> None:
     """Refuse (one line) to mix a single and a staged search in one study, or to change the stage settings
-    (other than the budget) of a staged one; record them on a new staged study."""
+    (other than the budget) of a staged one; record them on a new staged study when given its ``schedule``
+    (without it, only check: before anything is written)."""
     recorded = study.user_attrs.get(STAGES_ATTR)
-    if schedule is None:
+    if config.study.search != "staged":
         if isinstance(recorded, dict):
             raise ConfigError(
                 f"study {study.study_name!r} was started as a staged search; set study.search: staged to resume it",
@@ -184,7 +185,8 @@ def check_mode(study: optuna.Study, config: Config, schedule: Schedule | None) -
             f"study {study.study_name!r} holds trials of a single search; use --study-name for a staged one",
             key="study.search",
         )
-    study.set_user_attr(STAGES_ATTR, {"settings": settings, **schedule.to_dict()})
+    if schedule is not None:
+        study.set_user_attr(STAGES_ATTR, {"settings": settings, **schedule.to_dict()})
 
 
 class Screening:
