@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterable, Sequence
 from types import TracebackType
@@ -20,12 +21,13 @@ from rich.progress import (
 )
 from rich.table import Column, Table
 
-__all__ = ["ConsoleProgress", "FittingProgress", "status_column"]
+__all__ = ["TABLE_LABEL", "ConsoleProgress", "FittingProgress", "ProgressLog", "status_column"]
 
 # The fewest characters a shrinking status text keeps before it is dropped altogether, and the fewest it keeps
 # before the bar (pure decoration) goes to make room for it.
 MIN_STATUS_WIDTH = 12
 STATUS_BEFORE_BAR = 48
+TABLE_LABEL = "latency table"  # the description of a latency table's bar, in every command that builds one
 
 
 def status_column(template: str) -> TextColumn:
@@ -98,13 +100,31 @@ class FittingProgress(Progress):
         return total
 
 
+class ProgressLog:
+    """What a command hands the library as ``log``: a line printed above the bars, and (an
+    ``autoprune.study.TableLog``) a latency table built on the way drawn as ``autoprune profile`` draws it."""
+
+    def __init__(self, owner: ConsoleProgress) -> None:
+        self._owner = owner
+
+    def __call__(self, message: str, /) -> None:
+        self._owner.print_line(message)
+
+    def table_progress(self, done: int, total: int) -> None:
+        self._owner.table_progress(done, total)
+
+
 class ConsoleProgress:
-    """Rich progress bars on a terminal; plain lines on stderr elsewhere (CI logs). Subclasses give the columns."""
+    """Rich progress bars on a terminal; plain lines on stderr elsewhere (CI logs). Subclasses give the columns,
+    whose first shows ``{task.description}``: a latency table's bar is a task among the command's own."""
 
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console(stderr=True)
         self.interactive = self.console.is_terminal
         self._progress: Progress | None = None
+        self.log = ProgressLog(self)
+        self._table: Any = None
+        self._table_step = 0
 
     def columns(self) -> tuple[Any, ...]:
         raise NotImplementedError
@@ -121,7 +141,20 @@ class ConsoleProgress:
         if self._progress is not None:
             self._progress.__exit__(exc_type, exc, tb)
 
-    def log(self, message: str) -> None:
+    def table_progress(self, done: int, total: int) -> None:
+        """A latency table's entries timed: its own bar on a terminal, a line every tenth elsewhere (logs)."""
+        if self._progress is not None:
+            if self._table is None:
+                # The columns' own fields (a search's status, an export's loss), blank on the table's bar.
+                texts = [c.text_format for c in self.columns() if isinstance(c, TextColumn)]
+                blank: dict[str, Any] = {name: "" for text in texts for name in re.findall(r"task\.fields\[(\w+)\]", text)}
+                self._table = self._progress.add_task(TABLE_LABEL, total=total, **blank)
+            self._progress.update(self._table, completed=done, total=total)
+        elif done * 10 // total > self._table_step or done == total:
+            self._table_step = done * 10 // total
+            self.print_line(f"{TABLE_LABEL}: {done}/{total} entries timed")
+
+    def print_line(self, message: str) -> None:
         if self._progress is not None:
             self._progress.console.print(message, markup=False, highlight=False)
         else:

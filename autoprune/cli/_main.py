@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -14,6 +15,7 @@ __all__ = ["build_parser", "main"]
 
 # Each command module has register(commands, parent) and sets `handler`; add new commands here.
 COMMANDS = (_search, _export, _report, _dashboard, _validate, _profile, _schema)
+CLOSED_PIPE = 128 + 13  # the status of a process SIGPIPE ended, as a shell reports it (`autoprune schema | head`)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,6 +37,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The ``autoprune`` command: its exit status. A reader that closes the pipe early (``| head``) ends it
+    quietly, as it ends a Unix tool, and without a traceback."""
+    try:
+        try:
+            return _run(argv)
+        finally:
+            sys.stdout.flush()  # what is still buffered meets the closed pipe here, not at exit
+    except BrokenPipeError:
+        # Python flushes stdout once more at exit: point it at devnull, or that flush prints its own error.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return CLOSED_PIPE
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -24,25 +24,11 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
 
 
 class TableProgress(ConsoleProgress):
-    """The table's entries timed, on a bar (a terminal) or a line every tenth (logs)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._task: Any = None
-        self._step = 0
+    """The table's entries timed, on a bar (a terminal) or a line every tenth (logs); see ConsoleProgress."""
 
     def columns(self) -> tuple[Any, ...]:
-        return (TextColumn("[bold]latency table"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        return (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                 TextColumn("left"), TimeRemainingColumn())  # fmt: skip
-
-    def update(self, done: int, total: int) -> None:
-        if self._progress is not None:
-            if self._task is None:
-                self._task = self._progress.add_task("table", total=total)
-            self._progress.update(self._task, completed=done, total=total)
-        elif done * 10 // total > self._step or done == total:
-            self._step = done * 10 // total
-            self.log(f"latency table: {done}/{total} entries timed")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,9 +42,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_writable(config.output)
     model = resolved.runtime.place(resolved.model)
     with TableProgress() as progress:
-        table = latency_table(
-            config, resolved.runtime, model, resolved.example_inputs, resolved.groups, log=progress.log, progress=progress.update
-        )
+        table = latency_table(config, resolved.runtime, model, resolved.example_inputs, resolved.groups, log=progress.log)
     for line in describe_table(table, auto_steps=config.prune.round_to == "auto"):
         print(line)
     return 0

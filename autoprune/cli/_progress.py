@@ -44,7 +44,7 @@ class SearchProgress(ConsoleProgress):
 
     def columns(self) -> tuple[Any, ...]:
         return (
-            TextColumn("[bold]trials"),
+            TextColumn("[bold]{task.description}"),  # trials, or a latency table built on first use
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
@@ -66,7 +66,7 @@ class SearchProgress(ConsoleProgress):
             total = budgeted_plan(task)[0].trials
         self._total = total
         if self._progress is not None:
-            self._bar = self._progress.add_task("search", total=total, completed=min(self._done, total), status="")
+            self._bar = self._progress.add_task("trials", total=total, completed=min(self._done, total), status="")
 
     def _limit(self) -> str:
         timeout = self.config.study.timeout

@@ -29,6 +29,7 @@ from autoprune.evaluate._latency import (
     register_latency_backend,
 )
 from autoprune.evaluate._latency_table import (
+    MAX_AUTO_NOISE,
     LatencyTable,
     TableEntry,
     grid_counts,
@@ -62,6 +63,7 @@ __all__ = [
     "needs_latency",
     "needs_latency_table",
     "LatencyTable",
+    "MAX_AUTO_NOISE",
     "TableEntry",
     "grid_counts",
     "identity_key",

@@ -37,12 +37,14 @@ from torch import nn
 
 from autoprune.engine import Group, apply_plan, count_macs_params
 from autoprune.evaluate._latency import LatencyRun, measure_latency
+from autoprune.evaluate._latency_fit import select_fit
 from autoprune.plan import PruningPlan, kept_channels
 from autoprune.ranking import ratio_for_kept, snap_up
 
 # snap_up lives in autoprune.ranking (space snaps plans with it); re-exported beside the table it reads.
 __all__ = [
     "CALIBRATION",
+    "MAX_AUTO_NOISE",
     "UNIFORM",
     "LatencyTable",
     "TableEntry",
@@ -53,6 +55,9 @@ __all__ = [
     "table_identity",
 ]
 
+# The most noise (how far the base's repeated timings lay apart, over their median) a table may have for
+# ``prune.round_to: auto`` to trust its staircase; a noisier one is refused for it (``round_to: 1`` still works).
+MAX_AUTO_NOISE = 0.25
 UNIFORM = "*"  # the group name of a uniform plan's entry (every group at the grid fraction ``asked / points``)
 CALIBRATION = "~"  # the group name of a calibration plan's entry (random ratios in [0, 0.8] per group)
 CALIBRATION_SEED = 0
@@ -144,13 +149,14 @@ class LatencyTable:
         return [(k, rel * self.base_ms) for k, (rel, _) in sorted(self.entries[group].items())]
 
     def steps(self) -> dict[str, tuple[int, ...]]:
-        """Per group, the staircase: the timed counts not slower than any larger timed count (ascending; the base
-        width is always one)."""
+        """Per group, the staircase: the timed counts that no larger timed count beats by more than the table's
+        :attr:`noise` (ascending; the base width is always one). A count that only looks slower within the noise
+        is kept: dropping it would put small budgets out of reach on the strength of a jitter."""
         steps = {}
         for group in self.entries:
             allowed, fastest_above = [], math.inf
             for kept, ms in reversed(self.curve(group)):
-                if ms <= fastest_above:
+                if ms <= fastest_above * (1.0 + self.noise):
                     allowed.append(kept)
                 fastest_above = min(fastest_above, ms)
             steps[group] = tuple(sorted(allowed))
@@ -191,7 +197,7 @@ class LatencyTable:
         if not self._fit and len(self.calibration) >= 4:
             rows = [(math.log(max(m, 1e-6)), self.log_deviation(ch), math.log(max(r, 1e-6))) for ch, m, r in self.calibration]
             rows.append((0.0, 0.0, 0.0))  # the base model: 1 at 1
-            object.__setattr__(self, "_fit", _select(rows))
+            object.__setattr__(self, "_fit", select_fit(rows))
         return self._fit
 
     def predict(self, channels: Mapping[str, int], macs: float | None = None) -> float:
@@ -227,61 +233,26 @@ class LatencyTable:
             entries.setdefault(str(group), {})[int(kept)] = (float(relative), float(macs))
         uniform = tuple((float(m), float(r)) for m, r in data.get("uniform", ()))
         calibration = tuple(({str(g): int(k) for g, k in ch.items()}, float(m), float(r)) for ch, m, r in data.get("calibration", ()))
-        return cls(
+        table = cls(
             dict(data["identity"]), float(data["base_ms"]), entries, uniform, calibration,
             float(data.get("seconds", 0.0)), float(data.get("noise", 0.0)),
         )  # fmt: skip
+        table.check_figures()
+        return table
 
-
-def _least_squares(rows: Sequence[tuple[float, ...]], features: int) -> tuple[float, ...]:
-    """``(c, a[, b])`` minimising the squared error of ``y = c + a x1 (+ b x2)`` over ``rows`` ``(x1, x2, y)``."""
-    n = features + 1
-    matrix = [[0.0] * n for _ in range(n)]
-    vector = [0.0] * n
-    for row in rows:
-        x = (1.0, *row[:features])
-        for i in range(n):
-            vector[i] += x[i] * row[-1]
-            for j in range(n):
-                matrix[i][j] += x[i] * x[j]
-    for i in range(n):
-        matrix[i][i] += 1e-9  # a feature that never varies gets 0, not a singular matrix
-    return tuple(_solve(matrix, vector))
-
-
-def _solve(matrix: list[list[float]], vector: list[float]) -> list[float]:
-    """Gaussian elimination with partial pivoting (two or three unknowns)."""
-    n = len(vector)
-    for col in range(n):
-        pivot = max(range(col, n), key=lambda r: abs(matrix[r][col]))
-        matrix[col], matrix[pivot], vector[col], vector[pivot] = matrix[pivot], matrix[col], vector[pivot], vector[col]
-        for r in range(col + 1, n):
-            f = matrix[r][col] / matrix[col][col]
-            vector[r] -= f * vector[col]
-            for c in range(col, n):
-                matrix[r][c] -= f * matrix[col][c]
-    out = [0.0] * n
-    for r in reversed(range(n)):
-        out[r] = (vector[r] - sum(matrix[r][c] * out[c] for c in range(r + 1, n))) / matrix[r][r]
-    return out
-
-
-def _select(rows: Sequence[tuple[float, float, float]]) -> tuple[float, float, float]:
-    """The MACs-only fit, or with the deviations when that lowers the leave-one-out median absolute error."""
-
-    def loo(features: int) -> float:
-        errors = []
-        for i, row in enumerate(rows):
-            coef = _least_squares([r for j, r in enumerate(rows) if j != i], features)
-            guess = coef[0] + sum(c * x for c, x in zip(coef[1:], row[:features], strict=True))
-            errors.append(abs(guess - row[-1]))
-        return statistics.median(errors)
-
-    if loo(2) < loo(1):
-        c, a, b = _least_squares(rows, 2)
-        return c, a, b
-    c, a = _least_squares(rows, 1)
-    return c, a, 0.0
+    def check_figures(self) -> None:
+        """A ValueError naming the first figure that no timing can give: a base, a relative latency or MACs that
+        is not finite and positive, a noise that is not finite and >= 0 (an edited or corrupted table)."""
+        figures = [("base_ms", self.base_ms)]
+        for group, counts in self.entries.items():
+            figures += [(f"{group!r} at {kept} channels", v) for kept, pair in counts.items() for v in pair]
+        figures += [(f"uniform plan {i}", v) for i, pair in enumerate(self.uniform) for v in pair]
+        figures += [(f"calibration plan {i}", v) for i, (_, m, r) in enumerate(self.calibration) for v in (m, r)]
+        for name, value in figures:
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} is {value!r}, not a finite positive figure")
+        if not (math.isfinite(self.noise) and self.noise >= 0):
+            raise ValueError(f"noise is {self.noise!r}, not a finite figure >= 0")
 
 
 def identity_key(identity: Mapping[str, Any]) -> str:

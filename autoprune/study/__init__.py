@@ -39,7 +39,7 @@ from autoprune.study._frame import (
 )
 from autoprune.study._heartbeat import JournalHeartbeatStorage, fail_stale
 from autoprune.study._inputs import describe_inputs, first_channels
-from autoprune.study._latency_table import TABLE_FOLDER, cached_table, describe_table, latency_table
+from autoprune.study._latency_table import TABLE_FOLDER, TableLog, cached_table, describe_table, latency_table
 from autoprune.study._loop import FINISHED, run_trials
 from autoprune.study._objective import FinetuneBudget, Objective, PlanResult, evaluate_plan, recorded_seed, trial_seed
 from autoprune.study._resolve import check_registered_names, factory_search_paths
@@ -68,6 +68,7 @@ from autoprune.study._workers import threads_per_worker
 
 __all__ = [
     "TABLE_FOLDER",
+    "TableLog",
     "cached_table",
     "describe_table",
     "latency_table",

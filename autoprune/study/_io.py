@@ -16,6 +16,7 @@ from autoprune.errors import ConfigError
 
 __all__ = [
     "RESOLVED_CONFIG",
+    "TABLE_FOLDER",
     "atomic_write_bytes",
     "check_output_writable",
     "removed_if_failed",
@@ -24,6 +25,7 @@ __all__ = [
 ]
 
 RESOLVED_CONFIG = "config.resolved.yaml"
+TABLE_FOLDER = "latency_tables"  # the run folder's latency tables (autoprune.study._latency_table)
 
 
 def atomic_write_bytes(path: Path, payload: bytes) -> None:

@@ -24,12 +24,12 @@ from autoprune.engine import (
     sparsifiable_layers,
 )
 from autoprune.errors import AutopruneError, ConfigError, did_you_mean
-from autoprune.evaluate import COSTS, LATENCY_BACKENDS, LOSSES, Runtime, resolve_runtime
+from autoprune.evaluate import COSTS, LATENCY_BACKENDS, LOSSES, Runtime, needs_latency_table, resolve_runtime
 from autoprune.metrics import Metric, resolve_metric
 from autoprune.space import apply_tie, config_list_bounds, get_ratio_schedule, load_space_spec
 from autoprune.study._base import build_base_model
 from autoprune.study._inputs import describe_inputs, first_channels, load_example_inputs
-from autoprune.study._io import check_output_writable
+from autoprune.study._io import TABLE_FOLDER, check_output_writable
 
 __all__ = ["Resolved", "check_metric_value", "check_registered_names", "factory_search_paths", "resolve"]
 
@@ -166,6 +166,8 @@ def resolve(config: Config) -> Resolved:
     check_registered_names(config)
     runtime = resolve_runtime(config.runtime)
     check_output_writable(config.output)
+    if needs_latency_table(config):  # a file where the tables go: one line now, not after the base is trained
+        check_output_writable(config.output / TABLE_FOLDER)
     spec = apply_tie(load_space_spec(config.prune.search_space), config.prune.tie)
     get_ratio_schedule(spec)  # a preset naming no registered ratio schedule is one line, before any data loads
     paths = factory_search_paths(config)
