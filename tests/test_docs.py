@@ -57,8 +57,10 @@ def test_a_runnable_block_runs_as_written(language: str, code: str, tmp_path: Pa
         (tmp_path / name).symlink_to(ROOT / name)
     bin_dir = tmp_path / ".bin"
     bin_dir.mkdir()
-    for name, body in (("autoprune", f'exec "{sys.executable}" -m autoprune "$@"'),
-                       ("python", f'exec "{sys.executable}" "$@"')):
+    for name, body in (
+        ("autoprune", f'exec "{sys.executable}" -m autoprune "$@"'),
+        ("python", f'exec "{sys.executable}" "$@"'),
+    ):
         shim = bin_dir / name
         shim.write_text(f"#!/bin/sh\n{body}\n")
         shim.chmod(shim.stat().st_mode | stat.S_IEXEC)
@@ -77,4 +79,6 @@ def test_a_runnable_block_runs_as_written(language: str, code: str, tmp_path: Pa
         script.write_text("set -euo pipefail\n" + code, encoding="utf-8")
         command = ["bash", str(script)]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
-    assert result.returncode == 0, f"block exited {result.returncode}\n--- code\n{code}--- stdout\n{result.stdout}--- stderr\n{result.stderr}"
+    assert result.returncode == 0, (
+        f"block exited {result.returncode}\n--- code\n{code}--- stdout\n{result.stdout}--- stderr\n{result.stderr}"
+    )
