@@ -33,3 +33,16 @@ def test_base_training_optimizer_keeps_the_base_cache_key_at_its_default():
     adamw = config_from_dict({**raw, "base_training": {"optimizer": "adamw"}})
     assert omitted.base_training.optimizer == "sgd"
     assert base_key(omitted) == base_key(explicit) != base_key(adamw)
+
+
+def test_reload_py_names_a_missing_export_folder_instead_of_a_hub_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    script = REPO / "experiments" / "hf_text" / "reload.py"
+    result = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "export")], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1
+    assert f"no save_pretrained folder at {tmp_path / 'export' / 'hf'}" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -28,7 +28,13 @@ def main(export: str) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from hf_text_data import loaders
 
-    model = AutoModelForSequenceClassification.from_pretrained(Path(export) / "hf").eval()
+    folder = Path(export) / "hf"
+    if not (folder / "config.json").is_file():
+        # from_pretrained would read a missing folder as a Hub repo id and fail with a traceback about repo names.
+        sys.exit(
+            f"reload.py: no save_pretrained folder at {folder}; run `autoprune export ... --knee --out {export}` first"
+        )
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
     correct = total = 0
     with torch.no_grad():
         for batch in loaders()[2]:
