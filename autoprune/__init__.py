@@ -15,7 +15,8 @@ if TYPE_CHECKING:
     from autoprune.config import Config, load_config
     from autoprune.criteria import Criterion, GroupTensors, available_criteria, register_criterion
     from autoprune.engine import Group, PruneReport, apply_plan, count_macs_params, find_groups
-    from autoprune.errors import AutopruneError, ConfigError, PruningError
+    from autoprune.errors import AutopruneError, ConfigError, PruningError, ReconstructionError
+    from autoprune.evaluate import Reconstruction, reconstruct
     from autoprune.export import ExportError, Selection, export_model, load
     from autoprune.plan import PruningPlan
     from autoprune.study import search
@@ -36,6 +37,9 @@ _HOMES = {
     "AutopruneError": "errors",
     "ConfigError": "errors",
     "PruningError": "errors",
+    "ReconstructionError": "errors",
+    "Reconstruction": "evaluate",
+    "reconstruct": "evaluate",
     "ExportError": "export",
     "Selection": "export",
     "export_model": "export",
@@ -55,6 +59,8 @@ __all__ = [
     "PruneReport",
     "PruningError",
     "PruningPlan",
+    "Reconstruction",
+    "ReconstructionError",
     "Selection",
     "__version__",
     "apply_plan",
@@ -64,6 +70,7 @@ __all__ = [
     "find_groups",
     "load",
     "load_config",
+    "reconstruct",
     "register_criterion",
     "search",
 ]

@@ -31,6 +31,10 @@ class PruningError(AutopruneError, RuntimeError):
     """The engine could not do what a plan asked, named by group."""
 
 
+class ReconstructionError(AutopruneError, RuntimeError):
+    """Layer-wise reconstruction could not refit a pruned model, named by layer."""
+
+
 def did_you_mean(value: str, choices: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` for the closest choice, or an empty string."""
     close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.6)

@@ -17,6 +17,7 @@ __all__ = [
     "FinetuneConfig",
     "LossName",
     "OptimizerName",
+    "ReconstructConfig",
     "ScheduleConfig",
     "TrainConfig",
 ]
@@ -59,6 +60,24 @@ class DistillConfig(_Strict):
     temperature: float = Field(default=4.0, gt=0.0, description="Softmax temperature T of the distillation term.")
 
 
+class ReconstructConfig(_Strict):
+    """Layer-wise reconstruction after pruning, before BatchNorm recalibration: every conv or linear layer that lost
+    input channels is refitted by least squares to the base model's output of that layer, on calibration batches
+    (the first training batches, in order). No gradient step: with epochs 0 it is the whole recovery."""
+
+    batches: int = Field(default=16, ge=1, description="Calibration batches (the first training batches, in order).")
+    ridge: float = Field(
+        default=1e-3, ge=0.0,
+        description="Ridge regularisation of each least-squares solve, relative to the mean diagonal of its normal "
+                    "equations.",
+    )
+    positions: int = Field(
+        default=4096, ge=1,
+        description="Rows taken from each batch per layer at most (a conv's output positions, a linear's tokens), a "
+                    "seeded subsample.",
+    )
+
+
 class FinetuneConfig(TrainConfig):
     epochs: int = Field(default=1, ge=0, description="Fine-tune epochs per candidate (steps overrides).")
     lr: float = Field(default=0.01, gt=0.0, description="Fine-tune learning rate.")
@@ -87,6 +106,11 @@ class FinetuneConfig(TrainConfig):
         default=None,
         ge=1,
         description="The search scores candidates on the first N validation batches. null: all of them.",
+    )
+    reconstruct: ReconstructConfig | None = Field(
+        default=None,
+        description="Layer-wise reconstruction of every candidate before BatchNorm recalibration (and before the "
+                    "fine-tune, when there is one). null: off.",
     )
 
 
@@ -148,6 +172,11 @@ class ExportConfig(TrainConfig):
     distill: DistillConfig | None = Field(
         default=None,
         description="Knowledge distillation in the recovery fine-tune. null: off.",
+    )
+    reconstruct: ReconstructConfig | None = Field(
+        default=None,
+        description="Layer-wise reconstruction of the exported model after pruning, before BatchNorm recalibration "
+                    "and the recovery fine-tune. null: off.",
     )
 
     @model_validator(mode="before")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import math
 import time
@@ -39,6 +40,8 @@ class PruneReport:
     nonzero_params_before: int = 0
     nonzero_params_after: int = 0
     sparsity: dict[str, float] = field(default_factory=dict)  # each sparsified layer -> fraction of zero weights
+    # Each conv/linear that lost channels -> its kept (output, input) channels, as indices into the base layer's.
+    kept: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
 
     @property
     def macs_ratio(self) -> float:
@@ -225,7 +228,10 @@ def apply_plan(
         check_output_shapes(model, example_inputs, pruned, graph.output_shapes, removals)
 
     seconds = {"graph": graph_done - started, "prune": pruned_done - graph_done}
-    return _finish(model, pruned, example_inputs, plan, channels_report, base_counts, seconds, pruned_done)
+    pruned, report = _finish(model, pruned, example_inputs, plan, channels_report, base_counts, seconds, pruned_done)
+    names = {module: name for name, module in pruned.named_modules()}
+    kept = {names[m]: (tuple(out), tuple(inp)) for m, (out, inp) in graph.kept.items() if m in names}
+    return pruned, dataclasses.replace(report, kept=kept)
 
 
 def _check_known(plan: PruningPlan, known: dict[str, Group]) -> None:

@@ -40,6 +40,7 @@ from autoprune.evaluate._latency_table import (
 )
 from autoprune.evaluate._lightning import LightningEvaluator, lightning_evaluator  # lightning: imported on use
 from autoprune.evaluate._losses import LOSSES, Distill, register_loss, resolve_loss
+from autoprune.evaluate._reconstruct import LayerFit, Reconstruction, reconstruct
 from autoprune.evaluate._runtime import CPU, Runtime, resolve_runtime
 from autoprune.evaluate._train import recalibrate_bn, reseed, train
 
@@ -85,6 +86,9 @@ __all__ = [
     "lightning_evaluator",
     "load_user_evaluator",
     "recalibrate_bn",
+    "reconstruct",
+    "LayerFit",
+    "Reconstruction",
     "register_loss",
     "reseed",
     "resolve_loss",

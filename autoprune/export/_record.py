@@ -205,6 +205,9 @@ def export_record(
                 "steps_reached": recovered.steps,
             },
             "seconds": recovered.seconds,
+            # finetune.reconstruct (as the search scored it) and export.reconstruct: calibration batches, and each
+            # refitted layer's relative output error before and after; null when off.
+            "reconstruct": recovered.reconstruction,
         },
         "artifacts": artifacts,
         "versions": _versions(),

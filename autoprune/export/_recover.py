@@ -23,10 +23,10 @@ from autoprune.engine import (
     make_permanent,
 )
 from autoprune.errors import PruningError
-from autoprune.evaluate import Evaluator, build_evaluator
+from autoprune.evaluate import Evaluator, build_evaluator, reconstruct
 from autoprune.plan import PruningPlan, kept_channels
 from autoprune.schedules import SCHEDULES, step_fractions
-from autoprune.study import FinetuneBudget, Task, recorded_seed
+from autoprune.study import FinetuneBudget, Task, calibration_batches, recorded_seed
 
 __all__ = [
     "SCHEDULES",
@@ -115,12 +115,16 @@ class Recovered:
     seconds: dict[str, float] = field(default_factory=dict)
     steps: list[dict[str, Any]] = field(default_factory=list)  # what each gradual step reached
     sparsity: dict[str, float] = field(default_factory=dict)  # each sparsified layer's zero fraction, at the end
+    reconstruction: dict[str, Any] = field(default_factory=dict)  # "search" / "export": Reconstruction.to_dict()
 
 
 class _Finetunes:
     """Runs the fine-tunes of one recovery: reports each epoch to the hook, adds up each phase's seconds."""
 
+    reconstruction: dict[str, Any]
+
     def __init__(self, task: Task, on_epoch: EpochHook | None) -> None:
+        self.reconstruction = {}
         self.task = task
         self.hook = on_epoch or (lambda *_: None)
         self.seconds: dict[str, float] = {}
@@ -154,6 +158,9 @@ def _recreate(
     metrics = {"base": evaluator.score(task.base.model, eval_loader)}
     scored, report = task.prune(plan)
     metrics["pruned"] = evaluator.score(scored, eval_loader)
+    if ft.reconstruct is not None:
+        fitted = _reconstructed(task, scored, report, ft.reconstruct, seed)
+        finetunes.reconstruction["search"] = fitted
     evaluator.recalibrate(scored, ft.bn_recalibration_batches, seed)
     if not searched.none:
         finetunes.run(scored, "search fine-tune", evaluator, searched.epochs, searched.steps, ft.lr, seed)
@@ -231,13 +238,28 @@ def recover(
     else:
         model, steps = _prune_in_steps(task, plan, fractions, report, recovery, finetunes, seed, log)
 
+    if ecfg.reconstruct is not None:
+        finetunes.reconstruction["export"] = _reconstructed(task, model, report, ecfg.reconstruct, seed)
+        recovery.recalibrate(model, ecfg.bn_recalibration_batches, seed)
     layers = list(plan.sparsity.amounts) if plan.sparsity is not None else []
     pruned_sparsity = layer_sparsity(model, layers)
     finetunes.run(model, "recovery", recovery, ecfg.epochs, ecfg.steps, ecfg.lr, seed + len(fractions))
     metrics["recovered"] = task.evaluator.score(model, eval_loader)
     sparsity = check_sparsity_held(model, pruned_sparsity, during="recovery")
     make_permanent(model)  # plain `weight` tensors holding the zeros; no weight_orig / weight_mask
-    return Recovered(model.eval(), report, metrics, split, fractions, finetunes.seconds, steps, sparsity)
+    return Recovered(
+        model.eval(), report, metrics, split, fractions, finetunes.seconds, steps, sparsity, finetunes.reconstruction
+    )
+
+
+def _reconstructed(task: Task, model: nn.Module, report: PruneReport, section: Any, seed: int) -> dict[str, Any]:
+    """``model`` refitted layer by layer to the base model's outputs (``reconstruct``), as the record says it."""
+    started = time.perf_counter()
+    fitted = reconstruct(
+        model, task.base.model, calibration_batches(task, section.batches), kept=report.kept, ridge=section.ridge,
+        positions=section.positions, seed=seed,
+    )  # fmt: skip
+    return {**fitted.to_dict(), "seconds": time.perf_counter() - started, "warnings": list(fitted.warnings)}
 
 
 def recovery_evaluator(task: Task) -> Any:

@@ -41,7 +41,15 @@ from autoprune.study._heartbeat import JournalHeartbeatStorage, fail_stale
 from autoprune.study._inputs import describe_inputs, first_channels
 from autoprune.study._latency_table import TABLE_FOLDER, TableLog, cached_table, describe_table, latency_table
 from autoprune.study._loop import FINISHED, run_trials
-from autoprune.study._objective import FinetuneBudget, Objective, PlanResult, evaluate_plan, recorded_seed, trial_seed
+from autoprune.study._objective import (
+    FinetuneBudget,
+    Objective,
+    PlanResult,
+    calibration_batches,
+    evaluate_plan,
+    recorded_seed,
+    trial_seed,
+)
 from autoprune.study._resolve import check_registered_names, factory_search_paths
 from autoprune.study._search import SearchAborted, SearchInterrupted, enqueue_warm_start, metric_names
 from autoprune.study._staged import run_staged, staged_spend
@@ -100,6 +108,7 @@ __all__ = [
     "enqueue_warm_start",
     "fail_stale",
     "guard_storage",
+    "calibration_batches",
     "evaluate_plan",
     "make_sampler",
     "metric_names",

@@ -72,14 +72,17 @@ class UnitCosts:
     finetune_steps: int
     screen_recalibration: int | None = None  # a screen's own batches (study.stages.screen); None: as above
     screen_validation: int | None = None
+    # finetune.reconstruct: each calibration batch runs (part of) the model once per conv/linear layer refitted.
+    reconstruction: int = 0
 
     def screen(self) -> Compute:
         recalibration = self.recalibration if self.screen_recalibration is None else self.screen_recalibration
         validation = self.validation if self.screen_validation is None else self.screen_validation
-        return Compute(0, recalibration + validation)
+        return Compute(0, self.reconstruction + recalibration + validation)
 
     def finetune(self, steps: int) -> Compute:
-        return Compute(steps, self.recalibration + 2 * self.validation)  # scored before and after the fine-tune
+        # scored before and after the fine-tune
+        return Compute(steps, self.reconstruction + self.recalibration + 2 * self.validation)
 
     def standard(self) -> Compute:
         """One trial of a single search: recalibrate, score, fine-tune as configured, score."""
@@ -117,7 +120,19 @@ def recipe_costs(config: Config, train: Any, validation: Any, model: nn.Module) 
         finetune_steps=steps,
         screen_recalibration=screen_recalibration,
         screen_validation=None if screen.val_batches is None else min(screen.val_batches, scored),
+        reconstruction=_reconstruction_batches(config, batches, model),
     )
+
+
+def _reconstruction_batches(config: Config, batches: int, model: nn.Module) -> int:
+    """What ``finetune.reconstruct`` costs a candidate, in forward batches: its calibration batches, once for each
+    conv/linear layer (an upper bound: only those that lost input channels are refitted, each on a partial
+    forward of the pruned and the base model)."""
+    section = config.finetune.reconstruct
+    if section is None:
+        return 0
+    layers = sum(isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)) for m in model.modules())
+    return min(section.batches, batches) * max(layers - 1, 1)
 
 
 @dataclass(frozen=True)

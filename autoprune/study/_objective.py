@@ -12,7 +12,16 @@ import optuna
 
 from autoprune.config import Config
 from autoprune.engine import PruneReport, check_sparsity_held, compressed_bytes
-from autoprune.evaluate import Candidate, FirstBatches, LatencyMeter, LatencyResult, get_cost
+from autoprune.evaluate import (
+    Candidate,
+    FirstBatches,
+    LatencyMeter,
+    LatencyResult,
+    Reconstruction,
+    fixed_batches,
+    get_cost,
+    reconstruct,
+)
 from autoprune.plan import PruningPlan
 from autoprune.study._latency import StudyLatencyCache, latency_meter, process_latency_meter
 from autoprune.study._resolve import factory_search_paths
@@ -34,7 +43,7 @@ __all__ = [
     "SEED_ATTR",
 ]
 
-PHASES = ("prune", "recalibrate", "finetune", "evaluate")
+PHASES = ("prune", "reconstruct", "recalibrate", "finetune", "evaluate")
 PhaseHook = Callable[[int, str], None]
 MAX_MACS_CONSTRAINT = "max_macs"
 MAX_LATENCY_CONSTRAINT = "max_latency"
@@ -121,6 +130,7 @@ class PlanResult:
     compressed_bytes: int = 0  # gzip of the fine-tuned state_dict; measured only for plans with a sparsity
     latency: LatencyResult | None = None  # when the run measures latency (objective or constraints.max_latency)
     timed_latency: LatencyResult | None = None  # latency.mode both: the fine-tuned candidate, timed
+    reconstruction: Reconstruction | None = None  # finetune.reconstruct: each refitted layer's output error
 
 
 def evaluate_plan(
@@ -155,6 +165,7 @@ def evaluate_plan(
         metric = _finite(task.evaluator.score(pruned))
         seconds["evaluate"] = time.perf_counter() - started
         return PlanResult(plan, report, metric, metric, cost, False, seconds, latency=measured)
+    fitted = _reconstruct(task, pruned, report, seed, seconds, on_phase)
     metric_before, metric = _recover(task, pruned, seed, budget, screen, seconds, on_phase)
     size = 0
     if plan.sparsity is not None:
@@ -164,7 +175,29 @@ def evaluate_plan(
     if measured is not None and cfg.latency.mode == "both" and not budget.none:
         timed = candidate.timed_latency()  # the search read the prediction; the fine-tuned candidate is timed too
         seconds["latency"] += timed.seconds
-    return PlanResult(plan, report, metric, metric_before, cost, True, seconds, size, measured, timed)
+    return PlanResult(plan, report, metric, metric_before, cost, True, seconds, size, measured, timed, fitted)
+
+
+def calibration_batches(task: Task, count: int) -> list[Any]:
+    """The first ``count`` training batches in order, on the task's device: reconstruction's calibration set."""
+    return [task.runtime.to_device(b) for b in fixed_batches(task.data.train, count)]
+
+
+def _reconstruct(
+    task: Task, pruned: Any, report: PruneReport, seed: int, seconds: dict[str, float], on_phase: Callable[[str], None]
+) -> Reconstruction | None:
+    """``finetune.reconstruct``: refit the layers that lost input channels to the base model's outputs."""
+    section = task.config.finetune.reconstruct
+    if section is None:
+        return None
+    on_phase("reconstruct")
+    started = time.perf_counter()
+    fitted = reconstruct(
+        pruned, task.base.model, calibration_batches(task, section.batches), kept=report.kept, ridge=section.ridge,
+        positions=section.positions, seed=seed,
+    )  # fmt: skip
+    seconds["reconstruct"] = time.perf_counter() - started
+    return fitted
 
 
 def _recover(
@@ -288,6 +321,13 @@ class Objective:
         trial.set_user_attr("metric_before_finetune", result.metric_before_finetune)
         trial.set_user_attr("feasible", result.feasible)
         trial.set_user_attr("seconds", result.seconds)
+        if result.reconstruction is not None:
+            fits = result.reconstruction.layers
+            trial.set_user_attr("reconstruct", {
+                "batches": result.reconstruction.batches,
+                "refitted": sum(f.refitted for f in fits),
+                "kept": [f.name for f in fits if not f.refitted],
+            })  # fmt: skip
         return result.metric, result.cost
 
 

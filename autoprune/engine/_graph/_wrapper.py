@@ -56,6 +56,9 @@ class ModelGraph:
         self._groups: list[Group] = []
         self._output_groups: set[str] = set()
         self._shuffled: set[str] = set()  # groups whose channels reach a cut channel shuffle
+        # Each conv/linear's kept channels, as indices into its unpruned (out, in) channels: what reconstruction
+        # needs to match a pruned layer with its base. Only layers that lost channels are listed.
+        self.kept: dict[nn.Module, tuple[list[int], list[int]]] = {}
         self.left_out: list[tuple[Group, str]] = []  # groups that cannot be pruned, each with the reason
         visited = self._dependency_groups(modules, ignore, allow_output_pruning)
         found, left_out = self._sites.groups(self._traced, set(self._ignored), ignore, visited)
@@ -202,7 +205,10 @@ class ModelGraph:
             return
         site = self._site(name)
         if site is not None:
-            prune_attention(*site, sorted(int(i) for i in remove))
+            removed = sorted(int(i) for i in remove)
+            for projection, idxs in site[0].prune_indices(site[1], removed):
+                self._track(projection.linear, projection.axis == "out", idxs)
+            prune_attention(*site, removed)
             return
         if name in self._shuffled:
             refuse_shuffled(name)
@@ -210,10 +216,32 @@ class ModelGraph:
         pruner = self.graph.get_pruner_of_module(root)
         try:
             group = self.graph.get_pruning_group(root, pruner.prune_out_channels, sorted(int(i) for i in remove))
+            for dep, idxs in group:
+                if isinstance(dep.target.module, _ROOT_TYPES):
+                    self._track(dep.target.module, self._traced.prunes_out(dep), [int(getattr(i, "idx", i)) for i in idxs])
             group.prune()
         except Exception as exc:
             raise PruningError(f"group {name!r}: torch-pruning failed: {type(exc).__name__}: {exc}") from exc
         retie(self._shared)
+
+    def _track(self, module: nn.Module, out: bool, idxs: Sequence[int]) -> None:
+        _tracked(self.kept, module, out, idxs)
+
+
+def _width(module: Any, out: bool) -> int:
+    weight = module.weight
+    if isinstance(module, nn.Linear):
+        return int(weight.shape[0] if out else weight.shape[1])
+    groups = getattr(module, "groups", 1)
+    return int(weight.shape[0] if out else weight.shape[1] * groups)
+
+
+def _tracked(kept: dict[nn.Module, tuple[list[int], list[int]]], module: nn.Module, out: bool, idxs: Sequence[int]) -> None:
+    """Remove ``idxs`` (indices into ``module``'s current channels) from its kept (out, in) channels."""
+    current = kept.get(module) or (list(range(_width(module, True))), list(range(_width(module, False))))
+    gone = set(idxs)
+    side = [c for j, c in enumerate(current[0 if out else 1]) if j not in gone]
+    kept[module] = (side, current[1]) if out else (current[0], side)
 
 
 def find_output_layers(model: nn.Module, example_inputs: Any) -> list[str]:
