@@ -30,6 +30,7 @@ class ReportData:
     wall_seconds: float  # first trial start to last trial end (0 before any trial finished)
     latency: dict[str, Any] | None = None  # how the study measured latency (backend, device, batch, ...); None: not
     budgets: tuple[BudgetSummary, ...] = ()  # a budgeted study's budgets: selected plan and screen fidelity
+    recipe: dict[str, Any] | None = None  # the fine-tune recipe the study was started with (finetune.*); None: unknown
 
     @property
     def latency_trials(self) -> pd.DataFrame:
@@ -161,4 +162,12 @@ def collect(study: optuna.Study, *, max_macs: float | None = None) -> ReportData
         wall_seconds=wall,
         latency=dict(measured[0]) if measured else None,
         budgets=tuple(budget_summaries(study)),
+        recipe=_recipe(study),
     )
+
+
+def _recipe(study: optuna.Study) -> dict[str, Any] | None:
+    """The fine-tune recipe recorded in the study's definition (``finetune.*`` keys), for the report's header."""
+    definition = study.user_attrs.get("definition")
+    recipe = definition.get("fine-tune recipe") if isinstance(definition, dict) else None
+    return recipe if isinstance(recipe, dict) else None

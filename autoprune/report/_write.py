@@ -99,9 +99,24 @@ def _header(data: ReportData) -> list[str]:
         f"{len(data.trials)} trials, generated {generated}. Base model: {data.metric_name} {data.base['metric']:.4f}, "
         f"{data.base['macs'] / 1e6:.2f} M MACs, {data.base['params'] / 1e6:.3f} M params{size}.",
         "",
+        *_recipe_line(data),
         "![Pareto front](pareto.png)",
         "",
     ]
+
+
+def _recipe_line(data: ReportData) -> list[str]:
+    """How candidates were scored: the fine-tune, reconstruction and BatchNorm recalibration they got."""
+    recipe = data.recipe
+    if recipe is None:
+        return []
+    steps, epochs = recipe.get("finetune.steps"), recipe.get("finetune.epochs") or 0
+    parts = []
+    if recipe.get("finetune.reconstruct"):
+        parts.append(f"layer-wise reconstruction on {recipe['finetune.reconstruct'].get('batches')} calibration batches")
+    parts.append(f"BatchNorm recalibration on {recipe.get('finetune.bn_recalibration_batches')} batches")
+    tune = f"a fine-tune of {steps} steps" if steps else f"a fine-tune of {epochs} epochs" if epochs else "no fine-tune (one-shot)"
+    return [f"Candidates were scored after {', then '.join(parts)}, and {tune}.", ""]
 
 
 def _front_section(data: ReportData, columns: list[str], figures: Callable[[Any], list[str]]) -> list[str]:
